@@ -1,0 +1,229 @@
+"""Typed configuration: one section per role, every field with a default and help.
+
+A run's config is built from a preset TOML (``launch/presets/<name>.toml``),
+then ``--set section.key=value`` overrides, and is saved fully resolved as
+``config.toml`` in the run directory. ``describe()`` prints the reference.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _h(text: str) -> Meta:
+    return Meta(description=text)
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class RunConfig(_Section):
+    name: Annotated[str, _h("run name; the run directory is <runs_dir>/<name>-<timestamp>")] = "run"
+    runs_dir: Annotated[str, _h("where run directories are created")] = "runs"
+    seed: Annotated[int, _h("master seed: task split, sampling and training derive from it")] = 0
+    rounds: Annotated[int, _h("self-training rounds after the base evaluation")] = 3
+    transport: Annotated[str, _h('"ipc" (sockets in the run directory) or "tcp" (127.0.0.1, free ports)')] = "ipc"
+
+
+class TaskConfig(_Section):
+    impl: Annotated[str, _h('task family: "dsl" or "package.module:function"')] = "dsl"
+    n_labeled: Annotated[int, _h("size of the labeled set L used to warm-start the base model")] = 2000
+    labeled_max_depth: Annotated[int, _h("L holds only programs up to this depth (easy problems)")] = 2
+    n_train: Annotated[int, _h("pool of unlabeled training problems drawn from each round")] = 600
+    n_eval: Annotated[int, _h("fixed evaluation problems, disjoint from training problems")] = 40
+    depths: Annotated[list[int], _h("program depths sampled for train/eval problems (graded difficulty)")] = msgspec.field(default_factory=lambda: [1, 2, 3])
+    n_visible: Annotated[int, _h("visible input->output examples per problem")] = 3
+    n_heldout: Annotated[int, _h("held-out inputs per problem (outputs never shown to the model)")] = 6
+    seed: Annotated[int, _h("task seed; -1 = derive from run.seed")] = -1
+
+
+class ModelConfig(_Section):
+    base: Annotated[str, _h('"tiny" to build and warm-start the default model, or a local HF causal LM folder')] = "tiny"
+    cache_dir: Annotated[str, _h("cache of built base models, keyed by their config")] = "~/.cache/constellation"
+    hidden_size: Annotated[int, _h("tiny model width")] = 192
+    layers: Annotated[int, _h("tiny model depth")] = 4
+    heads: Annotated[int, _h("tiny model attention heads")] = 6
+    intermediate_size: Annotated[int, _h("tiny model MLP width")] = 512
+    max_len: Annotated[int, _h("max sequence length (prompt + completion) in tokens")] = 256
+    warm_start_seconds: Annotated[float, _h("time budget of supervised warm start on L")] = 240.0
+    warm_start_lr: Annotated[float, _h("warm-start learning rate")] = 2e-3
+    warm_start_batch: Annotated[int, _h("warm-start batch size")] = 32
+    threads: Annotated[int, _h("torch threads while building the base model")] = 1
+
+
+class SamplingConfig(_Section):
+    temperature: Annotated[float, _h("sampling temperature")] = 1.0
+    top_p: Annotated[float, _h("nucleus sampling p")] = 1.0
+    max_new_tokens: Annotated[int, _h("max completion tokens")] = 64
+
+
+class GeneratorConfig(_Section):
+    impl: Annotated[str, _h('"hf" or "package.module:Class"')] = "hf"
+    threads: Annotated[int, _h("torch threads of the generator process")] = 1
+    batch_size: Annotated[int, _h("sequences decoded together in one generate() call")] = 64
+
+
+class VerifierConfig(_Section):
+    impl: Annotated[str, _h('"dsl" or "package.module:Class"')] = "dsl"
+    threads: Annotated[int, _h("torch threads (unused by the pure-Python DSL verifier)")] = 1
+    step_limit: Annotated[int, _h("interpreter steps per program run before a timeout verdict")] = 10_000
+
+
+class CriticConfig(_Section):
+    impl: Annotated[str, _h('"learned", "none" or "package.module:Class"')] = "learned"
+    threads: Annotated[int, _h("torch threads of the critic process")] = 1
+    hidden_size: Annotated[int, _h("critic transformer width")] = 128
+    layers: Annotated[int, _h("critic transformer depth")] = 2
+    heads: Annotated[int, _h("critic attention heads")] = 4
+    max_len: Annotated[int, _h("critic input length in tokens (longer inputs are cut from the left)")] = 384
+    steps: Annotated[int, _h("optimizer steps per round of online training")] = 150
+    batch_size: Annotated[int, _h("critic training batch (class-balanced)")] = 32
+    lr: Annotated[float, _h("critic learning rate")] = 1e-3
+    holdout_frac: Annotated[float, _h("share of training problems kept out of critic training to measure AUROC")] = 0.2
+
+
+class TrainerConfig(_Section):
+    impl: Annotated[str, _h('"star" or "package.module:Class"')] = "star"
+    threads: Annotated[int, _h("torch threads of the trainer process")] = 1
+    mode: Annotated[str, _h('"restart" (each round from the base, as STaR) or "continue" (from the last adapter)')] = "restart"
+    lora_r: Annotated[int, _h("LoRA rank")] = 16
+    lora_alpha: Annotated[int, _h("LoRA alpha")] = 32
+    lora_dropout: Annotated[float, _h("LoRA dropout")] = 0.0
+    lora_targets: Annotated[list[str], _h("module names LoRA adapts")] = msgspec.field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    lr: Annotated[float, _h("learning rate")] = 2e-3
+    epochs: Annotated[int, _h("passes over the round's training set")] = 3
+    max_seconds: Annotated[float, _h("time budget per round of training (0 = none)")] = 60.0
+    batch_size: Annotated[int, _h("training batch size")] = 16
+
+
+class CoordinatorConfig(_Section):
+    problems_per_round: Annotated[int, _h("training problems drawn each round")] = 150
+    k: Annotated[int, _h("candidates sampled per training problem")] = 8
+    selection: Annotated[str, _h('"best_of_k", "critic" or "majority": builds the training set')] = "best_of_k"
+    per_problem: Annotated[int, _h("selected examples kept per solved problem")] = 1
+    request_problems: Annotated[int, _h("problems per GenerateRequest (streaming granularity)")] = 8
+    window: Annotated[int, _h("generate requests kept in flight")] = 2
+    request_timeout: Annotated[float, _h("seconds before an unanswered request is re-sent")] = 600.0
+
+
+class EvalConfig(_Section):
+    n_samples: Annotated[int, _h("samples per evaluation problem (n of pass@k)")] = 64
+    ks: Annotated[list[int], _h("k values reported")] = msgspec.field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    selection_k: Annotated[int, _h("k at which the selection policies are scored")] = 8
+    zpd_low: Annotated[float, _h("base pass@1 below this is too hard (outside the ZPD)")] = 0.25
+    zpd_high: Annotated[float, _h("base pass@1 above this is too easy (outside the ZPD)")] = 0.75
+
+
+class SupervisorConfig(_Section):
+    ready_timeout: Annotated[float, _h("seconds a role has to announce READY")] = 120.0
+    heartbeat_interval: Annotated[float, _h("seconds between heartbeats")] = 1.0
+    heartbeat_timeout: Annotated[float, _h("a role silent this long is declared dead and restarted")] = 60.0
+    max_restarts: Annotated[int, _h("restarts per role before the run is aborted")] = 3
+    shutdown_grace: Annotated[float, _h("seconds between SIGTERM and SIGKILL at shutdown")] = 10.0
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    run: RunConfig = msgspec.field(default_factory=RunConfig)
+    task: TaskConfig = msgspec.field(default_factory=TaskConfig)
+    model: ModelConfig = msgspec.field(default_factory=ModelConfig)
+    sampling: SamplingConfig = msgspec.field(default_factory=SamplingConfig)
+    generator: GeneratorConfig = msgspec.field(default_factory=GeneratorConfig)
+    verifier: VerifierConfig = msgspec.field(default_factory=VerifierConfig)
+    critic: CriticConfig = msgspec.field(default_factory=CriticConfig)
+    trainer: TrainerConfig = msgspec.field(default_factory=TrainerConfig)
+    coordinator: CoordinatorConfig = msgspec.field(default_factory=CoordinatorConfig)
+    eval: EvalConfig = msgspec.field(default_factory=EvalConfig)
+    supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+
+    def task_seed(self) -> int:
+        return self.run.seed if self.task.seed < 0 else self.task.seed
+
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "launch" / "presets"
+
+
+def _parse_value(raw: str) -> Any:
+    """A --set value is read as a TOML value; anything TOML rejects is a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        section, field = key.strip().split(".", 1)
+        if section not in Config.__struct_fields__:
+            raise ConfigError(f"--set {item!r}: unknown section {section!r}; sections: {', '.join(Config.__struct_fields__)}")
+        data.setdefault(section, {})[field] = _parse_value(raw.strip())
+    return data
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    try:
+        return msgspec.convert(data, Config)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"invalid config: {e}") from e
+
+
+def load(preset: str = "tiny", overrides: list[str] | None = None) -> Config:
+    """Preset name (or a path to a TOML file) + overrides -> validated Config."""
+    path = Path(preset)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{preset}.toml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.toml")))
+        raise ConfigError(f"preset {preset!r} not found (known presets: {known})")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    return from_dict(apply_overrides(data, overrides or []))
+
+
+def load_file(path: str | Path) -> Config:
+    return from_dict(tomllib.loads(Path(path).read_text()))
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def to_toml(cfg: Config) -> str:
+    lines = []
+    for section, values in msgspec.to_builtins(cfg).items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(section.key, default, help) for every field: the config reference."""
+    rows = []
+    for section in msgspec.inspect.type_info(Config).fields:
+        for f in section.type.fields:
+            default = f.default_factory() if f.default is msgspec.NODEFAULT else f.default
+            desc = (f.type.extra_json_schema or {}).get("description", "") if isinstance(
+                f.type, msgspec.inspect.Metadata) else ""
+            rows.append((f"{section.name}.{f.name}", _toml_value(default), desc))
+    return rows
