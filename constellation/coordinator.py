@@ -1,0 +1,372 @@
+"""The coordinator: runs rounds, routes work, selects, evaluates.
+
+It is the hub. Worker roles (generator, verifier, critic, trainer) connect to
+its router socket; it is the only process that writes the run store and the
+only one that makes training decisions.
+
+Streaming: generation is cut into small GenerateRequests (a few problems
+each) with ``window`` of them in flight. Each batch of candidates goes to the
+verifier as soon as it arrives, and each batch of verdicts to the critic
+(the critic reads the candidate's outputs on held-out inputs, which the
+verifier computes, so it scores right after verification).
+
+Fault tolerance: every request has an id and stays in ``pending`` until its
+reply arrives. When a role announces READY again (it was restarted), its
+pending requests are re-sent -- after re-loading the served adapter, for the
+generator. A reply whose id is no longer pending is a duplicate and ignored,
+and the store's inserts are idempotent, so nothing is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import zlib
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from constellation import messages as m
+from constellation.config import Config
+from constellation.passk import crossover, mean_pass_at_k
+from constellation.registry import WORKER_ROLES, resolve_task
+from constellation.selection import Scored, agreement, select_training_examples, selection_accuracy
+from constellation.store import RunStore
+from constellation.transport import Link
+
+log = logging.getLogger("coordinator")
+
+POLICIES = ("best_of_k", "critic", "majority", "critic_vote", "oracle")
+MAX_ATTEMPTS = 3
+
+
+class CoordinatorError(RuntimeError):
+    pass
+
+
+class Interrupted(Exception):
+    pass
+
+
+@dataclass
+class Pending:
+    role: str
+    msg: Any
+    sent_at: float
+    attempts: int = 1
+
+
+class Coordinator:
+    def __init__(self, cfg: Config, run_dir: Path, hub: Link, stop: threading.Event | None = None) -> None:
+        self.cfg, self.run_dir, self.hub = cfg, Path(run_dir), hub
+        self.stop = stop or threading.Event()
+        self.store = RunStore(run_dir)
+        self.use_critic = cfg.critic.impl != "none"
+        self.pending: dict[str, Pending] = {}
+        self.ready: set[str] = set()
+        self.gen_queue: deque[m.GenerateRequest] = deque()
+        self._next_id = 0
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            m.Candidates: self._on_candidates, m.Verdicts: self._on_verdicts, m.Scores: self._on_scores,
+            m.AdapterReady: self._on_adapter_ready, m.AdapterLoaded: self._on_adapter_loaded,
+            m.CriticTrained: self._on_critic_trained,
+        }
+        # state of the current phase (one round's generation, or one evaluation)
+        self.problems: dict[str, m.Problem] = {}
+        self.phase, self.round = "", 0
+        self.candidates: dict[str, m.Candidate] = {}
+        self.verdicts: dict[str, m.Verdict] = {}
+        self.scores: dict[str, float] = {}
+        self.served_version, self.served_path = 0, ""  # adapter the generator serves
+        self.critic_version = 0
+        self._replies: dict[str, Any] = {}  # request_id -> reply, for one-off requests
+        self.counters: dict[str, int] = defaultdict(int)
+        self._last_progress = 0.0
+
+    # ------------------------------------------------------------------
+    # messaging engine
+    # ------------------------------------------------------------------
+    def _rid(self, kind: str) -> str:
+        self._next_id += 1
+        return f"{kind}-{self._next_id}"
+
+    def _submit(self, role: str, msg: Any) -> None:
+        self.pending[msg.request_id] = Pending(role, msg, time.monotonic())
+        self.hub.send(msg, peer=role)
+
+    def _pump(self, done: Callable[[], bool]) -> None:
+        """Serve messages until ``done()``: the coordinator's only loop."""
+        while not done():
+            if self.stop.is_set():
+                raise Interrupted()
+            self._fill_generation_window()
+            env = self.hub.recv(timeout=0.5)
+            if env is None:
+                self._resend_timed_out()
+                continue
+            self._dispatch(env.peer, env.msg)
+            self._report_progress()
+
+    def _dispatch(self, peer: str | None, msg: Any) -> None:
+        if isinstance(msg, m.Ready):
+            return self._on_ready(peer or msg.role, msg)
+        rid = getattr(msg, "request_id", "")
+        pending = self.pending.pop(rid, None)
+        if pending is None:  # a duplicate after a re-send, or a decode error of ours
+            self.counters["ignored_replies"] += 1
+            log.warning("ignoring %s from %s for request %r (not pending)", type(msg).__name__, peer, rid)
+            return
+        if isinstance(msg, m.Error):
+            return self._on_error(pending, msg)
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            raise CoordinatorError(f"unexpected {type(msg).__name__} from {peer}")
+        handler(msg)
+
+    def _on_ready(self, role: str, msg: m.Ready) -> None:
+        again = role in self.ready
+        self.ready.add(role)
+        if not again:
+            log.info("%s ready (pid %d, impl %s)", role, msg.pid, msg.impl)
+            return
+        # a restarted role: it lost its in-flight work (and the generator its adapter)
+        mine = sorted((rid for rid, p in self.pending.items() if p.role == role), key=lambda r: int(r.split("-")[-1]))
+        log.warning("%s restarted (pid %d): re-sending %d in-flight requests", role, msg.pid, len(mine))
+        self.counters[f"restarts_{role}"] += 1
+        self.store.event("role_restart", self.round, role=role, pid=msg.pid, resent=len(mine))
+        if role == "generator" and self.served_version:
+            # restore the adapter before any re-sent generation (the dealer keeps order)
+            load = m.LoadAdapter(request_id=self._rid("reload"), version=self.served_version, path=self.served_path)
+            self._submit("generator", load)
+        for rid in mine:
+            p = self.pending[rid]
+            p.attempts, p.sent_at = p.attempts + 1, time.monotonic()
+            self.hub.send(p.msg, peer=role)
+        self.counters["resent"] += len(mine)
+
+    def _on_error(self, pending: Pending, err: m.Error) -> None:
+        log.error("%s failed request %s (attempt %d): %s", pending.role, err.request_id, pending.attempts, err.message)
+        if pending.attempts >= MAX_ATTEMPTS:
+            raise CoordinatorError(f"{pending.role} failed request {err.request_id} {pending.attempts} times: {err.message}")
+        pending.attempts += 1
+        pending.sent_at = time.monotonic()
+        self.pending[err.request_id] = pending
+        self.hub.send(pending.msg, peer=pending.role)
+
+    def _resend_timed_out(self) -> None:
+        now = time.monotonic()
+        for rid, p in list(self.pending.items()):
+            if now - p.sent_at > self.cfg.coordinator.request_timeout:
+                log.warning("request %s to %s timed out; re-sending", rid, p.role)
+                p.sent_at, p.attempts = now, p.attempts + 1
+                self.hub.send(p.msg, peer=p.role)
+
+    def _fill_generation_window(self) -> None:
+        in_flight = sum(1 for p in self.pending.values() if isinstance(p.msg, m.GenerateRequest))
+        while self.gen_queue and in_flight < self.cfg.coordinator.window:
+            self._submit("generator", self.gen_queue.popleft())
+            in_flight += 1
+
+    def _request(self, role: str, msg: Any) -> Any:
+        """Send one request and serve messages until its reply arrives."""
+        self._submit(role, msg)
+        self._pump(lambda: msg.request_id in self._replies)
+        return self._replies.pop(msg.request_id)
+
+    # ------------------------------------------------------------------
+    # handlers
+    # ------------------------------------------------------------------
+    def _on_candidates(self, msg: m.Candidates) -> None:
+        fresh = [c for c in msg.items if c.id not in self.candidates]
+        self.store.add_candidates(self.round, self.phase, fresh)
+        by_problem: dict[str, list[m.Candidate]] = defaultdict(list)
+        for c in fresh:
+            if c.adapter_version != self.served_version:
+                raise CoordinatorError(f"candidate {c.id} came from adapter v{c.adapter_version}, "
+                                       f"expected v{self.served_version}")
+            self.candidates[c.id] = c
+            by_problem[c.problem_id].append(c)
+        for pid, cands in by_problem.items():
+            self._submit("verifier", m.VerifyRequest(request_id=self._rid("verify"), problem=self.problems[pid],
+                                                     candidates=cands))
+        self.counters["candidates"] += len(fresh)
+
+    def _on_verdicts(self, msg: m.Verdicts) -> None:
+        fresh = [v for v in msg.items if v.candidate_id not in self.verdicts]
+        self.store.add_verdicts(fresh)
+        for v in fresh:
+            self.verdicts[v.candidate_id] = v
+        if self.use_critic and fresh:
+            items = [m.ScoreItem(candidate_id=v.candidate_id, problem_id=v.problem_id,
+                                 text=self.task.critic_text(self.problems[v.problem_id],
+                                                            self.candidates[v.candidate_id].text, v.heldout_outputs))
+                     for v in fresh]
+            self._submit("critic", m.ScoreRequest(request_id=self._rid("score"), items=items))
+
+    def _on_scores(self, msg: m.Scores) -> None:
+        fresh = [(c, s) for c, s in zip(msg.candidate_ids, msg.scores) if c not in self.scores]
+        self.store.add_scores([c for c, _ in fresh], [s for _, s in fresh], msg.critic_version)
+        self.scores.update(fresh)
+
+    def _on_adapter_ready(self, msg: m.AdapterReady) -> None:
+        self._replies[msg.request_id] = msg
+
+    def _on_adapter_loaded(self, msg: m.AdapterLoaded) -> None:
+        self._replies[msg.request_id] = msg
+
+    def _on_critic_trained(self, msg: m.CriticTrained) -> None:
+        self._replies[msg.request_id] = msg
+
+    def _report_progress(self) -> None:
+        now = time.monotonic()
+        if now - self._last_progress < 1.0 or not self.problems:
+            return
+        self._last_progress = now
+        self.store.event("progress", self.round, phase=self.phase, done=len(self.verdicts), total=self._expected,
+                         candidates=len(self.candidates), scored=len(self.scores),
+                         pending=len(self.pending), queued=len(self.gen_queue))
+
+    # ------------------------------------------------------------------
+    # phases
+    # ------------------------------------------------------------------
+    def _sample(self, phase: str, round: int, problems: list[m.Problem], k: int) -> dict[str, list[Scored]]:
+        """Generate k candidates per problem, verify and score them all.
+        Returns one pool of Scored candidates per problem id."""
+        self.phase, self.round = phase, round
+        self.problems = {p.id: p for p in problems}
+        self.candidates, self.verdicts, self.scores = {}, {}, {}
+        self._expected = len(problems) * k
+        c = self.cfg.coordinator
+        s = self.cfg.sampling
+        for i in range(0, len(problems), c.request_problems):
+            seed = zlib.crc32(f"{self.cfg.run.seed}/{phase}/{round}/{i}".encode())
+            self.gen_queue.append(m.GenerateRequest(
+                request_id=self._rid("generate"), problems=problems[i:i + c.request_problems], k=k,
+                sampling=m.Sampling(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                                    seed=seed),
+                adapter_version=self.served_version, candidate_prefix=f"{phase}/{round}"))
+
+        def complete() -> bool:
+            return (len(self.verdicts) >= self._expected and not self.gen_queue
+                    and (not self.use_critic or len(self.scores) >= self._expected))
+
+        t0 = time.monotonic()
+        self._pump(complete)
+        self._report_progress()
+        pools: dict[str, list[Scored]] = defaultdict(list)
+        for cid in sorted(self.candidates, key=_candidate_order):
+            cand, v = self.candidates[cid], self.verdicts[cid]
+            pools[cand.problem_id].append(Scored(
+                candidate_id=cid, visible_pass=v.status == "pass", heldout_correct=bool(v.heldout_correct),
+                heldout_outputs=None if v.heldout_outputs is None else tuple(v.heldout_outputs),
+                score=self.scores.get(cid), text=cand.text))
+        log.info("%s round %d: %d candidates in %.1fs", phase, round, len(self.candidates), time.monotonic() - t0)
+        return pools
+
+    def _evaluate(self, round: int, base_pass: dict[int, float] | None) -> dict[int, float]:
+        e = self.cfg.eval
+        pools = self._sample("eval", round, self.split.eval, e.n_samples)
+        counts = [(len(pool), sum(s.heldout_correct for s in pool)) for pool in pools.values()]
+        pass_at_k = mean_pass_at_k(counts, e.ks)
+        sel_k = e.selection_k
+        plist = list(pools.values())
+        agree = [p for p in plist if agreement([s for s in p if s.visible_pass]) is True]
+        sel = {pol: selection_accuracy(plist, sel_k, pol) for pol in POLICIES if self.use_critic or "critic" not in pol}
+        model = "base" if round == 0 else f"round-{round}"
+        self.store.event("eval", round, model=model, adapter_version=self.served_version,
+                         n_problems=len(plist), n_samples=e.n_samples,
+                         pass_at_k={str(k): v for k, v in pass_at_k.items()},
+                         selection_k=sel_k, selection_accuracy=sel, n_agree=len(agree),
+                         critic_version=self.critic_version)
+        if round == 0:
+            p1 = pass_at_k[1]
+            verdict = ("in ZPD" if e.zpd_low <= p1 <= e.zpd_high else
+                       "below ZPD (too hard)" if p1 < e.zpd_low else "above ZPD (too easy)")
+            self.store.event("zpd", 0, pass_at_1=p1, low=e.zpd_low, high=e.zpd_high,
+                             verdict=f"{verdict} at {p1:.0%}")
+        else:
+            self.store.event("crossover", round, k_star=crossover(base_pass, pass_at_k))
+        return pass_at_k
+
+    def _train_round(self, round: int) -> None:
+        c = self.cfg.coordinator
+        self.store.set_round(round, "generating")
+        t0 = time.monotonic()
+        rng = random.Random(zlib.crc32(f"{self.cfg.run.seed}/draw/{round}".encode()))
+        problems = rng.sample(self.split.train, min(c.problems_per_round, len(self.split.train)))
+        pools = self._sample("train", round, problems, c.k)
+
+        examples, selected = [], []
+        for pid, pool in pools.items():
+            for s in select_training_examples(pool, c.selection, c.per_problem, rng):
+                examples.append(m.TrainExample(problem_id=pid, prompt=self.problems[pid].prompt, completion=s.text))
+                selected.append((pid, s))
+        self.store.add_selections(round, c.selection, [(pid, s.candidate_id) for pid, s in selected])
+        n_pass = sum(s.visible_pass for pool in pools.values() for s in pool)
+        precision = sum(s.heldout_correct for _, s in selected) / len(selected) if selected else None
+
+        # trainer and critic train at the same time, in their own processes
+        self.store.set_round(round, "training")
+        train = m.TrainRequest(request_id=self._rid("train"), round=round, examples=examples)
+        self._submit("trainer", train)
+        critic_req = None
+        if self.use_critic:
+            labels = [m.LabeledItem(candidate_id=cid, problem_id=v.problem_id, label=bool(v.heldout_correct),
+                                    text=self.task.critic_text(self.problems[v.problem_id],
+                                                               self.candidates[cid].text, v.heldout_outputs))
+                      for cid, v in self.verdicts.items() if v.heldout_correct is not None]
+            critic_req = m.CriticTrainRequest(request_id=self._rid("critic-train"), round=round, labels=labels)
+            self._submit("critic", critic_req)
+        self.phase = "train"
+        self._pump(lambda: train.request_id in self._replies
+                   and (critic_req is None or critic_req.request_id in self._replies))
+        ready: m.AdapterReady = self._replies.pop(train.request_id)
+        self.store.event("trainer", round, version=ready.version, path=ready.path, n_examples=len(examples),
+                         **ready.metrics)
+        if critic_req is not None:
+            trained: m.CriticTrained = self._replies.pop(critic_req.request_id)
+            self.critic_version = trained.version
+            self.store.event("critic", round, version=trained.version, **trained.metrics)
+
+        loaded = self._request("generator", m.LoadAdapter(request_id=self._rid("load"), version=ready.version,
+                                                          path=ready.path))
+        self.served_version, self.served_path = loaded.version, ready.path
+        self.store.set_round(round, "trained", adapter_version=ready.version, adapter_path=ready.path)
+        self.store.event("round_end", round, n_problems=len(problems), n_candidates=len(self.candidates),
+                         n_visible_pass=n_pass, n_train_examples=len(examples), train_precision=precision,
+                         adapter_load_seconds=loaded.seconds, seconds=round_secs(t0))
+
+    # ------------------------------------------------------------------
+    def run(self) -> bool:
+        cfg = self.cfg
+        self.store.event("run_start", run_dir=str(self.run_dir), rounds=cfg.run.rounds, seed=cfg.run.seed)
+        log.info("waiting for workers: %s", ", ".join(WORKER_ROLES))
+        self._pump(lambda: self.ready >= set(WORKER_ROLES))
+        self.task = resolve_task(cfg.task.impl)
+        self.split = self.task.make_split(cfg.task, cfg.task_seed())
+        for name in ("labeled", "train", "eval"):
+            self.store.add_problems(name, getattr(self.split, name))
+        self.store.set_round(0, "evaluating")
+        base = self._evaluate(0, None)
+        self.store.set_round(0, "done", adapter_version=0, adapter_path="")
+        for r in range(1, cfg.run.rounds + 1):
+            self._train_round(r)
+            self._evaluate(r, base)
+            self.store.set_round(r, "done")
+        self.store.event("run_end", ok=True, counters=dict(self.counters))
+        return True
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _candidate_order(cid: str) -> tuple[str, int]:
+    head, _, idx = cid.rpartition("/")
+    return head, int(idx) if idx.isdigit() else 0
+
+
+def round_secs(t0: float) -> float:
+    return round(time.monotonic() - t0, 2)

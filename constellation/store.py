@@ -1,0 +1,148 @@
+"""The run store: SQLite (WAL mode) plus the metrics.jsonl event log.
+
+Only the coordinator writes. Readers (the monitor, reports, tests) open their
+own read-only connections; WAL lets them read while rounds are written.
+
+Every insert of a work result is ``INSERT OR IGNORE`` keyed by its id, so a
+result delivered twice (a request re-sent after a role restart) is stored once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import msgspec
+
+from constellation import messages as m
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS problems (
+    id TEXT PRIMARY KEY, split TEXT NOT NULL, task TEXT NOT NULL, difficulty INTEGER,
+    prompt TEXT NOT NULL, data TEXT NOT NULL, reference TEXT);
+CREATE TABLE IF NOT EXISTS candidates (
+    id TEXT PRIMARY KEY, round INTEGER NOT NULL, phase TEXT NOT NULL, problem_id TEXT NOT NULL,
+    text TEXT NOT NULL, logprob REAL, adapter_version INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS candidates_round ON candidates (round, phase, problem_id);
+CREATE TABLE IF NOT EXISTS verdicts (
+    candidate_id TEXT PRIMARY KEY, status TEXT NOT NULL, visible_passed INTEGER, visible_total INTEGER,
+    heldout_correct INTEGER, heldout_outputs TEXT, detail TEXT);
+CREATE TABLE IF NOT EXISTS scores (
+    candidate_id TEXT PRIMARY KEY, score REAL NOT NULL, critic_version INTEGER);
+CREATE TABLE IF NOT EXISTS selections (
+    round INTEGER NOT NULL, policy TEXT NOT NULL, problem_id TEXT NOT NULL, candidate_id TEXT NOT NULL,
+    PRIMARY KEY (round, policy, problem_id, candidate_id));
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY, status TEXT NOT NULL, started REAL, finished REAL,
+    adapter_version INTEGER, adapter_path TEXT);
+CREATE TABLE IF NOT EXISTS metrics (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, round INTEGER, event TEXT NOT NULL,
+    data TEXT NOT NULL);
+"""
+
+
+def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    else:
+        conn = sqlite3.connect(path, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class RunStore:
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.conn = connect(self.run_dir / "run.sqlite")
+        self.conn.executescript(SCHEMA)
+        self._events = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+
+    def close(self) -> None:
+        self.conn.commit()
+        self.conn.close()
+        self._events.close()
+
+    # -- events -----------------------------------------------------------
+    def event(self, event: str, round: int | None = None, **data: Any) -> dict[str, Any]:
+        """Append one event to metrics.jsonl (line-buffered, so a reader sees
+        whole lines) and to the metrics table."""
+        record = {"event": event, "time": round_time(), **({"round": round} if round is not None else {}), **data}
+        line = json.dumps(record, default=_jsonable)
+        self._events.write(line + "\n")
+        self.conn.execute("INSERT INTO metrics (time, round, event, data) VALUES (?, ?, ?, ?)",
+                          (record["time"], round, event, line))
+        self.conn.commit()
+        return record
+
+    # -- problems ----------------------------------------------------------
+    def add_problems(self, split: str, problems: Iterable[m.Problem]) -> None:
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO problems VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(p.id, split, p.task, p.difficulty, p.prompt, json.dumps(p.data), p.reference) for p in problems])
+        self.conn.commit()
+
+    # -- work results (idempotent) ----------------------------------------
+    def add_candidates(self, round: int, phase: str, items: Iterable[m.Candidate]) -> int:
+        cur = self.conn.executemany(
+            "INSERT OR IGNORE INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(c.id, round, phase, c.problem_id, c.text, c.logprob, c.adapter_version) for c in items])
+        self.conn.commit()
+        return cur.rowcount
+
+    def add_verdicts(self, items: Iterable[m.Verdict]) -> int:
+        cur = self.conn.executemany(
+            "INSERT OR IGNORE INTO verdicts VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(v.candidate_id, v.status, v.visible_passed, v.visible_total,
+              None if v.heldout_correct is None else int(v.heldout_correct),
+              None if v.heldout_outputs is None else json.dumps(v.heldout_outputs), v.detail) for v in items])
+        self.conn.commit()
+        return cur.rowcount
+
+    def add_scores(self, candidate_ids: list[str], scores: list[float], critic_version: int) -> int:
+        cur = self.conn.executemany("INSERT OR IGNORE INTO scores VALUES (?, ?, ?)",
+                                    [(c, s, critic_version) for c, s in zip(candidate_ids, scores)])
+        self.conn.commit()
+        return cur.rowcount
+
+    def add_selections(self, round: int, policy: str, rows: Iterable[tuple[str, str]]) -> None:
+        self.conn.executemany("INSERT OR IGNORE INTO selections VALUES (?, ?, ?, ?)",
+                              [(round, policy, pid, cid) for pid, cid in rows])
+        self.conn.commit()
+
+    def set_round(self, round: int, status: str, adapter_version: int | None = None,
+                  adapter_path: str | None = None) -> None:
+        now = time.time()
+        self.conn.execute(
+            "INSERT INTO rounds (round, status, started) VALUES (?, ?, ?) "
+            "ON CONFLICT(round) DO UPDATE SET status = excluded.status, "
+            "finished = CASE WHEN excluded.status = 'done' THEN ? ELSE finished END, "
+            "adapter_version = COALESCE(?, adapter_version), adapter_path = COALESCE(?, adapter_path)",
+            (round, status, now, now, adapter_version, adapter_path))
+        self.conn.commit()
+
+
+def round_time() -> float:
+    return round(time.time(), 3)
+
+
+def _jsonable(obj: Any) -> Any:
+    return msgspec.to_builtins(obj)
+
+
+def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
+    """All complete events of metrics.jsonl (a partial last line is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events

@@ -1,0 +1,265 @@
+"""The supervisor behind ``constellation up``.
+
+It prepares the run directory and the base model, starts the five roles as
+separate OS processes, waits for each READY (naming the role that fails to
+start), watches heartbeats, restarts a dead role up to ``max_restarts`` times,
+and shuts everything down on Finished, Ctrl-C or SIGTERM.
+
+No orphans: each child gets PR_SET_PDEATHSIG=SIGKILL, so it dies with the
+supervisor even if the supervisor is killed with -9; on a clean shutdown the
+children get SIGTERM, then SIGKILL after ``shutdown_grace`` seconds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from constellation import config as config_mod
+from constellation import messages as m
+from constellation.registry import ALL_ROLES
+from constellation.transport import Link, free_tcp_endpoint, ipc_endpoint
+from launch.console import ConsoleView
+
+PR_SET_PDEATHSIG = 1
+
+
+class SupervisorError(RuntimeError):
+    pass
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+@dataclass
+class RoleProc:
+    name: str
+    log_path: Path
+    popen: subprocess.Popen | None = None
+    restarts: int = 0
+    state: str = "starting"
+    ready: bool = False
+    last_heartbeat: float = 0.0
+    queue_depth: int = 0
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"pid": self.popen.pid if self.popen else None, "state": self.state, "restarts": self.restarts,
+                "queue_depth": self.queue_depth, "stats": self.stats, "last_heartbeat": self.last_heartbeat,
+                "log": str(self.log_path)}
+
+
+def make_run_dir(cfg: config_mod.Config) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(cfg.run.runs_dir).resolve() / f"{cfg.run.name}-{stamp}"
+    n = 1
+    while run_dir.exists():
+        n += 1
+        run_dir = run_dir.with_name(f"{cfg.run.name}-{stamp}-{n}")
+    for sub in ("logs", "adapters"):
+        (run_dir / sub).mkdir(parents=True)
+    return run_dir
+
+
+class Supervisor:
+    def __init__(self, cfg: config_mod.Config, run_dir: Path, console: Console | None = None) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+        self.console = console or Console()
+        self.view = ConsoleView(run_dir, self.console)
+        self.roles = {name: RoleProc(name, run_dir / "logs" / f"{name}.log") for name in ALL_ROLES}
+        self._signal: int | None = None
+        if cfg.run.transport == "tcp":
+            self.endpoints = {"hub": free_tcp_endpoint(), "lifecycle": free_tcp_endpoint()}
+        elif cfg.run.transport == "ipc":
+            self.endpoints = {"hub": ipc_endpoint(str(run_dir), "hub"),
+                              "lifecycle": ipc_endpoint(str(run_dir), "lifecycle")}
+        else:
+            raise SupervisorError(f"run.transport must be 'ipc' or 'tcp', got {cfg.run.transport!r}")
+        (run_dir / "config.toml").write_text(config_mod.to_toml(cfg))
+        (run_dir / "endpoints.json").write_text(json.dumps(self.endpoints, indent=1))
+        self.life = Link("pull", self.endpoints["lifecycle"], bind=True)
+
+    # ------------------------------------------------------------------
+    def _spawn(self, args: list[str], log_path: Path) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                   TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        with open(log_path, "ab") as logf:
+            return subprocess.Popen([sys.executable, *args], stdout=logf, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent,
+                                    start_new_session=True)
+
+    def start_role(self, name: str) -> None:
+        rp = self.roles[name]
+        rp.popen = self._spawn(["-m", "roles.process", name, str(self.run_dir)], rp.log_path)
+        rp.state, rp.ready, rp.last_heartbeat = "starting", False, time.time()
+
+    def prepare_base_model(self) -> Path:
+        """Build (or reuse from the cache) the base model in a child process,
+        so this process never imports torch. Shows its progress."""
+        log_path = self.run_dir / "logs" / "prepare.log"
+        proc = self._spawn(["-m", "roles.prepare", str(self.run_dir)], log_path)
+        self.view.follow_prepare(proc, log_path, self._interrupted)
+        if proc.returncode != 0:
+            raise SupervisorError(f"base model preparation failed (exit {proc.returncode}); "
+                                  f"last lines of {log_path}:\n{_tail(log_path)}")
+        return Path((self.run_dir / "base_model.txt").read_text().strip())
+
+    def _interrupted(self) -> bool:
+        return self._signal is not None
+
+    # ------------------------------------------------------------------
+    def _handle(self, msg) -> m.Finished | None:
+        rp = self.roles.get(getattr(msg, "role", ""))
+        if isinstance(msg, m.Finished):
+            return msg
+        if rp is None:
+            return None
+        rp.last_heartbeat = time.time()
+        if isinstance(msg, m.Ready):
+            rp.ready, rp.state = True, "ready"
+        elif isinstance(msg, m.Heartbeat):
+            rp.state, rp.queue_depth, rp.stats = msg.state, msg.queue_depth, msg.stats
+        elif isinstance(msg, m.Dead):
+            rp.state = "dead"
+            self.console.print(f"[red]{rp.name} reported DEAD: {msg.reason}[/red]")
+        return None
+
+    def _drain_lifecycle(self, timeout: float) -> m.Finished | None:
+        env = self.life.recv(timeout)
+        while env is not None:
+            finished = self._handle(env.msg)
+            if finished is not None:
+                return finished
+            env = self.life.recv(0)
+        return None
+
+    def _write_status(self) -> None:
+        status = {"updated": time.time(), "run_dir": str(self.run_dir),
+                  "roles": {n: rp.to_json() for n, rp in self.roles.items()}}
+        tmp = self.run_dir / "status.json.tmp"
+        tmp.write_text(json.dumps(status))
+        tmp.replace(self.run_dir / "status.json")
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.cfg.supervisor.ready_timeout
+        while not all(rp.ready for rp in self.roles.values()):
+            if self._signal is not None:
+                raise KeyboardInterrupt
+            self._drain_lifecycle(0.2)
+            for rp in self.roles.values():
+                if not rp.ready and (rp.popen.poll() is not None or rp.state == "dead"):
+                    raise SupervisorError(f"role {rp.name!r} failed to start (exit {rp.popen.poll()}); "
+                                          f"last lines of {rp.log_path}:\n{_tail(rp.log_path)}")
+            if time.monotonic() > deadline:
+                late = [rp.name for rp in self.roles.values() if not rp.ready]
+                raise SupervisorError(f"role(s) {', '.join(late)} did not announce READY within "
+                                      f"{self.cfg.supervisor.ready_timeout:.0f}s; see {self.run_dir / 'logs'}")
+            self._write_status()
+
+    def _check_health(self) -> None:
+        """Restart a role whose process exited or whose heartbeats stopped."""
+        now = time.time()
+        for rp in self.roles.values():
+            code = rp.popen.poll()
+            silent = now - rp.last_heartbeat > self.cfg.supervisor.heartbeat_timeout
+            if code is None and not silent:
+                continue
+            why = f"exited with {code}" if code is not None else f"silent for {now - rp.last_heartbeat:.0f}s"
+            if rp.restarts >= self.cfg.supervisor.max_restarts:
+                raise SupervisorError(f"role {rp.name!r} {why} and was already restarted {rp.restarts} times; "
+                                      f"last lines of {rp.log_path}:\n{_tail(rp.log_path)}")
+            if code is None:
+                _kill(rp.popen, 0)
+            rp.restarts += 1
+            self.console.print(f"[yellow]{rp.name} {why}; restarting ({rp.restarts}/"
+                               f"{self.cfg.supervisor.max_restarts})[/yellow]")
+            self.start_role(rp.name)
+
+    def shutdown(self) -> None:
+        procs = [rp.popen for rp in self.roles.values() if rp.popen is not None and rp.popen.poll() is None]
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.cfg.supervisor.shutdown_grace
+        for p in procs:
+            _kill(p, max(0.0, deadline - time.monotonic()))
+        for rp in self.roles.values():
+            rp.state = "stopped" if rp.popen is None or rp.popen.returncode is not None else rp.state
+        self._write_status()
+        self.life.close()
+
+    # ------------------------------------------------------------------
+    def run(self) -> int:
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.view.header(self.cfg)
+            base = self.prepare_base_model()
+            self.console.print(f"base model: {base}")
+            for name in ALL_ROLES:
+                self.start_role(name)
+            self.wait_ready()
+            pids = ", ".join(f"{n}={rp.popen.pid}" for n, rp in self.roles.items())
+            self.console.print(f"all roles ready ({pids})")
+            finished = None
+            while finished is None:
+                if self._signal is not None:
+                    raise KeyboardInterrupt
+                finished = self._drain_lifecycle(0.5)
+                if finished is None:
+                    self._check_health()
+                self._write_status()
+                self.view.poll()
+            self.view.poll()
+            self.shutdown()
+            self.view.final_table()
+            return 0 if finished.ok else 1
+        except KeyboardInterrupt:
+            self.console.print("[yellow]interrupted: shutting down all roles[/yellow]")
+            self.shutdown()
+            return 130
+        except Exception:
+            self.shutdown()
+            raise
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def _on_signal(self, signum, frame) -> None:
+        self._signal = signum
+
+
+def _kill(p: subprocess.Popen, grace: float) -> None:
+    try:
+        p.wait(timeout=grace) if grace > 0 else None
+    except subprocess.TimeoutExpired:
+        pass
+    if p.poll() is None:
+        p.kill()
+        p.wait()
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def up(preset: str = "tiny", overrides: list[str] | None = None, console: Console | None = None) -> tuple[int, Path]:
+    cfg = config_mod.load(preset, overrides)
+    run_dir = make_run_dir(cfg)
+    sup = Supervisor(cfg, run_dir, console)
+    return sup.run(), run_dir

@@ -1,0 +1,358 @@
+"""The model library the generator and trainer roles share.
+
+    build_tokenizer, ensure_base_model   (roles/base_model.py: tokenizer, tiny model, warm start, cache)
+    load_model(path, adapter_path)       -> (model, tokenizer), adapter merged, eval mode
+    sample(model, tokenizer, prompts, k, ...) -> K (completion, logprob) per prompt
+    train_sft(base_path, examples, out_dir, ...) -> metrics; a peft LoRA adapter folder
+
+Sampling is the bottleneck of the whole system, so for Llama-architecture
+models ``sample`` runs its own decode loop in plain torch (``_FastLlama``):
+fused projections, a preallocated KV cache, each prompt prefilled once and its
+cache shared by its K samples, finished rows dropped from the batch. On the
+~2M-parameter default model this is several times faster than
+``model.generate`` (numbers in bench/zpd_probe.py --compare-generate).
+Other architectures go through ``model.generate``.
+
+Log-probabilities are under the raw model (temperature 1, no top-p): the sum of
+log p(token | prefix) over the completion tokens and the eos when one was
+sampled. At temperature 1 and top_p 1 that is also the sampling distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from constellation.messages import TrainExample
+from roles.base_model import (Progress, build_tokenizer, collate, encode_example, ensure_base_model,  # noqa: F401
+                              lr_factor, offline)
+
+
+def load_model(path: str | Path, adapter_path: str | None = None):
+    """-> (model, tokenizer) in eval mode. A peft adapter is merged into the
+    weights, so the result is a plain causal LM (fast path, no peft overhead)."""
+    offline()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="float32")
+    if adapter_path:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
+    return model.eval(), tokenizer
+
+
+# --------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------
+
+
+class _FastLlama:
+    """Plain-torch incremental forward of a LlamaForCausalLM (no HF per-step
+    machinery). Must match the HF forward exactly: tests compare logits."""
+
+    @staticmethod
+    def supports(model) -> bool:
+        c = model.config
+        return (type(model).__name__ == "LlamaForCausalLM" and not c.attention_bias and not c.mlp_bias
+                and c.hidden_act == "silu" and getattr(c, "pretraining_tp", 1) == 1)
+
+    def __init__(self, model):
+        import torch
+
+        c = model.config
+        self.n_heads, self.n_kv = c.num_attention_heads, c.num_key_value_heads
+        self.head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        self.eps = c.rms_norm_eps
+        self.rotary = model.model.rotary_emb
+        self.embed = model.model.embed_tokens.weight.detach()
+        self.norm = model.model.norm.weight.detach()
+        self.lm_head = model.lm_head.weight.detach()
+        self.layers = []
+        for layer in model.model.layers:
+            a, m = layer.self_attn, layer.mlp
+            self.layers.append((
+                layer.input_layernorm.weight.detach(),
+                torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach(),  # (Dq+2Dkv, H)
+                a.o_proj.weight.detach(),
+                layer.post_attention_layernorm.weight.detach(),
+                torch.cat([m.gate_proj.weight, m.up_proj.weight]).detach(),  # (2I, H)
+                m.down_proj.weight.detach()))
+
+    def _rms(self, x, w):
+        import torch
+
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w
+
+    def new_cache(self, rows: int, length: int):
+        import torch
+
+        # (layers, 2, rows, kv_heads, length, head_dim)
+        return torch.zeros(len(self.layers), 2, rows, self.n_kv, length, self.head_dim)
+
+    def forward(self, ids, positions, cache, start: int, attn_mask):
+        """ids, positions: (B, T); writes K/V into cache[..., start:start+T, :];
+        attn_mask: (B, 1, T, start+T) bool, True = may attend. -> logits (B, T, V)."""
+        import torch
+        import torch.nn.functional as F
+
+        B, T = ids.shape
+        x = F.embedding(ids, self.embed)
+        cos, sin = self.rotary(x, positions)  # (B, T, head_dim)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        half = self.head_dim // 2
+        dq, dkv = self.n_heads * self.head_dim, self.n_kv * self.head_dim
+        end = start + T
+        for i, (w_in, w_qkv, w_o, w_post, w_gu, w_down) in enumerate(self.layers):
+            h = F.linear(self._rms(x, w_in), w_qkv)
+            q = h[..., :dq].view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+            k = h[..., dq:dq + dkv].view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+            v = h[..., dq + dkv:].view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+            q = q * cos + torch.cat([-q[..., half:], q[..., :half]], -1) * sin
+            k = k * cos + torch.cat([-k[..., half:], k[..., :half]], -1) * sin
+            cache[i, 0, :, :, start:end] = k
+            cache[i, 1, :, :, start:end] = v
+            keys, values = cache[i, 0, :, :, :end], cache[i, 1, :, :, :end]
+            if self.n_kv != self.n_heads:
+                keys = keys.repeat_interleave(self.n_heads // self.n_kv, 1)
+                values = values.repeat_interleave(self.n_heads // self.n_kv, 1)
+            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask)
+            x = x + F.linear(o.transpose(1, 2).reshape(B, T, dq), w_o)
+            gate, up = F.linear(self._rms(x, w_post), w_gu).chunk(2, -1)
+            x = x + F.linear(F.silu(gate) * up, w_down)
+        return F.linear(self._rms(x, self.norm), self.lm_head)
+
+
+def _pick(logits, temperature: float, top_p: float, gen):
+    """logits (N, V) raw -> (token (N,), raw-model logprob (N,))."""
+    import torch
+
+    logp = torch.log_softmax(logits, -1)
+    if temperature <= 0:
+        tok = logits.argmax(-1)
+    else:
+        scaled = logits / temperature
+        if top_p < 1.0:
+            sorted_logits, idx = scaled.sort(-1, descending=True)
+            cum = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
+            sorted_logits[drop] = float("-inf")
+            scaled = torch.full_like(scaled, float("-inf")).scatter(-1, idx, sorted_logits)
+        tok = torch.multinomial(scaled.softmax(-1), 1, generator=gen).squeeze(-1)
+    return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+
+
+def _sample_fast(fast: _FastLlama, prompt_ids: list[list[int]], k: int, temperature, top_p,
+                 max_new_tokens: int, eos_id: int, gen) -> list[list[tuple[list[int], float]]]:
+    """One chunk: P prompts x k samples decoded together; -> per prompt k (ids, logprob)."""
+    import torch
+
+    P, L = len(prompt_ids), max(len(ids) for ids in prompt_ids)
+    ids = torch.zeros((P, L), dtype=torch.long)
+    valid = torch.zeros((P, L), dtype=torch.bool)  # left padding
+    for row, p in enumerate(prompt_ids):
+        ids[row, L - len(p):] = torch.tensor(p)
+        valid[row, L - len(p):] = True
+    positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
+    # causal & key not padding; a pad query attends to itself (avoids all-masked NaN rows)
+    causal = torch.ones(L, L, dtype=torch.bool).tril()
+    mask = (causal[None] & valid[:, None, :]) | torch.eye(L, dtype=torch.bool)[None]
+    cache = fast.new_cache(P, L)
+    logits = fast.forward(ids, positions, cache, 0, mask[:, None])[:, -1]  # (P, V)
+
+    # share each prompt's cache among its k samples: rows = P*k, prompt-major
+    rows = P * k
+    full = fast.new_cache(rows, L + max_new_tokens)
+    full[:, :, :, :, :L] = cache.repeat_interleave(k, 2)
+    key_valid = torch.zeros((rows, L + max_new_tokens), dtype=torch.bool)
+    key_valid[:, :L] = valid.repeat_interleave(k, 0)
+    pos = positions[:, -1].repeat_interleave(k)  # (rows,) position of the last prompt token
+    logits = logits.repeat_interleave(k, 0)
+    alive = torch.arange(rows)  # original row of each batch row
+    out_tokens: list[list[int]] = [[] for _ in range(rows)]
+    out_logp = [0.0] * rows
+    for step in range(max_new_tokens):
+        tok, lp = _pick(logits, temperature, top_p, gen)
+        done = tok == eos_id
+        for j, (r, t, l, d) in enumerate(zip(alive.tolist(), tok.tolist(), lp.tolist(), done.tolist())):
+            out_logp[r] += l
+            if not d:
+                out_tokens[r].append(t)
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        keep = ~done
+        if not bool(keep.all()):  # drop finished rows (their cache too)
+            alive, tok, pos = alive[keep], tok[keep], pos[keep]
+            full, key_valid = full[:, :, keep], key_valid[keep]
+        col = L + step
+        key_valid[:, col] = True
+        pos = pos + 1
+        logits = fast.forward(tok[:, None], pos[:, None], full, col,
+                              key_valid[:, None, None, :col + 1])[:, -1]
+    return [[(out_tokens[p * k + i], out_logp[p * k + i]) for i in range(k)] for p in range(P)]
+
+
+def _sample_generate(model, prompt_ids: list[list[int]], k: int, temperature, top_p, max_new_tokens,
+                     eos_id: int, pad_id: int, gen) -> list[list[tuple[list[int], float]]]:
+    """The same contract through model.generate (any architecture)."""
+    import torch
+
+    P, L = len(prompt_ids), max(len(ids) for ids in prompt_ids)
+    ids = torch.full((P, L), pad_id, dtype=torch.long)
+    mask = torch.zeros((P, L), dtype=torch.long)
+    for row, p in enumerate(prompt_ids):
+        ids[row, L - len(p):] = torch.tensor(p)
+        mask[row, L - len(p):] = 1
+    torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))  # generate uses the global RNG
+    greedy = temperature <= 0
+    out = model.generate(
+        input_ids=ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(k, 0),
+        do_sample=not greedy, temperature=None if greedy else temperature, top_p=None if greedy else top_p,
+        top_k=0 if not greedy else None, max_new_tokens=max_new_tokens, eos_token_id=eos_id,
+        pad_token_id=pad_id, output_logits=True, return_dict_in_generate=True)
+    new = out.sequences[:, L:]  # (rows, steps)
+    logp = torch.stack(out.logits, 1).log_softmax(-1).gather(-1, new[..., None]).squeeze(-1)
+    results = []
+    for r in range(P * k):
+        toks, lp = [], 0.0
+        for t, l in zip(new[r].tolist(), logp[r].tolist()):
+            lp += l
+            if t == eos_id:
+                break
+            toks.append(t)
+        results.append((toks, lp))
+    return [results[p * k:(p + 1) * k] for p in range(P)]
+
+
+def sample(model, tokenizer, prompts: list[str], k: int, temperature: float = 1.0, top_p: float = 1.0,
+           max_new_tokens: int = 64, seed: int = 0, batch_size: int = 64,
+           method: str = "auto") -> list[list[tuple[str, float]]]:
+    """-> for each prompt, k (completion text, summed raw-model logprob).
+
+    Completion text excludes prompt and eos. ``batch_size`` is the number of
+    sequences decoded together (prompts x k); a prompt's k samples may span
+    several chunks when k > batch_size. Deterministic for a given seed, prompts
+    and batch_size. method: "auto" (fast loop for Llama, else generate),
+    "fast" or "generate"."""
+    import torch
+
+    assert k >= 1 and batch_size >= 1, (k, batch_size)
+    if method == "auto":
+        method = "fast" if _FastLlama.supports(model) else "generate"
+    gen = torch.Generator().manual_seed(seed)
+    eos_id = tokenizer.eos_token_id
+    encoded = [encode_example(tokenizer, p, None)[0] for p in prompts]
+    per_chunk = max(1, batch_size // k)  # prompts per chunk
+    k_chunk = min(k, batch_size)  # samples per prompt per chunk
+    fast = _FastLlama(model) if method == "fast" else None
+    results: list[list[tuple[list[int], float]]] = [[] for _ in prompts]
+    with torch.inference_mode():
+        for start in range(0, len(prompts), per_chunk):
+            idx = list(range(start, min(len(prompts), start + per_chunk)))
+            for done in range(0, k, k_chunk):
+                kk = min(k_chunk, k - done)
+                chunk_ids = [encoded[i] for i in idx]
+                if fast is not None:
+                    out = _sample_fast(fast, chunk_ids, kk, temperature, top_p, max_new_tokens, eos_id, gen)
+                else:
+                    out = _sample_generate(model, chunk_ids, kk, temperature, top_p, max_new_tokens, eos_id,
+                                           tokenizer.pad_token_id, gen)
+                for i, samples in zip(idx, out):
+                    results[i] += samples
+    texts = tokenizer.batch_decode([t for per in results for t, _ in per], skip_special_tokens=True)
+    it = iter(texts)
+    return [[(next(it), lp) for _, lp in per] for per in results]
+
+
+# --------------------------------------------------------------------------
+# LoRA supervised fine-tuning (STaR)
+# --------------------------------------------------------------------------
+
+
+def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path, init_adapter: str | None = None,
+              lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.0,
+              lora_targets: list[str] | None = None, lr: float = 2e-3, epochs: int = 3,
+              max_seconds: float = 60.0, batch_size: int = 16, seed: int = 0,
+              progress: Progress = None) -> dict[str, float]:
+    """LoRA on the base (fresh, or continued from ``init_adapter``), loss on the
+    completion tokens + eos only. Stops after ``epochs`` or ``max_seconds``
+    (0 = no limit), whichever first; linear warmup + cosine decay over the
+    planned steps. Saves the adapter to ``out_dir`` atomically (temp + rename;
+    an existing out_dir is replaced). Raises FloatingPointError on a NaN/inf
+    loss without writing anything. -> {loss_first, loss_last, steps, seconds,
+    n_examples, n_too_long}."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if not examples:
+        raise ValueError("train_sft: no examples")
+    t0 = time.monotonic()
+    base, tokenizer = load_model(base_path)
+    torch.manual_seed(seed)
+    if init_adapter:
+        model = PeftModel.from_pretrained(base, init_adapter, is_trainable=True)
+    else:
+        targets = lora_targets or ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        model = get_peft_model(base, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                                target_modules=list(targets), task_type="CAUSAL_LM"))
+    max_len = getattr(base.config, "max_position_embeddings", 1 << 30)
+    pairs = [encode_example(tokenizer, e.prompt, e.completion) for e in examples]
+    kept = [p for p in pairs if len(p[0]) <= max_len]
+    if not kept:
+        raise ValueError(f"train_sft: all {len(pairs)} examples are longer than max_len {max_len}")
+    steps_per_epoch = math.ceil(len(kept) / batch_size)
+    total = steps_per_epoch * max(1, epochs)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    rng = random.Random(seed)
+    model.train()
+    losses: list[float] = []
+    step = 0
+    for epoch in range(max(1, epochs)):
+        order = rng.sample(range(len(kept)), len(kept))
+        for b in range(steps_per_epoch):
+            elapsed = time.monotonic() - t0
+            if max_seconds and elapsed >= max_seconds:
+                break
+            frac = step / total if not max_seconds else max(step / total, elapsed / max_seconds)
+            for group in opt.param_groups:
+                group["lr"] = lr * lr_factor(step, frac, warmup_steps=min(10, total // 10 + 1))
+            input_ids, mask, labels = collate([kept[i] for i in order[b * batch_size:(b + 1) * batch_size]],
+                                              tokenizer.pad_token_id)
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"train_sft: loss {loss.item()} at step {step} (lr {lr}); "
+                                         f"no adapter written")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            losses.append(loss.item())
+            step += 1
+            if progress:
+                progress(min(1.0, max(step / total, elapsed / max_seconds if max_seconds else 0.0)),
+                         f"sft step {step}/{total} loss {losses[-1]:.3f}")
+        else:
+            continue
+        break  # out of time
+    out_dir = Path(out_dir)
+    metrics = {"loss_first": losses[0], "loss_last": sum(losses[-5:]) / len(losses[-5:]), "steps": step,
+               "seconds": time.monotonic() - t0, "n_examples": len(kept), "n_too_long": len(pairs) - len(kept)}
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    (tmp / "metrics.json").write_text(json.dumps(metrics))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.rename(tmp, out_dir)
+    return metrics
