@@ -85,7 +85,7 @@ class CriticConfig(_Section):
     hidden_size: Annotated[int, _h("critic transformer width")] = 128
     layers: Annotated[int, _h("critic transformer depth")] = 2
     heads: Annotated[int, _h("critic attention heads")] = 4
-    max_len: Annotated[int, _h("critic input length in tokens (longer inputs are cut from the left)")] = 384
+    max_len: Annotated[int, _h("critic input length in bytes (longer inputs are cut from the left)")] = 448
     steps: Annotated[int, _h("optimizer steps per round of online training")] = 150
     batch_size: Annotated[int, _h("critic training batch (class-balanced)")] = 32
     lr: Annotated[float, _h("critic learning rate")] = 1e-3

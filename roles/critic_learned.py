@@ -49,7 +49,8 @@ from roles.base import Role, set_torch_threads
 
 PAD, BOS, TRUNC = 256, 257, 258  # byte ids 0..255, then specials
 VOCAB = 259
-PATCH = 4  # bytes per transformer position
+PATCH = 8  # bytes per transformer position
+BYTE_DIM, CONV_DIM, CONV_WIDTH = 32, 64, 5  # the byte stem: embedding, n-gram detectors, n
 SCORE_BATCH = 64  # items per inference forward
 
 
@@ -86,23 +87,25 @@ class CriticNet(nn.Module):
         super().__init__()
         from transformers import LlamaConfig, LlamaModel
 
-        byte_dim = hidden // 2
         # PAD embeds to zeros, the same as the conv's own zero padding, so a
         # text scores the same whatever the batch's padding length is
-        self.embed = nn.Embedding(VOCAB, byte_dim, padding_idx=PAD)
-        self.conv = nn.Conv1d(byte_dim, hidden, kernel_size=5, padding=2)
+        self.embed = nn.Embedding(VOCAB, BYTE_DIM, padding_idx=PAD)
+        self.conv = nn.Conv1d(BYTE_DIM, CONV_DIM, kernel_size=CONV_WIDTH, padding=CONV_WIDTH // 2)
+        self.proj = nn.Linear(CONV_DIM, hidden)
         config = LlamaConfig(
             vocab_size=1, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
             num_key_value_heads=heads, intermediate_size=2 * hidden,
-            max_position_embeddings=max_len // PATCH + 1, attn_implementation="sdpa")
+            max_position_embeddings=max_len // PATCH + 1, bos_token_id=None, eos_token_id=None,
+            pad_token_id=None, attn_implementation="sdpa")
         self.body = LlamaModel(config)
         self.head = nn.Linear(hidden, 1)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """ids (B, T) byte ids, mask (B, T/PATCH) bool -> logits (B,)."""
-        x = self.embed(ids).transpose(1, 2)  # (B, E, T)
-        x = F.gelu(self.conv(x))  # (B, H, T)
-        x = F.max_pool1d(x, PATCH).transpose(1, 2)  # (B, T/PATCH, H)
+        x = self.embed(ids).transpose(1, 2)  # (B, BYTE_DIM, T)
+        x = F.gelu(self.conv(x))  # (B, CONV_DIM, T): one feature per byte n-gram
+        x = F.max_pool1d(x, PATCH).transpose(1, 2)  # (B, T/PATCH, CONV_DIM)
+        x = self.proj(x)  # (B, T/PATCH, H)
         h = self.body(inputs_embeds=x, attention_mask=mask.long()).last_hidden_state
         m = mask.unsqueeze(-1).to(h.dtype)
         pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, H)

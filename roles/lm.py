@@ -59,7 +59,14 @@ def load_model(path: str | Path, adapter_path: str | None = None):
 
 class _FastLlama:
     """Plain-torch incremental forward of a LlamaForCausalLM (no HF per-step
-    machinery). Must match the HF forward exactly: tests compare logits."""
+    machinery). Must match the HF forward exactly: tests compare logits.
+
+    Decoding keeps the KV cache in two parts: the prompt part once per prompt,
+    (P, kv_heads, L, head_dim), and the generated part per row, (P*k, kv_heads,
+    steps, head_dim). A decode step attends to the prompt part with the k
+    queries of a prompt stacked as one (k, head_dim) matrix, so the prompt's
+    keys are read once per prompt, not once per sample: single-query attention
+    over a per-row cache is memory-bound and was half the decode time."""
 
     @staticmethod
     def supports(model) -> bool:
@@ -97,40 +104,79 @@ class _FastLlama:
     def new_cache(self, rows: int, length: int):
         import torch
 
-        # (layers, 2, rows, kv_heads, length, head_dim)
         return torch.zeros(len(self.layers), 2, rows, self.n_kv, length, self.head_dim)
 
-    def forward(self, ids, positions, cache, start: int, attn_mask):
-        """ids, positions: (B, T); writes K/V into cache[..., start:start+T, :];
-        attn_mask: (B, 1, T, start+T) bool, True = may attend. -> logits (B, T, V)."""
+    def _qkv(self, x, layer, cos, sin):
+        """x (B, T, H) -> q (B, heads, T, hd), k, v (B, kv_heads, T, hd), rotated."""
         import torch
         import torch.nn.functional as F
 
-        B, T = ids.shape
+        B, T, _ = x.shape
+        dq, dkv, half = self.n_heads * self.head_dim, self.n_kv * self.head_dim, self.head_dim // 2
+        h = F.linear(self._rms(x, layer[0]), layer[1])
+        q = h[..., :dq].view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = h[..., dq:dq + dkv].view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        v = h[..., dq + dkv:].view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q = q * cos + torch.cat([-q[..., half:], q[..., :half]], -1) * sin
+        k = k * cos + torch.cat([-k[..., half:], k[..., :half]], -1) * sin
+        return q, k, v
+
+    def _rest(self, x, o, layer):
+        """attention output o (B, heads, T, hd) -> residual stream after o_proj and MLP."""
+        import torch.nn.functional as F
+
+        B, _, T, _ = o.shape
+        x = x + F.linear(o.transpose(1, 2).reshape(B, T, -1), layer[2])
+        gate, up = F.linear(self._rms(x, layer[3]), layer[4]).chunk(2, -1)
+        return x + F.linear(F.silu(gate) * up, layer[5])
+
+    def _expand_kv(self, t):
+        return t if self.n_kv == self.n_heads else t.repeat_interleave(self.n_heads // self.n_kv, -3)
+
+    def prefill(self, ids, positions, attn_mask):
+        """ids, positions (P, L); attn_mask (P, 1, L, L) bool, True = may attend.
+        -> logits (P, L, V), prompt cache (layers, 2, P, kv_heads, L, hd)."""
+        import torch
+        import torch.nn.functional as F
+
         x = F.embedding(ids, self.embed)
-        cos, sin = self.rotary(x, positions)  # (B, T, head_dim)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        half = self.head_dim // 2
-        dq, dkv = self.n_heads * self.head_dim, self.n_kv * self.head_dim
-        end = start + T
-        for i, (w_in, w_qkv, w_o, w_post, w_gu, w_down) in enumerate(self.layers):
-            h = F.linear(self._rms(x, w_in), w_qkv)
-            q = h[..., :dq].view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-            k = h[..., dq:dq + dkv].view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-            v = h[..., dq + dkv:].view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-            q = q * cos + torch.cat([-q[..., half:], q[..., :half]], -1) * sin
-            k = k * cos + torch.cat([-k[..., half:], k[..., :half]], -1) * sin
-            cache[i, 0, :, :, start:end] = k
-            cache[i, 1, :, :, start:end] = v
-            keys, values = cache[i, 0, :, :, :end], cache[i, 1, :, :, :end]
-            if self.n_kv != self.n_heads:
-                keys = keys.repeat_interleave(self.n_heads // self.n_kv, 1)
-                values = values.repeat_interleave(self.n_heads // self.n_kv, 1)
-            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask)
-            x = x + F.linear(o.transpose(1, 2).reshape(B, T, dq), w_o)
-            gate, up = F.linear(self._rms(x, w_post), w_gu).chunk(2, -1)
-            x = x + F.linear(F.silu(gate) * up, w_down)
-        return F.linear(self._rms(x, self.norm), self.lm_head)
+        cos, sin = (t.unsqueeze(1) for t in self.rotary(x, positions))
+        cache = []
+        for layer in self.layers:
+            q, k, v = self._qkv(x, layer, cos, sin)
+            cache.append(torch.stack([k, v]))
+            o = F.scaled_dot_product_attention(q, self._expand_kv(k), self._expand_kv(v), attn_mask=attn_mask)
+            x = self._rest(x, o, layer)
+        return F.linear(self._rms(x, self.norm), self.lm_head), torch.stack(cache)
+
+    def decode(self, tok, pos, prompt_cache, prompt_bias, gen_cache, step: int):
+        """One token for each of P*k rows (prompt-major: row = p*k + i).
+        tok, pos (P*k,); prompt_cache (layers, 2, P, kv, L, hd); prompt_bias
+        (P, 1, 1, L) 0 / -inf for padding; gen_cache (layers, 2, P*k, kv, S, hd)
+        gets this step's K/V at column ``step``. -> logits (P*k, V)."""
+        import torch
+        import torch.nn.functional as F
+
+        rows, P = tok.shape[0], prompt_cache.shape[2]
+        k, L, scale = rows // P, prompt_cache.shape[4], self.head_dim ** -0.5
+        x = F.embedding(tok[:, None], self.embed)  # (rows, 1, H)
+        cos, sin = (t.unsqueeze(1) for t in self.rotary(x, pos[:, None]))
+        for i, layer in enumerate(self.layers):
+            q, kk, vv = self._qkv(x, layer, cos, sin)  # q (rows, heads, 1, hd)
+            gen_cache[i, 0, :, :, step] = kk[:, :, 0]
+            gen_cache[i, 1, :, :, step] = vv[:, :, 0]
+            pk, pv = self._expand_kv(prompt_cache[i, 0]), self._expand_kv(prompt_cache[i, 1])  # (P, heads, L, hd)
+            gk, gv = self._expand_kv(gen_cache[i, 0, :, :, :step + 1]), self._expand_kv(gen_cache[i, 1, :, :, :step + 1])
+            q_grouped = q.view(P, k, self.n_heads, self.head_dim).transpose(1, 2)  # (P, heads, k, hd)
+            s_prompt = (q_grouped @ pk.transpose(-1, -2)) * scale + prompt_bias  # (P, heads, k, L)
+            s_gen = (q @ gk.transpose(-1, -2)) * scale  # (rows, heads, 1, step+1)
+            s_prompt = s_prompt.transpose(1, 2).reshape(rows, self.n_heads, 1, L)
+            probs = torch.cat([s_prompt, s_gen], -1).softmax(-1)
+            p_prompt = probs[..., :L].reshape(P, k, self.n_heads, L).transpose(1, 2)  # (P, heads, k, L)
+            o = (p_prompt @ pv).transpose(1, 2).reshape(rows, self.n_heads, 1, self.head_dim)
+            o = o + probs[..., L:] @ gv
+            x = self._rest(x, o, layer)
+        return F.linear(self._rms(x, self.norm), self.lm_head)[:, -1]
 
 
 def _pick(logits, temperature: float, top_p: float, gen):
@@ -144,8 +190,8 @@ def _pick(logits, temperature: float, top_p: float, gen):
         scaled = logits / temperature
         if top_p < 1.0:
             sorted_logits, idx = scaled.sort(-1, descending=True)
-            cum = sorted_logits.softmax(-1).cumsum(-1)
-            drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
+            probs = sorted_logits.softmax(-1)
+            drop = probs.cumsum(-1) - probs >= top_p  # keep the smallest prefix reaching top_p
             sorted_logits[drop] = float("-inf")
             scaled = torch.full_like(scaled, float("-inf")).scatter(-1, idx, sorted_logits)
         tok = torch.multinomial(scaled.softmax(-1), 1, generator=gen).squeeze(-1)
@@ -165,40 +211,35 @@ def _sample_fast(fast: _FastLlama, prompt_ids: list[list[int]], k: int, temperat
         valid[row, L - len(p):] = True
     positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
     # causal & key not padding; a pad query attends to itself (avoids all-masked NaN rows)
-    causal = torch.ones(L, L, dtype=torch.bool).tril()
-    mask = (causal[None] & valid[:, None, :]) | torch.eye(L, dtype=torch.bool)[None]
-    cache = fast.new_cache(P, L)
-    logits = fast.forward(ids, positions, cache, 0, mask[:, None])[:, -1]  # (P, V)
+    mask = (torch.ones(L, L, dtype=torch.bool).tril()[None] & valid[:, None, :]) | torch.eye(L, dtype=torch.bool)[None]
+    logits, prompt_cache = fast.prefill(ids, positions, mask[:, None])
+    prompt_bias = torch.zeros(P, 1, 1, L).masked_fill(~valid[:, None, None, :], float("-inf"))
 
-    # share each prompt's cache among its k samples: rows = P*k, prompt-major
-    rows = P * k
-    full = fast.new_cache(rows, L + max_new_tokens)
-    full[:, :, :, :, :L] = cache.repeat_interleave(k, 2)
-    key_valid = torch.zeros((rows, L + max_new_tokens), dtype=torch.bool)
-    key_valid[:, :L] = valid.repeat_interleave(k, 0)
-    pos = positions[:, -1].repeat_interleave(k)  # (rows,) position of the last prompt token
-    logits = logits.repeat_interleave(k, 0)
-    alive = torch.arange(rows)  # original row of each batch row
-    out_tokens: list[list[int]] = [[] for _ in range(rows)]
-    out_logp = [0.0] * rows
+    logits = logits[:, -1].repeat_interleave(k, 0)  # (P*k, V): prompt-major rows
+    pos = positions[:, -1].repeat_interleave(k)
+    gen_cache = fast.new_cache(P * k, max_new_tokens)
+    group = torch.arange(P)  # original prompt of each live group
+    out_tokens: list[list[int]] = [[] for _ in range(P * k)]
+    out_logp = [0.0] * (P * k)
+    finished = torch.zeros(P * k, dtype=torch.bool)  # per live row
     for step in range(max_new_tokens):
         tok, lp = _pick(logits, temperature, top_p, gen)
-        done = tok == eos_id
-        for j, (r, t, l, d) in enumerate(zip(alive.tolist(), tok.tolist(), lp.tolist(), done.tolist())):
-            out_logp[r] += l
-            if not d:
-                out_tokens[r].append(t)
-        if step == max_new_tokens - 1 or bool(done.all()):
+        rows = (group[:, None] * k + torch.arange(k)).flatten().tolist()
+        for r, t, l, f in zip(rows, tok.tolist(), lp.tolist(), finished.tolist()):
+            if not f:
+                out_logp[r] += l
+                if t != eos_id:
+                    out_tokens[r].append(t)
+        finished = finished | (tok == eos_id)
+        if step == max_new_tokens - 1 or bool(finished.all()):
             break
-        keep = ~done
-        if not bool(keep.all()):  # drop finished rows (their cache too)
-            alive, tok, pos = alive[keep], tok[keep], pos[keep]
-            full, key_valid = full[:, :, keep], key_valid[keep]
-        col = L + step
-        key_valid[:, col] = True
+        live = ~finished.view(-1, k).all(-1)  # (groups,) a group lives while any of its rows does
+        if not bool(live.all()):
+            row_live = live.repeat_interleave(k)
+            group, prompt_cache, prompt_bias = group[live], prompt_cache[:, :, live], prompt_bias[live]
+            gen_cache, finished, tok, pos = gen_cache[:, :, row_live], finished[row_live], tok[row_live], pos[row_live]
         pos = pos + 1
-        logits = fast.forward(tok[:, None], pos[:, None], full, col,
-                              key_valid[:, None, None, :col + 1])[:, -1]
+        logits = fast.decode(tok, pos, prompt_cache, prompt_bias, gen_cache, step)
     return [[(out_tokens[p * k + i], out_logp[p * k + i]) for i in range(k)] for p in range(P)]
 
 

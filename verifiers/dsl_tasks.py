@@ -6,14 +6,22 @@ candidate that reproduces the visible examples is actually the right function.
 
 Sampling, per problem: pick an input format (names, dates, emails, codes, ...),
 draw a pool of distinct inputs from it, sample a program with exactly ``depth``
-operations using separators that the format contains, and keep it only if, on the
-pool: it runs without error (inputs where it errors are dropped), every output is
-1..MAX_IO_CHARS chars, it is neither constant nor the identity, and every
-operation matters (deleting any one changes some output). The visible inputs are
-then chosen greedily so that as many single-edit mutants of the program as
-possible (other index, other case, other separator, one op deleted, ...) are
-contradicted by a visible example; residual ambiguity is possible and is what
-``heldout_correct`` catches.
+operations (in a normal form, see ``_allowed``) using separators that the format
+contains, and keep it only if, on the pool: it runs without error (inputs where it
+errors are dropped), every output is 1..MAX_IO_CHARS chars without edge spaces, it
+is neither constant nor the identity, and no program with one op fewer computes
+the same outputs. The visible inputs are then chosen greedily to contradict the
+program's neighbours (one op deleted, another index / case / separator, ...);
+guaranteed: visible outputs are distinct and no one-op-fewer program reproduces
+them. Not guaranteed: that no other program fits the visible examples; that
+residual ambiguity is what ``heldout_correct`` catches.
+
+Prompt (the LM conditions on it; the completion is the program text)::
+
+    john smith -> J. Smith
+    mary lee -> M. Lee
+    ana o'neil -> A. O'neil
+    =>
 
 Everything is deterministic given the ``random.Random`` passed in (no set
 iteration, no hash-order dependence).
@@ -65,17 +73,17 @@ def _words(rng: random.Random, lo: int, hi: int) -> list[str]:
 
 
 FORMATS = [
-    ("name", lambda r: f"{r.choice(FIRST)} {r.choice(LAST)}", [" "], ["'"]),
+    ("name", lambda r: f"{r.choice(FIRST)} {r.choice(LAST)}", [" "], []),
     ("Name", lambda r: f"{_cap(r.choice(FIRST))} {_cap(r.choice(LAST))}", [" "], []),
     ("Last, First", lambda r: f"{_cap(r.choice(LAST))}, {_cap(r.choice(FIRST))}", [", ", " ", ","], [","]),
     ("full name", lambda r: f"{r.choice(FIRST)} {r.choice(FIRST)} {r.choice(LAST)}", [" "], []),
-    ("iso date", lambda r: f"20{_digits(r, 2)}-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}", ["-"], ["0", "2"]),
-    ("eu date", lambda r: f"{r.randint(1, 28):02d}/{r.randint(1, 12):02d}/19{_digits(r, 2)}", ["/"], ["0", "1"]),
+    ("iso date", lambda r: f"20{_digits(r, 2)}-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}", ["-"], ["0"]),
+    ("eu date", lambda r: f"{r.randint(1, 28):02d}/{r.randint(1, 12):02d}/19{_digits(r, 2)}", ["/"], ["0"]),
     ("us date", lambda r: f"{r.choice(MONTHS)} {r.randint(1, 28)}, 20{_digits(r, 2)}", [" ", ", ", ","], [","]),
     ("email", lambda r: f"{r.choice(FIRST)}.{r.choice(LAST)}@{r.choice(DOMAINS)}", ["@", "."], []),
     ("short email", lambda r: f"{r.choice(FIRST)[0]}{r.choice(LAST)}@{r.choice(DOMAINS)}", ["@", "."], []),
     ("code", lambda r: f"{r.choice(UPPER)}{r.choice(UPPER)}-{_digits(r, 4)}-{r.choice(UPPER)}", ["-"], ["0"]),
-    ("sku", lambda r: f"SKU_{_digits(r, 4)}_{r.choice(WORDS).upper()}", ["_"], ["0", "S"]),
+    ("sku", lambda r: f"SKU_{_digits(r, 4)}_{r.choice(WORDS).upper()}", ["_"], ["0"]),
     ("id", lambda r: f"#{'0' * r.randint(1, 3)}{r.randint(1, 9999)}", [], ["#", "0", "#0"]),
     ("phrase", lambda r: " ".join(_words(r, 2, 4)), [" "], []),
     ("snake", lambda r: "_".join(_words(r, 2, 3)), ["_"], ["_"]),
@@ -87,12 +95,12 @@ FORMATS = [
     ("url", lambda r: f"www.{r.choice(WORDS)}.{r.choice(['com', 'org', 'io', 'net'])}", ["."], ["w"]),
 ]
 ALL_SEPS = [" ", "-", "_", ".", "/", "@", ":", ",", ", "]
-CONSTS = [" ", ".", "-", "_", "/", "@", ":", ", ", ". ", "#", "(", ")", "*", "x"]
+CONSTS = [" ", ".", "-", "_", "/", "@", ":", ", ", ". ", "#", "(", ")", "*", " - "]
 REPLACEMENTS = [" ", "-", "_", ".", "/", "", ":", "+"]
 CASE_OPS = ["upper", "lower", "title"]
 
-# op -> sampling weight. cat is the op that composes; case ops are cheap to stack.
-OP_WEIGHTS = {"upper": 1.0, "lower": 0.5, "title": 0.8, "initials": 0.4, "take": 1.0,
+# op -> sampling weight (among the ops that _allowed permits at that position)
+OP_WEIGHTS = {"upper": 1.0, "lower": 0.5, "title": 0.8, "initials": 0.25, "take": 1.0,
               "drop": 1.0, "split": 1.6, "replace": 0.7, "strip": 0.4, "cat": 1.6}
 INDICES = [1, 2, 3, 4, 5, -1, -2, -3, -4]
 SPLIT_INDICES = [0, 1, 2, -1, -2]
@@ -106,29 +114,45 @@ class _Format(NamedTuple):
 _DEFAULT_FORMAT = _Format(ALL_SEPS, ["0", ".", "-", " "])
 
 
-def _split_ops(rng: random.Random, n: int, parts: int) -> list[int]:
-    """n ops spread randomly over ``parts`` slots."""
-    counts = [0] * parts
-    for _ in range(n):
-        counts[rng.randrange(parts)] += 1
-    return counts
-
-
 SELECT_OPS = ("take", "drop", "split", "strip", "replace", "initials")
 
 
 def _allowed(fn: str, parent: str | None) -> bool:
     """A normal form that removes most programs with a shorter equivalent, so depth means
-    difficulty: upper/lower and cat only above selections (take(upper(x),2) is written
+    difficulty: case ops and cat only above selections (take(upper(x),2) is written
     upper(take(x,2))), cat only at the top or under a case op (cat(cat(a,b),c) is
-    cat(a,b,c)), and no take(take(..)) or drop(drop(..))."""
+    cat(a,b,c)), the only nested slice is take(drop(..)), initials only of x, replace, strip."""
+    if parent == "initials":
+        return fn in ("replace", "strip")
     if parent in SELECT_OPS:
-        return fn not in ("upper", "lower", "cat") and not (fn == parent and fn in ("take", "drop"))
+        # slices: only take(drop(e,i),n); any other nesting of take/drop is one slice or two
+        return fn not in CASE_OPS and fn != "cat" and not (
+            parent in ("take", "drop") and fn in ("take", "drop") and (parent, fn) != ("take", "drop"))
     if parent in CASE_OPS:
         return fn not in CASE_OPS
     if parent == "cat":
         return fn != "cat"
     return True
+
+
+def _sample_cat(rng: random.Random, n_ops: int, fmt: _Format) -> Program:
+    """cat of one or two computed parts with constants around or between them, the
+    FlashFill shape: cat(take(x,1),". ",split(x," ",1)). A bare x only joins constants."""
+    if n_ops == 1:
+        c1, c2 = rng.sample(CONSTS, 2)
+        shape = rng.choice([[X_NODE, c1], [c1, X_NODE], [c1, X_NODE, c2]])
+    elif n_ops == 2 or rng.random() < 0.25:
+        part = _sample_expr(rng, n_ops - 1, fmt, "cat")
+        c1, c2 = rng.sample(CONSTS, 2)
+        shape = rng.choice([[part, c1], [c1, part], [c1, part, c2]])
+    else:
+        n_left = rng.randint(1, n_ops - 2)
+        left = _sample_expr(rng, n_left, fmt, "cat")
+        right = _sample_expr(rng, n_ops - 1 - n_left, fmt, "cat")
+        while right == left:
+            right = _sample_expr(rng, n_ops - 1 - n_left, fmt, "cat")
+        shape = [left, rng.choice(CONSTS), right] if rng.random() < 0.8 else [left, right]
+    return Call("cat", tuple(Const(p) if type(p) is str else p for p in shape))
 
 
 def _sample_expr(rng: random.Random, n_ops: int, fmt: _Format, parent: str | None = None) -> Program:
@@ -139,24 +163,16 @@ def _sample_expr(rng: random.Random, n_ops: int, fmt: _Format, parent: str | Non
     fn = rng.choices(ops, weights=[OP_WEIGHTS[o] for o in ops])[0]
     seps = fmt.seps or ALL_SEPS
     if fn == "cat":
-        while True:
-            k = 2 if n_ops == 1 or rng.random() < 0.7 else 3
-            counts = _split_ops(rng, n_ops - 1, k)
-            parts = [_sample_expr(rng, c, fmt, "cat") if c
-                     else (X_NODE if rng.random() < 0.3 else Const(rng.choice(CONSTS))) for c in counts]
-            consts = [type(p) is Const for p in parts]
-            adjacent = any(a and b for a, b in zip(consts, consts[1:]))
-            repeated = any(parts[i] == parts[j] for i in range(k) for j in range(i))
-            if not all(consts) and not adjacent and not repeated:
-                return Call("cat", tuple(parts))
+        return _sample_cat(rng, n_ops, fmt)
     inner = _sample_expr(rng, n_ops - 1, fmt, fn)
     if fn in ("take", "drop"):
         return Call(fn, (inner, rng.choice(INDICES)))
     if fn == "split":
         return Call(fn, (inner, rng.choice(seps), rng.choice(SPLIT_INDICES)))
     if fn == "replace":
-        old = rng.choice(seps)
-        return Call(fn, (inner, old, rng.choice([r for r in REPLACEMENTS if r != old])))
+        old = rng.choice([s for s in seps if s != " "] or seps)
+        new = " " if parent == "initials" else rng.choice([r for r in REPLACEMENTS if r != old])
+        return Call(fn, (inner, old, new))
     if fn == "strip":
         return Call(fn, (inner, rng.choice(fmt.strip_chars or _DEFAULT_FORMAT.strip_chars)))
     return Call(fn, (inner,))
@@ -175,46 +191,56 @@ def sample_program(rng: random.Random, depth: int) -> Program:
 # --------------------------------------------------------------------------
 
 
-def _deletions(node: Program) -> list[Program]:
-    """Every program with one operation removed (an op replaced by one of its parts)."""
+def _rewrites(node: Program, local) -> list[Program]:
+    """Every program with exactly one node replaced by one of ``local(node)``."""
+    out = list(local(node))
+    if type(node) is Call:
+        a = node.args
+        for i, arg in enumerate(a):
+            if type(arg) in (Call, Const):
+                out += [Call(node.fn, a[:i] + (r,) + a[i + 1:]) for r in _rewrites(arg, local)]
+    return out
+
+
+def _delete_local(node: Program) -> list[Program]:
+    """This op removed: replaced by its input, or for cat, one part dropped."""
     if type(node) is not Call:
         return []
     a = node.args
     if node.fn == "cat":
-        out = [Call("cat", a[:i] + a[i + 1:]) if len(a) > 2 else a[1 - i] for i in range(len(a))]
-    else:
-        out = [a[0]]
-    for i, arg in enumerate(a):
-        if type(arg) is Call:
-            out += [Call(node.fn, a[:i] + (d,) + a[i + 1:]) for d in _deletions(arg)]
+        return [Call("cat", a[:i] + a[i + 1:]) if len(a) > 2 else a[1 - i] for i in range(len(a))]
+    return [a[0]]
+
+
+def _simpler_local(node: Program) -> list[Program]:
+    """Deletions, and initials(e) as take(e,1) (what it is on one-word strings)."""
+    out = _delete_local(node)
+    if type(node) is Call and node.fn == "initials":
+        out.append(Call("take", (node.args[0], 1)))
     return out
 
 
-def _edits(node: Program, fmt: _Format) -> list[Program]:
-    """Every program with one argument or operation name changed."""
-    out: list[Program] = []
+def _edit_local(node: Program, fmt: _Format) -> list[Program]:
+    """This node with one argument or its operation name changed."""
     if type(node) is Const:
         return [Const(c) for c in CONSTS[:6] if c != node.value]
     if type(node) is not Call:
-        return out
+        return []
     fn, a = node.fn, node.args
     if fn in CASE_OPS:
-        out += [Call(other, a) for other in CASE_OPS if other != fn]
-    elif fn in ("take", "drop"):
+        return [Call(other, a) for other in CASE_OPS if other != fn]
+    if fn in ("take", "drop"):
         n = a[1]
-        out += [Call(fn, (a[0], m)) for m in (n - 1, n + 1, -n) if m not in (0, n)]
-        out.append(Call("drop" if fn == "take" else "take", a))
-    elif fn == "split":
-        out += [Call(fn, (a[0], a[1], i)) for i in (a[2] - 1, a[2] + 1, -1, 0) if i != a[2]]
-        out += [Call(fn, (a[0], s, a[2])) for s in fmt.seps if s != a[1]]
-    elif fn == "replace":
-        out += [Call(fn, (a[0], a[1], r)) for r in REPLACEMENTS[:4] if r != a[2]]
-    elif fn == "cat" and len(a) >= 2:
-        out.append(Call(fn, (a[1], a[0]) + a[2:]))
-    for i, arg in enumerate(a):
-        if type(arg) in (Call, Const):
-            out += [Call(fn, a[:i] + (e,) + a[i + 1:]) for e in _edits(arg, fmt)]
-    return out
+        return [Call(fn, (a[0], m)) for m in (n - 1, n + 1, -n) if m not in (0, n)] + [
+            Call("drop" if fn == "take" else "take", a)]
+    if fn == "split":
+        return [Call(fn, (a[0], a[1], i)) for i in (a[2] - 1, a[2] + 1, -1, 0) if i != a[2]] + [
+            Call(fn, (a[0], s, a[2])) for s in fmt.seps if s != a[1]]
+    if fn == "replace":
+        return [Call(fn, (a[0], a[1], r)) for r in REPLACEMENTS[:4] if r != a[2]]
+    if fn == "cat":
+        return [Call(fn, (a[1], a[0]) + a[2:])]
+    return []
 
 
 def _outputs(program: Program, inputs: list[str]) -> list[str | None]:
@@ -228,17 +254,17 @@ def _outputs(program: Program, inputs: list[str]) -> list[str | None]:
 
 
 def _choose_visible(rng: random.Random, outs: list[str], mutant_outs: list[list[str | None]],
-                    n_visible: int) -> list[int]:
-    """Greedy: indices of inputs that contradict the most not-yet-contradicted mutants."""
-    alive = [m for m in mutant_outs if any(o != t for o, t in zip(m, outs))]  # equivalent on pool: ignore
+                    weights: list[float], n_visible: int) -> list[int]:
+    """Greedy: indices of inputs that contradict the most (weighted) not-yet-contradicted mutants."""
+    alive = [(m, w) for m, w in zip(mutant_outs, weights) if m != outs]  # equal on the pool: ignore
     chosen: list[int] = []
-    candidates = list(range(len(outs)))
-    rng.shuffle(candidates)  # random tie-breaks
+    order = list(range(len(outs)))
+    rng.shuffle(order)  # random tie-breaks
     for _ in range(n_visible):
-        best = max((i for i in candidates if i not in chosen),
-                   key=lambda i: sum(m[i] != outs[i] for m in alive))
+        best = max((i for i in order if i not in chosen),
+                   key=lambda i: sum(w for m, w in alive if m[i] != outs[i]))
         chosen.append(best)
-        alive = [m for m in alive if m[best] == outs[best]]
+        alive = [(m, w) for m, w in alive if m[best] == outs[best]]
     return chosen
 
 
@@ -267,12 +293,17 @@ def make_problem(rng: random.Random, pid: str, depth: int, n_visible: int, n_hel
         pool, outs = [pool[i] for i in keep], [outs[i] for i in keep]
         if len(set(outs)) == 1 or outs == pool or any(o != o.strip() for o in outs):
             continue  # constant, identity, or an output whose edge spaces a prompt line hides
-        if any(_outputs(d, pool) == outs for d in _deletions(program)):
+        simpler = [_outputs(d, pool) for d in _rewrites(program, _simpler_local)]
+        if any(d == outs for d in simpler):
             continue  # some op is dead on these inputs: the program is really shallower
-        mutants = [_outputs(m, pool) for m in _edits(program, fmt) + _deletions(program)]
-        visible_idx = _choose_visible(rng, outs, mutants, n_visible)
+        edits = [_outputs(m, pool) for m in _rewrites(program, lambda n: _edit_local(n, fmt))]
+        # ruling out a shallower program matters most: weight those mutants high
+        visible_idx = _choose_visible(rng, outs, simpler + edits,
+                                      [100.0] * len(simpler) + [1.0] * len(edits), n_visible)
         if len({outs[i] for i in visible_idx}) < n_visible:
             continue  # repeated visible outputs say little
+        if any(all(d[i] == outs[i] for i in visible_idx) for d in simpler):
+            continue  # the visible examples would not rule out a program with one op fewer
         rest = [i for i in range(len(pool)) if i not in visible_idx]
         heldout_idx = rng.sample(rest, n_heldout)
         visible = [[pool[i], outs[i]] for i in visible_idx]

@@ -1,0 +1,178 @@
+"""End to end: `constellation up --preset smoke` with all five role processes.
+
+These start real processes over real sockets and train real (tiny) models.
+The base model is built once per session into a shared cache directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROLES = ("coordinator", "generator", "verifier", "critic", "trainer")
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("model-cache")
+
+
+def _up_cmd(runs: Path, cache: Path, *sets: str) -> list[str]:
+    cmd = [sys.executable, "-m", "constellation.cli", "up", "--preset", "smoke",
+           "--set", f'run.runs_dir="{runs}"', "--set", f'model.cache_dir="{cache}"']
+    for s in sets:
+        cmd += ["--set", s]
+    return cmd
+
+
+def _run_dir(runs: Path, timeout: float = 60) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dirs = [d for d in runs.glob("*") if d.is_dir()]
+        if dirs:
+            return dirs[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no run directory appeared in {runs}")
+
+
+def _events(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def _status(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _assert_every_candidate_accounted_for(run_dir: Path) -> dict[str, int]:
+    cfg_text = (run_dir / "config.toml").read_text()
+    assert 'critic' in cfg_text
+    db = sqlite3.connect(run_dir / "run.sqlite")
+    n_cand = db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
+    n_unverified = db.execute(
+        "SELECT COUNT(*) FROM candidates c LEFT JOIN verdicts v ON v.candidate_id = c.id WHERE v.candidate_id IS NULL"
+    ).fetchone()[0]
+    n_unscored = db.execute(
+        "SELECT COUNT(*) FROM candidates c LEFT JOIN scores s ON s.candidate_id = c.id WHERE s.candidate_id IS NULL"
+    ).fetchone()[0]
+    per_phase = dict(db.execute("SELECT phase || '/' || round, COUNT(*) FROM candidates GROUP BY phase, round"))
+    db.close()
+    assert n_cand > 0 and n_unverified == 0 and n_unscored == 0, (n_cand, n_unverified, n_unscored)
+    return per_phase
+
+
+def test_up_smoke_runs_all_five_roles_and_writes_metrics(tmp_path, model_cache):
+    runs = tmp_path / "runs"
+    proc = subprocess.run(_up_cmd(runs, model_cache), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = _run_dir(runs)
+    events = _events(run_dir)
+    evals = [e for e in events if e["event"] == "eval"]
+    assert [e["model"] for e in evals] == ["base", "round-1"]
+    for e in evals:
+        assert set(e["pass_at_k"]) == {"1", "2", "4", "8"}
+        assert all(0.0 <= v <= 1.0 for v in e["pass_at_k"].values())
+        assert e["pass_at_k"]["1"] <= e["pass_at_k"]["8"]
+        assert set(e["selection_accuracy"]) == {"best_of_k", "critic", "majority", "critic_vote", "oracle"}
+    assert any(e["event"] == "zpd" for e in events)
+    assert any(e["event"] == "crossover" for e in events)
+    assert events[-1]["event"] == "run_end"
+    # five separate processes, each with its own log
+    pids = {name: role["pid"] for name, role in _status(run_dir)["roles"].items()}
+    assert set(pids) == set(ROLES) and len(set(pids.values())) == 5
+    assert os.getpid() not in pids.values()
+    for name in ROLES:
+        assert (run_dir / "logs" / f"{name}.log").stat().st_size > 0
+    assert not any(_alive(pid) for pid in pids.values())
+    # every candidate verified and scored; exact counts per phase
+    per_phase = _assert_every_candidate_accounted_for(run_dir)
+    assert per_phase == {"eval/0": 6 * 8, "train/1": 12 * 4, "eval/1": 6 * 8}
+    assert (run_dir / "adapters" / "v1" / "adapter_config.json").exists()
+    assert "pass@k by round" in proc.stdout
+
+
+def test_kill_9_of_a_role_mid_round_is_restarted_and_nothing_is_lost(tmp_path, model_cache):
+    runs = tmp_path / "runs"
+    # longer train phase so the kill lands while generate requests are in flight
+    proc = subprocess.Popen(_up_cmd(runs, model_cache, "coordinator.problems_per_round=30"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        run_dir = _run_dir(runs)
+        deadline = time.monotonic() + 300
+        victim = None
+        while time.monotonic() < deadline and victim is None:
+            if any(e["event"] == "progress" and e.get("phase") == "train" and e["done"] > 0 for e in _events(run_dir)):
+                victim = _status(run_dir)["roles"]["generator"]["pid"]
+            time.sleep(0.2)
+        assert victim, "the train phase never started"
+        os.kill(victim, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-4000:]
+    status = _status(run_dir)["roles"]["generator"]
+    assert status["restarts"] == 1 and status["pid"] != victim
+    assert any(e["event"] == "role_restart" and e["role"] == "generator" for e in _events(run_dir))
+    per_phase = _assert_every_candidate_accounted_for(run_dir)
+    assert per_phase == {"eval/0": 6 * 8, "train/1": 30 * 4, "eval/1": 6 * 8}
+
+
+def test_sigterm_shuts_everything_down_without_orphans(tmp_path, model_cache):
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(_up_cmd(runs, model_cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        run_dir = _run_dir(runs)
+        deadline = time.monotonic() + 300
+        pids = {}
+        while time.monotonic() < deadline:
+            roles = _status(run_dir).get("roles", {})
+            if roles and all(r["state"] not in ("starting",) for r in roles.values()):
+                pids = {n: r["pid"] for n, r in roles.items()}
+                break
+            time.sleep(0.2)
+        assert len(pids) == 5, _status(run_dir)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out[-3000:]
+    time.sleep(0.5)
+    assert [n for n, pid in pids.items() if _alive(pid)] == []
+
+
+def test_role_that_cannot_start_is_named_in_the_error(tmp_path, model_cache):
+    runs = tmp_path / "runs"
+    proc = subprocess.run(_up_cmd(runs, model_cache, 'critic.impl="no_such_pkg.mod:Critic"'),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2
+    assert "role 'critic' failed to start" in proc.stdout
+    assert "no_such_pkg" in proc.stdout
