@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--star-k", type=int, default=8)
     ap.add_argument("--star-seconds", type=float, default=60.0)
     ap.add_argument("--no-star", action="store_true")
+    ap.add_argument("--prompt-loss", type=float, default=None,
+                    help="warm-start weight of the LM loss on prompt tokens (default: model.warm_start_prompt_loss or 0)")
     ap.add_argument("--compare-generate", action="store_true")
     args = ap.parse_args(argv)
 
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {frac:4.0%} {msg}", flush=True)
 
     t0 = time.monotonic()
-    base_path = ensure_base_model(cfg.model, cfg.task, cfg.task_seed(), split.labeled, progress=progress)
+    base_path = ensure_base_model(cfg.model, cfg.task, cfg.task_seed(), split.labeled, progress=progress,
+                                  prompt_loss_weight=args.prompt_loss)
     print(f"base model: {base_path} ({time.monotonic() - t0:.0f}s)", flush=True)
     ws = base_path / "warm_start.json"
     if ws.exists():

@@ -67,6 +67,7 @@ class Coordinator:
         self.use_critic = cfg.critic.impl != "none"
         self.pending: dict[str, Pending] = {}
         self.ready: set[str] = set()
+        self.pids: dict[str, int] = {}  # role -> pid of the process that announced Ready
         self.gen_queue: deque[m.GenerateRequest] = deque()
         self._next_id = 0
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -85,6 +86,7 @@ class Coordinator:
         self._replies: dict[str, Any] = {}  # request_id -> reply, for one-off requests
         self.counters: dict[str, int] = defaultdict(int)
         self._last_progress = 0.0
+        self._expected = 0
 
     # ------------------------------------------------------------------
     # messaging engine
@@ -127,10 +129,13 @@ class Coordinator:
         handler(msg)
 
     def _on_ready(self, role: str, msg: m.Ready) -> None:
-        again = role in self.ready
+        previous = self.pids.get(role)
         self.ready.add(role)
-        if not again:
+        self.pids[role] = msg.pid
+        if previous is None:
             log.info("%s ready (pid %d, impl %s)", role, msg.pid, msg.impl)
+            return
+        if previous == msg.pid:  # the same process answering a Hello
             return
         # a restarted role: it lost its in-flight work (and the generator its adapter)
         mine = sorted((rid for rid, p in self.pending.items() if p.role == role), key=lambda r: int(r.split("-")[-1]))
@@ -200,11 +205,7 @@ class Coordinator:
         for v in fresh:
             self.verdicts[v.candidate_id] = v
         if self.use_critic and fresh:
-            items = [m.ScoreItem(candidate_id=v.candidate_id, problem_id=v.problem_id,
-                                 text=self.task.critic_text(self.problems[v.problem_id],
-                                                            self.candidates[v.candidate_id].text, v.heldout_outputs))
-                     for v in fresh]
-            self._submit("critic", m.ScoreRequest(request_id=self._rid("score"), items=items))
+            self._submit("critic", m.ScoreRequest(request_id=self._rid("score"), items=self._score_items(fresh)))
 
     def _on_scores(self, msg: m.Scores) -> None:
         fresh = [(c, s) for c, s in zip(msg.candidate_ids, msg.scores) if c not in self.scores]
@@ -219,6 +220,26 @@ class Coordinator:
 
     def _on_critic_trained(self, msg: m.CriticTrained) -> None:
         self._replies[msg.request_id] = msg
+
+    def _route_unfinished(self) -> None:
+        """Send recorded-but-unverified candidates to the verifier and
+        verified-but-unscored ones to the critic (after a coordinator restart)."""
+        by_problem: dict[str, list[m.Candidate]] = defaultdict(list)
+        for cid, cand in self.candidates.items():
+            if cid not in self.verdicts:
+                by_problem[cand.problem_id].append(cand)
+        for pid, cands in by_problem.items():
+            self._submit("verifier", m.VerifyRequest(request_id=self._rid("verify"), problem=self.problems[pid],
+                                                     candidates=cands))
+        unscored = [v for cid, v in self.verdicts.items() if cid not in self.scores]
+        if self.use_critic and unscored:
+            self._submit("critic", m.ScoreRequest(request_id=self._rid("score"), items=self._score_items(unscored)))
+
+    def _score_items(self, verdicts: list[m.Verdict]) -> list[m.ScoreItem]:
+        return [m.ScoreItem(candidate_id=v.candidate_id, problem_id=v.problem_id,
+                            text=self.task.critic_text(self.problems[v.problem_id],
+                                                       self.candidates[v.candidate_id].text, v.heldout_outputs))
+                for v in verdicts]
 
     def _report_progress(self) -> None:
         now = time.monotonic()
@@ -237,17 +258,31 @@ class Coordinator:
         Returns one pool of Scored candidates per problem id."""
         self.phase, self.round = phase, round
         self.problems = {p.id: p for p in problems}
-        self.candidates, self.verdicts, self.scores = {}, {}, {}
         self._expected = len(problems) * k
+        # resume: what a previous coordinator already recorded for this phase
+        cands, verdicts, scores = self.store.load_phase(round, phase)
+        self.candidates = {c.id: c for c in cands}
+        self.verdicts = {v.candidate_id: v for v in verdicts}
+        self.scores = scores
+        have = defaultdict(int)
+        for c in cands:
+            have[c.problem_id] += 1
         c = self.cfg.coordinator
         s = self.cfg.sampling
         for i in range(0, len(problems), c.request_problems):
+            chunk = problems[i:i + c.request_problems]
+            if all(have[p.id] >= k for p in chunk):
+                continue
             seed = zlib.crc32(f"{self.cfg.run.seed}/{phase}/{round}/{i}".encode())
             self.gen_queue.append(m.GenerateRequest(
-                request_id=self._rid("generate"), problems=problems[i:i + c.request_problems], k=k,
+                request_id=self._rid("generate"), problems=chunk, k=k,
                 sampling=m.Sampling(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
                                     seed=seed),
                 adapter_version=self.served_version, candidate_prefix=f"{phase}/{round}"))
+        if cands:
+            log.info("resuming %s round %d: %d candidates, %d verdicts, %d scores already recorded",
+                     phase, round, len(cands), len(verdicts), len(scores))
+            self._route_unfinished()
 
         def complete() -> bool:
             return (len(self.verdicts) >= self._expected and not self.gen_queue
@@ -324,12 +359,12 @@ class Coordinator:
         self._pump(lambda: train.request_id in self._replies
                    and (critic_req is None or critic_req.request_id in self._replies))
         ready: m.AdapterReady = self._replies.pop(train.request_id)
-        self.store.event("trainer", round, version=ready.version, path=ready.path, n_examples=len(examples),
-                         **ready.metrics)
+        self.store.event("trainer", round, **{"version": ready.version, "path": ready.path,
+                                              "n_examples": len(examples), **ready.metrics})
         if critic_req is not None:
             trained: m.CriticTrained = self._replies.pop(critic_req.request_id)
             self.critic_version = trained.version
-            self.store.event("critic", round, version=trained.version, **trained.metrics)
+            self.store.event("critic", round, **{"version": trained.version, **trained.metrics})
 
         loaded = self._request("generator", m.LoadAdapter(request_id=self._rid("load"), version=ready.version,
                                                           path=ready.path))
@@ -341,23 +376,54 @@ class Coordinator:
 
     # ------------------------------------------------------------------
     def run(self) -> bool:
+        """All rounds. A restarted coordinator resumes from the run store:
+        finished rounds are skipped, a partial phase reuses what was recorded."""
         cfg = self.cfg
-        self.store.event("run_start", run_dir=str(self.run_dir), rounds=cfg.run.rounds, seed=cfg.run.seed)
-        log.info("waiting for workers: %s", ", ".join(WORKER_ROLES))
-        self._pump(lambda: self.ready >= set(WORKER_ROLES))
+        status = self.store.round_status()
+        self.store.event("run_start", run_dir=str(self.run_dir), rounds=cfg.run.rounds, seed=cfg.run.seed,
+                         resumed=bool(status))
+        self._wait_for_workers()
         self.task = resolve_task(cfg.task.impl)
         self.split = self.task.make_split(cfg.task, cfg.task_seed())
         for name in ("labeled", "train", "eval"):
             self.store.add_problems(name, getattr(self.split, name))
-        self.store.set_round(0, "evaluating")
-        base = self._evaluate(0, None)
-        self.store.set_round(0, "done", adapter_version=0, adapter_path="")
+        trained = [(r, v, p) for r, (st, v, p) in status.items() if r > 0 and st in ("trained", "done")]
+        if trained:  # the generator must serve the latest adapter (it may have restarted too)
+            _, version, path = max(trained)
+            self._request("generator", m.LoadAdapter(request_id=self._rid("load"), version=version, path=path))
+            self.served_version, self.served_path = version, path
+        if status.get(0, ("",))[0] == "done":
+            base = {int(k): v for k, v in self.store.last_event("eval", 0)["pass_at_k"].items()}
+        else:
+            self.store.set_round(0, "evaluating")
+            base = self._evaluate(0, None)
+            self.store.set_round(0, "done", adapter_version=0, adapter_path="")
         for r in range(1, cfg.run.rounds + 1):
-            self._train_round(r)
+            st = status.get(r, ("",))[0]
+            if st == "done":
+                continue
+            if st != "trained":
+                self._train_round(r)
             self._evaluate(r, base)
             self.store.set_round(r, "done")
         self.store.event("run_end", ok=True, counters=dict(self.counters))
         return True
+
+    def _wait_for_workers(self) -> None:
+        """Workers announce Ready when they start; a restarted coordinator
+        missed that, so it asks (Hello) every second until all have answered."""
+        log.info("waiting for workers: %s", ", ".join(WORKER_ROLES))
+        last_hello = 0.0
+        while not self.ready >= set(WORKER_ROLES):
+            if self.stop.is_set():
+                raise Interrupted()
+            if time.monotonic() - last_hello > 1.0:
+                for role in set(WORKER_ROLES) - self.ready:
+                    self.hub.send(m.Hello(), peer=role)
+                last_hello = time.monotonic()
+            env = self.hub.recv(timeout=0.2)
+            if env is not None:
+                self._dispatch(env.peer, env.msg)
 
     def close(self) -> None:
         self.store.close()

@@ -112,6 +112,11 @@ class Heartbeat(_Msg, tag="heartbeat"):
     stats: dict[str, float] = {}
 
 
+class Hello(_Msg, tag="hello"):
+    """Coordinator -> worker: announce yourself. A (re)started coordinator
+    sends it until every worker has answered with Ready."""
+
+
 class Shutdown(_Msg, tag="shutdown"):
     reason: str = ""
 
@@ -227,7 +232,7 @@ class CriticTrained(_Msg, tag="critic_trained"):
 
 
 Message = Union[
-    Ready, Heartbeat, Shutdown, Dead, Finished, Error,
+    Ready, Heartbeat, Hello, Shutdown, Dead, Finished, Error,
     GenerateRequest, Candidates, VerifyRequest, Verdicts, ScoreRequest, Scores,
     TrainRequest, AdapterReady, LoadAdapter, AdapterLoaded, CriticTrainRequest, CriticTrained,
 ]

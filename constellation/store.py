@@ -126,6 +126,36 @@ class RunStore:
         self.conn.commit()
 
 
+    # -- resume (a restarted coordinator continues where its predecessor stopped)
+    def round_status(self) -> dict[int, tuple[str, int | None, str | None]]:
+        rows = self.conn.execute("SELECT round, status, adapter_version, adapter_path FROM rounds")
+        return {r["round"]: (r["status"], r["adapter_version"], r["adapter_path"]) for r in rows}
+
+    def last_event(self, event: str, round: int) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT data FROM metrics WHERE event = ? AND round = ? ORDER BY id DESC LIMIT 1",
+                                (event, round)).fetchone()
+        return None if row is None else json.loads(row["data"])
+
+    def load_phase(self, round: int, phase: str) -> tuple[list[m.Candidate], list[m.Verdict], dict[str, float]]:
+        """Everything already recorded for one phase of one round."""
+        cands = [m.Candidate(id=r["id"], problem_id=r["problem_id"], text=r["text"], logprob=r["logprob"],
+                             adapter_version=r["adapter_version"])
+                 for r in self.conn.execute("SELECT * FROM candidates WHERE round = ? AND phase = ?", (round, phase))]
+        ids = {c.id for c in cands}
+        verdicts = [m.Verdict(candidate_id=r["candidate_id"], problem_id=r["problem_id"], status=r["status"],
+                              visible_passed=r["visible_passed"], visible_total=r["visible_total"],
+                              heldout_correct=None if r["heldout_correct"] is None else bool(r["heldout_correct"]),
+                              heldout_outputs=None if r["heldout_outputs"] is None else json.loads(r["heldout_outputs"]),
+                              detail=r["detail"] or "")
+                    for r in self.conn.execute(
+                        "SELECT v.*, c.problem_id FROM verdicts v JOIN candidates c ON c.id = v.candidate_id "
+                        "WHERE c.round = ? AND c.phase = ?", (round, phase))]
+        scores = {r["candidate_id"]: r["score"] for r in self.conn.execute(
+            "SELECT s.* FROM scores s JOIN candidates c ON c.id = s.candidate_id WHERE c.round = ? AND c.phase = ?",
+            (round, phase)) if r["candidate_id"] in ids}
+        return cands, verdicts, scores
+
+
 def round_time() -> float:
     return round(time.time(), 3)
 

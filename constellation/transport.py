@@ -81,6 +81,7 @@ class Link:
             self._sock.close(0)
             raise TransportError(f"cannot {'bind' if bind else 'connect'} {kind} socket at {endpoint}: {e}") from e
         self.decode_errors = 0
+        self.unroutable = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._io_loop, name=f"link-{kind}", daemon=True)
         self._thread.start()
@@ -142,8 +143,13 @@ class Link:
                     self._sock.send_multipart([peer.encode(), *frames])
                 else:
                     self._sock.send_multipart(frames)
-            except zmq.ZMQError as e:  # e.g. EHOSTUNREACH: the peer is gone
-                log.warning("send to %s on %s failed: %s", peer, self.endpoint, e)
+            except zmq.ZMQError as e:
+                # EHOSTUNREACH: the peer is not connected (starting, or dead).
+                # Requests stay pending at the coordinator and are re-sent when
+                # the peer announces Ready, so this is not an error here.
+                self.unroutable += 1
+                level = logging.DEBUG if e.errno == zmq.EHOSTUNREACH else logging.WARNING
+                log.log(level, "send to %s on %s failed: %s", peer, self.endpoint, e)
 
     def _receive_one(self) -> None:
         frames = self._sock.recv_multipart()

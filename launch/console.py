@@ -94,9 +94,11 @@ class ConsoleView:
         self._end_progress()
         if kind == "eval":
             p = ev["pass_at_k"]
+            shown = [k for k in ("1", "8", max(p, key=int)) if k in p]
+            curve = "  ".join(f"pass@{k} {p[k]:.1%}" for k in dict.fromkeys(shown))
             sel = ", ".join(f"{k} {v:.0%}" for k, v in ev.get("selection_accuracy", {}).items())
-            self.console.print(f"[bold]eval {ev['model']}[/bold]: pass@1 {p['1']:.1%}  pass@8 {p.get('8', 0):.1%}"
-                               f"  pass@64 {p.get('64', float('nan')):.1%}  | selection@{ev['selection_k']}: {sel}")
+            self.console.print(f"[bold]eval {ev['model']}[/bold]: {curve}  | selection@{ev['selection_k']}: {sel}",
+                               highlight=False)
         elif kind == "zpd":
             self.console.print(f"base pass@1 {ev['pass_at_1']:.1%}: [bold]{ev['verdict']}[/bold] "
                                f"(ZPD = {ev['low']:.0%}..{ev['high']:.0%})")

@@ -114,6 +114,20 @@ def collate(batch: list[tuple[list[int], int]], pad_id: int):
     return input_ids, mask, labels
 
 
+def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random,
+                            window: int = 16) -> list[list[int]]:
+    """One epoch of batches of indices: shuffle, sort each window of
+    ``window`` batches by length, cut, shuffle the batches. Cuts padding (the
+    compute of a right-padded batch is set by its longest row)."""
+    order = rng.sample(range(len(lengths)), len(lengths))
+    batches = []
+    for w in range(0, len(order), batch_size * window):
+        chunk = sorted(order[w:w + batch_size * window], key=lambda i: lengths[i])
+        batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
 def lr_factor(step: int, frac: float, warmup_steps: int, floor: float = 0.05) -> float:
     """Linear warmup over steps, then cosine decay over the elapsed fraction of
     the (time or step) budget down to ``floor`` times the peak."""
@@ -141,10 +155,27 @@ def build_tiny_model(mcfg: ModelConfig, tokenizer, seed: int):
     return LlamaForCausalLM(config)
 
 
+def completion_and_prompt_loss(model, input_ids, mask, labels):
+    """-> (mean loss over completion tokens, mean loss over prompt tokens after bos)."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]  # (B, T-1, V) predicts ids[:, 1:]
+    ce = F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")  # (B, T-1)
+    completion = (labels[:, 1:] != -100).float()
+    prompt = mask[:, 1:].float() - completion
+    return (ce * completion).sum() / completion.sum(), (ce * prompt).sum() / prompt.sum().clamp(min=1)
+
+
 def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: float, batch_size: int,
-               max_len: int, seed: int, progress: Progress = None) -> dict[str, Any]:
+               max_len: int, seed: int, progress: Progress = None, prompt_loss_weight: float = 0.0) -> dict[str, Any]:
     """Supervised training prompt -> reference (+eos) for ``seconds`` of wall
-    time, all parameters, AdamW, warmup + cosine decay over elapsed time."""
+    time, all parameters, AdamW, warmup + cosine decay over elapsed time.
+
+    ``prompt_loss_weight`` > 0 adds that weight times the LM loss on the
+    prompt tokens (the visible examples): predicting example outputs from the
+    earlier examples teaches in-context copying and pattern use, at no extra
+    compute (the forward pass covers the prompt anyway). The reported losses
+    are completion-only either way."""
     import torch
 
     pairs = [encode_example(tokenizer, p.prompt, p.reference) for p in labeled if p.reference]
@@ -157,16 +188,17 @@ def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
     model.train()
     curve: list[tuple[float, int, float]] = []  # (seconds, step, mean loss since last point)
-    order: list[int] = []
+    batches: list[list[int]] = []
     step, window, t0 = 0, [], time.monotonic()
     while (elapsed := time.monotonic() - t0) < seconds:
         for group in opt.param_groups:
             group["lr"] = lr * lr_factor(step, elapsed / seconds, warmup_steps=30)
-        if len(order) < batch_size:
-            order += rng.sample(range(len(kept)), len(kept))
-        batch, order = [kept[i] for i in order[:batch_size]], order[batch_size:]
+        if not batches:
+            batches = length_bucketed_batches([len(ids) for ids, _ in kept], batch_size, rng)
+        batch = [kept[i] for i in batches.pop()]
         input_ids, mask, labels = collate(batch, tokenizer.pad_token_id)
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        completion_loss, prompt_loss = completion_and_prompt_loss(model, input_ids, mask, labels)
+        loss = completion_loss + prompt_loss_weight * prompt_loss if prompt_loss_weight else completion_loss
         if not torch.isfinite(loss):
             raise FloatingPointError(f"warm start: loss {loss.item()} at step {step} (lr {lr})")
         opt.zero_grad(set_to_none=True)
@@ -174,7 +206,7 @@ def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        window.append(loss.item())
+        window.append(completion_loss.item())
         if step % 25 == 0:
             curve.append((round(elapsed, 1), step, sum(window) / len(window)))
             window = []
@@ -185,7 +217,7 @@ def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: 
     model.eval()
     return {"seconds": time.monotonic() - t0, "steps": step, "n_examples": len(kept),
             "n_too_long": len(pairs) - len(kept), "loss_first": curve[0][2], "loss_last": curve[-1][2],
-            "curve": curve, "lr": lr, "batch_size": batch_size}
+            "curve": curve, "lr": lr, "batch_size": batch_size, "prompt_loss_weight": prompt_loss_weight}
 
 
 # --------------------------------------------------------------------------
@@ -194,12 +226,13 @@ def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: 
 
 
 def base_model_key(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: list[Problem],
-                   dsl_tokens: list[str]) -> str:
+                   dsl_tokens: list[str], extra: dict[str, Any] | None = None) -> str:
     model_fields = {k: v for k, v in msgspec.to_builtins(mcfg).items() if k not in ("base", "cache_dir", "threads")}
     labeled_digest = hashlib.sha256(
         json.dumps([[p.prompt, p.reference] for p in labeled]).encode()).hexdigest()
     blob = json.dumps({"code": CODE_VERSION, "model": model_fields, "task": msgspec.to_builtins(tcfg),
-                       "seed": seed, "labeled": labeled_digest, "tokens": sorted(dsl_tokens)}, sort_keys=True)
+                       "seed": seed, "labeled": labeled_digest, "tokens": sorted(dsl_tokens),
+                       "extra": extra or {}}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -234,17 +267,23 @@ def default_dsl_tokens(tcfg: TaskConfig) -> list[str]:
 
 
 def ensure_base_model(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: list[Problem],
-                      progress: Progress = None, dsl_tokens: list[str] | None = None) -> Path:
+                      progress: Progress = None, dsl_tokens: list[str] | None = None,
+                      prompt_loss_weight: float | None = None) -> Path:
     """-> folder of a finished HF base model (built and warm-started if needed).
 
     ``dsl_tokens`` defaults to verifiers.dsl.DSL_TOKENS for task "dsl" and to
-    none (characters only) for other tasks."""
+    none (characters only) for other tasks. ``prompt_loss_weight`` defaults to
+    ``mcfg.warm_start_prompt_loss`` when the config has it, else 0."""
+    if prompt_loss_weight is None:
+        prompt_loss_weight = float(getattr(mcfg, "warm_start_prompt_loss", 0.0))
     offline()
     if mcfg.base != "tiny":
         return validate_local_model(mcfg.base)
     tokens = default_dsl_tokens(tcfg) if dsl_tokens is None else list(dsl_tokens)
     cache = Path(os.path.expanduser(mcfg.cache_dir))
-    final = cache / f"tiny-{base_model_key(mcfg, tcfg, seed, labeled, tokens)}"
+    key = base_model_key(mcfg, tcfg, seed, labeled, tokens,
+                         {"prompt_loss_weight": prompt_loss_weight} if prompt_loss_weight else None)
+    final = cache / f"tiny-{key}"
     if (final / MARKER).exists():
         if progress:
             progress(1.0, f"reusing cached base model {final}")
@@ -261,7 +300,8 @@ def ensure_base_model(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: l
     if progress:
         progress(0.0, f"warm-starting a {n_params / 1e6:.2f}M-parameter model on {len(labeled)} problems")
     report = warm_start(model, tokenizer, labeled, seconds=mcfg.warm_start_seconds, lr=mcfg.warm_start_lr,
-                        batch_size=mcfg.warm_start_batch, max_len=mcfg.max_len, seed=seed, progress=progress)
+                        batch_size=mcfg.warm_start_batch, max_len=mcfg.max_len, seed=seed, progress=progress,
+                        prompt_loss_weight=prompt_loss_weight)
     report["n_params"] = n_params
     tmp = cache / f"{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

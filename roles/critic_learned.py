@@ -1,30 +1,37 @@
 """The learned critic: a tiny byte-level transformer that reads the critic text
-of one (problem, candidate) and outputs P(candidate is correct on held-out
-inputs). Trained online each round on the verifier's labels.
+of one (problem, candidate) and outputs P(candidate correct on held-out inputs),
+trained online each round on the verifier's labels.
 
-Model (``CriticNet``): UTF-8 bytes -> byte embedding -> Conv1d(k=5) + GELU ->
-max-pool over patches of ``PATCH`` bytes -> LlamaModel (causal, RoPE) on the
-patches -> mean over valid patches -> linear -> logit. The conv + max-pool stem
-makes a patch see every byte n-gram in it at any offset, and cuts the
-transformer's sequence 4x (attention 16x): at 384 bytes a full transformer over
-bytes trains at ~0.8 s/step on 1 thread, the patched one several times faster.
+Model (``CriticNet``): UTF-8 bytes -> embedding -> Conv1d(k=5) + GELU -> max-pool
+over patches of PATCH = 8 bytes -> LlamaModel (causal, RoPE) over the patches ->
+mean over valid patches -> linear -> logit. The stem gives each patch its byte
+5-grams at any offset and shortens the transformer's sequence 8x: on 1 thread a
+Llama over raw bytes (hidden 128, 2 layers, 384 bytes, batch 32) takes ~0.8 s
+per training step, this ~0.1 s. PATCH = 4 ranked a little better on DSL texts
+(AUROC 0.62 vs 0.58, within noise) at twice the time.
 
-Input cut: the text is "visible examples, prog: ..., held: ... => ...". The
-program and the candidate's held-out outputs are what decide held-out
-correctness and they are at the end, so a text longer than ``max_len`` bytes
-loses its start (the first visible examples), never its end; a cut text
-starts with the TRUNC token instead of BOS.
+Input cut: the text is the prompt (visible "in -> out" lines, "=>"), the program,
+then "held-out input ~> candidate output" lines (dsl_tasks.critic_text; p50 ~250
+bytes, max ~500). The program and its held-out outputs, which the label is
+about, come last, so a text over ``max_len`` bytes loses its start (the first
+visible examples), never its end, and starts with TRUNC instead of BOS.
 
-Training: all labeled items seen so far (dedup by candidate_id), minus the
-problems that ``is_heldout`` puts in the held-out slice, which is never trained
-on and gives the round's metrics. Batches are half positive, half negative;
-that trains the logit of a 50/50 prior, so scoring adds back the prior
-log-odds of the training labels (``prior_logit``) to keep the probabilities
-calibrated to the real positive rate. With one class missing, batches are
-plain random draws, no prior shift, and metrics say ``one_class = 1``.
+Training: all labeled items so far (dedup by candidate_id), split by problem:
+``holdout_frac`` of the problems are never trained on and give the metrics,
+CALIB_FRAC of the rest fit the calibration, the others are trained on in
+batches of half positives, half negatives (one class missing: plain draws,
+``one_class = 1``). Balanced batches learn a 50/50 prior and the logits get
+overconfident, so a score is sigmoid(calib_scale * logit + calib_bias), fitted
+on the calibration slice (Platt). On DSL texts that took held-out ECE from
+0.11-0.20 to 0.01-0.05, log-loss from 0.77 to 0.58.
 
-Restart: each round writes ``critic/labels_rNNN.jsonl`` (that round's labels)
-and ``critic/critic_vNNN.pt`` (weights, prior, request id, metrics); ``setup``
+Metrics: n_train, n_calib, n_heldout, n_new, pos_rate (training slice),
+one_class, calib_scale, calib_bias, loss_first / loss_last (mean BCE of the
+first / last 10 steps); on the held-out slice auroc, ece (10 bins),
+heldout_logloss, heldout_pos_rate; seconds. Undefined ones are absent, not NaN.
+
+Restart: each round writes critic/labels_rNNN.jsonl (its labels) and
+critic/critic_vNNN.pt (weights, calibration, request id, metrics); ``setup``
 reloads them, so a restarted critic keeps its version and answers a re-sent
 CriticTrainRequest with the recorded reply instead of training twice.
 """
@@ -32,19 +39,17 @@ CriticTrainRequest with the recorded reply instead of training twice.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
-from pathlib import Path
 from typing import Any
 
+import msgspec
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from constellation.calibration import auroc, expected_calibration_error
-from constellation.messages import (CriticTrained, CriticTrainRequest, LabeledItem, ScoreRequest,
-                                    Scores)
+from constellation.messages import CriticTrained, CriticTrainRequest, LabeledItem, ScoreRequest, Scores
 from roles.base import Role, set_torch_threads
 
 PAD, BOS, TRUNC = 256, 257, 258  # byte ids 0..255, then specials
@@ -52,6 +57,8 @@ VOCAB = 259
 PATCH = 8  # bytes per transformer position
 BYTE_DIM, CONV_DIM, CONV_WIDTH = 32, 64, 5  # the byte stem: embedding, n-gram detectors, n
 SCORE_BATCH = 64  # items per inference forward
+CALIB_FRAC = 0.15  # share of the training problems kept aside to fit the output calibration
+MIN_CALIB = 40  # fewer calibration items than this: no fit, prior shift only
 
 
 def encode_text(text: str, max_len: int) -> list[int]:
@@ -124,7 +131,7 @@ class LearnedCritic(Role):
         torch.manual_seed(self.cfg.run.seed)
         self.net = CriticNet(c.hidden_size, c.layers, c.heads, c.max_len)
         self.net.eval()
-        self.prior_logit = 0.0  # log-odds of the training labels, added back at scoring
+        self.calib = (1.0, 0.0)  # P = sigmoid(scale * logit + bias), see _calibrate
         self.version = 0  # completed training rounds
         self.labels: dict[str, LabeledItem] = {}  # candidate_id -> item, every round so far
         self.replies: dict[str, CriticTrained] = {}  # request_id -> reply (idempotent retries)
@@ -150,23 +157,26 @@ class LearnedCritic(Role):
     # -- scoring -------------------------------------------------------------
 
     @torch.inference_mode()
-    def predict(self, texts: list[str]) -> list[float]:
-        """Texts -> P(held-out correct), same order. Batches by length to pad little."""
+    def _logits(self, texts: list[str]) -> list[float]:
+        """Texts -> raw logits, same order. Batches by length to pad little."""
         seqs = [encode_text(t, self.cfg.critic.max_len) for t in texts]
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-        probs = [0.0] * len(seqs)
+        logits = [0.0] * len(seqs)
         self.net.eval()
         for start in range(0, len(order), SCORE_BATCH):
             idx = order[start:start + SCORE_BATCH]
-            ids, mask = pad_batch([seqs[i] for i in idx])
-            p = torch.sigmoid(self.net(ids, mask) + self.prior_logit)
-            for i, v in zip(idx, p.tolist()):
-                probs[i] = v
-        return probs
+            for i, v in zip(idx, self.net(*pad_batch([seqs[i] for i in idx])).tolist()):
+                logits[i] = v
+        return logits
+
+    def predict(self, texts: list[str]) -> list[float]:
+        """Texts -> P(held-out correct), same order."""
+        scale, bias = self.calib
+        return [_sigmoid(scale * z + bias) for z in self._logits(texts)]
 
     def _score(self, req: ScoreRequest) -> Scores:
         t0 = time.perf_counter()
-        probs = self.predict([it.text for it in req.items]) if req.items else []
+        probs = self.predict([it.text for it in req.items])
         self.score_seconds += time.perf_counter() - t0
         self.n_scored += len(probs)
         return Scores(request_id=req.request_id, candidate_ids=[it.candidate_id for it in req.items],
@@ -184,26 +194,32 @@ class LearnedCritic(Role):
             self.labels[it.candidate_id] = it
         self._write_labels(req.round, req.labels)
         items = list(self.labels.values())
-        train = [it for it in items if not is_heldout(it.problem_id, c.holdout_frac)]
         held = [it for it in items if is_heldout(it.problem_id, c.holdout_frac)]
+        rest = [it for it in items if not is_heldout(it.problem_id, c.holdout_frac)]
+        # a second, disjoint slice of problems (salted hash) fits the calibration
+        calib = [it for it in rest if is_heldout("calib/" + it.problem_id, CALIB_FRAC)]
+        train = [it for it in rest if not is_heldout("calib/" + it.problem_id, CALIB_FRAC)]
         pos = [encode_text(it.text, c.max_len) for it in train if it.label]
         neg = [encode_text(it.text, c.max_len) for it in train if not it.label]
         one_class = not (pos and neg)
         losses = self._fit(pos, neg, seed=self.cfg.run.seed * 100_003 + req.round) if train else []
-        # balanced batches learn a 50/50 prior; Laplace-smoothed real prior goes back in at scoring
-        self.prior_logit = 0.0 if one_class else math.log((len(pos) + 1) / (len(neg) + 1))
+        self._calibrate(calib, one_class, math.log((len(pos) + 1) / (len(neg) + 1)))
         self.version += 1
 
-        metrics: dict[str, float] = {
+        metrics: dict[str, float | None] = {
             "n_train": len(train), "n_heldout": len(held), "n_new": len(self.labels) - n_before,
-            "pos_rate": (len(pos) / len(train)) if train else math.nan,
-            "one_class": float(one_class), "prior_logit": self.prior_logit,
+            "pos_rate": len(pos) / len(train) if train else None,
+            "n_calib": len(calib), "one_class": float(one_class),
+            "calib_scale": self.calib[0], "calib_bias": self.calib[1],
+            # means over the first / last 10 steps: one batch's loss is noisy
             "loss_first": _mean(losses[:10]), "loss_last": _mean(losses[-10:]),
+            **self._heldout_metrics(held),
+            "seconds": time.perf_counter() - t0,
         }
-        metrics.update(self._heldout_metrics(held))
-        metrics["seconds"] = time.perf_counter() - t0
+        # an undefined metric (no held-out items, one class) is left out rather
+        # than sent as NaN, which strict JSON readers of metrics.jsonl reject
         reply = CriticTrained(request_id=req.request_id, round=req.round, version=self.version,
-                              metrics={k: float(v) for k, v in metrics.items()})
+                              metrics={k: float(v) for k, v in metrics.items() if v is not None})
         self._save_checkpoint(reply)
         self.replies[req.request_id] = reply
         return reply
@@ -216,15 +232,14 @@ class LearnedCritic(Role):
         self.net.train()
         losses = []
         for _ in range(c.steps):
-            if pos and neg:  # half positive, half negative, with replacement
-                half = max(1, c.batch_size // 2)
-                batch = [pos[i] for i in torch.randint(len(pos), (half,), generator=gen)]
-                batch += [neg[i] for i in torch.randint(len(neg), (c.batch_size - half,), generator=gen)]
-                y = [1.0] * half + [0.0] * (c.batch_size - half)
-            else:  # one class only: learn what there is
-                only = pos or neg
-                batch = [only[i] for i in torch.randint(len(only), (c.batch_size,), generator=gen)]
-                y = [1.0 if pos else 0.0] * c.batch_size
+            # half positive, half negative, with replacement; one class only: what there is
+            half = c.batch_size // 2
+            groups = [(pos, 1.0, half), (neg, 0.0, c.batch_size - half)] if pos and neg else [
+                (pos or neg, float(bool(pos)), c.batch_size)]
+            batch, y = [], []
+            for seqs, label, n in groups:
+                batch += [seqs[i] for i in torch.randint(len(seqs), (n,), generator=gen)]
+                y += [label] * n
             ids, mask = pad_batch(batch)
             loss = F.binary_cross_entropy_with_logits(self.net(ids, mask), torch.tensor(y))
             opt.zero_grad(set_to_none=True)
@@ -235,34 +250,54 @@ class LearnedCritic(Role):
         self.net.eval()
         return losses
 
-    def _heldout_metrics(self, held: list[LabeledItem]) -> dict[str, float]:
-        """AUROC, ECE (10 bins) and mean log-loss of the current critic on the
-        held-out slice; NaN where undefined (empty slice, one class)."""
+    def _calibrate(self, calib: list[LabeledItem], one_class: bool, prior_logit: float) -> None:
+        """Platt scaling: fit (scale, bias) of sigmoid(scale * logit + bias) on the
+        calibration slice, which training never saw. Balanced batches teach a
+        50/50 prior and a few epochs make the logits overconfident; this undoes
+        both. Platt's smoothed targets (n+1)/(n+2) and 1/(n+2) keep the fit
+        finite on separable data. With < MIN_CALIB items or one class, only the
+        training prior's log-odds is added back."""
+        self.calib = (1.0, 0.0 if one_class else prior_logit)
+        n_pos = sum(it.label for it in calib)
+        n_neg = len(calib) - n_pos
+        if one_class or len(calib) < MIN_CALIB or not n_pos or not n_neg:
+            return
+        z = torch.tensor(self._logits([it.text for it in calib]))
+        y = torch.tensor([(n_pos + 1) / (n_pos + 2) if it.label else 1 / (n_neg + 2) for it in calib])
+        params = torch.tensor([0.0, prior_logit], requires_grad=True)  # (log scale, bias)
+        opt = torch.optim.LBFGS([params], lr=0.5, max_iter=100)
+
+        def closure():
+            opt.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(params[0].exp() * z + params[1], y)
+            loss.backward()
+            return loss
+        opt.step(closure)
+        scale, bias = params[0].exp().item(), params[1].item()
+        if math.isfinite(scale) and math.isfinite(bias):  # else keep the prior-only fallback
+            self.calib = (scale, bias)
+
+    def _heldout_metrics(self, held: list[LabeledItem]) -> dict[str, float | None]:
+        """AUROC, ECE (10 bins), mean log-loss and positive rate of the current
+        critic on the held-out slice; None where undefined."""
         if not held:
-            return {"auroc": math.nan, "ece": math.nan, "heldout_logloss": math.nan}
+            return {}
         probs = self.predict([it.text for it in held])
         labels = [it.label for it in held]
-        eps = 1e-6
-        logloss = -_mean([math.log(max(p, eps)) if y else math.log(max(1 - p, eps))
-                          for p, y in zip(probs, labels)])
-        a, e = auroc(probs, labels), expected_calibration_error(probs, labels, bins=10)
-        return {"auroc": math.nan if a is None else a, "ece": math.nan if e is None else e,
+        logloss = -_mean([math.log(max(p if y else 1.0 - p, 1e-6)) for p, y in zip(probs, labels)])
+        return {"auroc": auroc(probs, labels), "ece": expected_calibration_error(probs, labels, bins=10),
                 "heldout_logloss": logloss, "heldout_pos_rate": _mean([float(y) for y in labels])}
 
     # -- files ---------------------------------------------------------------
 
     def _write_labels(self, round_: int, items: list[LabeledItem]) -> None:
         path = self.dir / f"labels_r{round_:03d}.jsonl"
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            for it in items:
-                f.write(json.dumps({"candidate_id": it.candidate_id, "problem_id": it.problem_id,
-                                    "text": it.text, "label": it.label}) + "\n")
-        tmp.replace(path)
+        path.with_suffix(".tmp").write_bytes(b"".join(msgspec.json.encode(it) + b"\n" for it in items))
+        path.with_suffix(".tmp").replace(path)
 
     def _save_checkpoint(self, reply: CriticTrained) -> None:
         path = self.dir / f"critic_v{reply.version:03d}.pt"
-        torch.save({"state_dict": self.net.state_dict(), "prior_logit": self.prior_logit,
+        torch.save({"state_dict": self.net.state_dict(), "calib": list(self.calib),
                     "version": reply.version, "round": reply.round, "request_id": reply.request_id,
                     "metrics": reply.metrics}, path.with_suffix(".tmp"))
         path.with_suffix(".tmp").replace(path)
@@ -270,8 +305,8 @@ class LearnedCritic(Role):
     def _resume(self) -> None:
         """Reload every saved label file and the newest checkpoint, if any."""
         for path in sorted(self.dir.glob("labels_r*.jsonl")):
-            for line in path.read_text().splitlines():
-                it = LabeledItem(**json.loads(line))
+            for line in path.read_bytes().splitlines():
+                it = msgspec.json.decode(line, type=LabeledItem)
                 self.labels[it.candidate_id] = it
         for path in sorted(self.dir.glob("critic_v*.pt")):
             ck = torch.load(path, map_location="cpu", weights_only=True)
@@ -280,8 +315,12 @@ class LearnedCritic(Role):
                 metrics=ck["metrics"])
             if ck["version"] > self.version:
                 self.net.load_state_dict(ck["state_dict"])
-                self.prior_logit, self.version = ck["prior_logit"], ck["version"]
+                self.calib, self.version = tuple(ck["calib"]), ck["version"]
 
 
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs) if xs else math.nan
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None

@@ -31,7 +31,7 @@ from typing import Any
 
 from constellation.messages import TrainExample
 from roles.base_model import (Progress, build_tokenizer, collate, encode_example, ensure_base_model,  # noqa: F401
-                              lr_factor, offline)
+                              length_bucketed_batches, lr_factor, offline)
 
 
 def load_model(path: str | Path, adapter_path: str | None = None):
@@ -360,16 +360,15 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
     losses: list[float] = []
     step = 0
     for epoch in range(max(1, epochs)):
-        order = rng.sample(range(len(kept)), len(kept))
-        for b in range(steps_per_epoch):
+        batches = length_bucketed_batches([len(ids) for ids, _ in kept], batch_size, rng)
+        for b, batch in enumerate(batches):
             elapsed = time.monotonic() - t0
             if max_seconds and elapsed >= max_seconds:
                 break
             frac = step / total if not max_seconds else max(step / total, elapsed / max_seconds)
             for group in opt.param_groups:
                 group["lr"] = lr * lr_factor(step, frac, warmup_steps=min(10, total // 10 + 1))
-            input_ids, mask, labels = collate([kept[i] for i in order[b * batch_size:(b + 1) * batch_size]],
-                                              tokenizer.pad_token_id)
+            input_ids, mask, labels = collate([kept[i] for i in batch], tokenizer.pad_token_id)
             loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"train_sft: loss {loss.item()} at step {step} (lr {lr}); "

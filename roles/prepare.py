@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path((argv or sys.argv[1:])[0])
     cfg = config.load_file(run_dir / "config.toml")
     set_torch_threads(cfg.model.threads)
-    from roles.lm import ensure_base_model
+    from roles.base_model import ensure_base_model
 
     def progress(fraction: float, message: str) -> None:
         print(f"PROGRESS {fraction:.4f} {message}", flush=True)

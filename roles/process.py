@@ -57,7 +57,7 @@ def serve_worker(role: str, cfg: config.Config, run_dir: Path, endpoints: dict, 
     worker = cls(cfg, run_dir)
     info = worker.setup() or {}
     beat.stats = worker.stats
-    expected = Union[tuple(cls.accepts) + (m.Shutdown,)]  # noqa: UP007 -- a runtime Union for msgspec
+    expected = Union[tuple(cls.accepts) + (m.Shutdown, m.Hello)]  # noqa: UP007 -- a runtime Union for msgspec
     hub = Link("dealer", endpoints["hub"], bind=False, identity=role, expected=expected)
     link.append(hub)
     ready = m.Ready(role=role, pid=os.getpid(), impl=impl, info=info)
@@ -73,6 +73,9 @@ def serve_worker(role: str, cfg: config.Config, run_dir: Path, endpoints: dict, 
         if isinstance(msg, m.Shutdown):
             log.info("shutdown requested: %s", msg.reason)
             break
+        if isinstance(msg, m.Hello):  # a (re)started coordinator asks who is there
+            hub.send(ready)
+            continue
         beat.state = "busy"
         try:
             reply = worker.handle(msg)

@@ -1,0 +1,261 @@
+"""roles/lm.py and roles/base_model.py on a toy task: prompt "<word>=>", completion "upper(<word>)".
+
+Every model here is tiny (hidden 64, 2 layers) and built inside the tests."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import msgspec
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+from constellation.config import ModelConfig, TaskConfig  # noqa: E402
+from constellation.messages import Problem, TrainExample  # noqa: E402
+from roles import base_model, lm  # noqa: E402
+
+TOKENS = ["upper(", "lower(", "cat("]
+WORDS = ["red", "blue", "fast", "data", "apple", "river", "green", "cloud", "stone", "light", "north", "paper"]
+
+
+def toy_problems(n: int, seed: int = 0, prefix: str = "L") -> list[Problem]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        w = rng.choice(WORDS) + rng.choice(WORDS)
+        out.append(Problem(id=f"{prefix}{i}", task="toy", prompt=f"{w}=>", data={}, reference=f"upper({w})"))
+    return out
+
+
+def tiny_mcfg(cache_dir, **kw) -> ModelConfig:
+    base = dict(cache_dir=str(cache_dir), hidden_size=64, layers=2, heads=4, intermediate_size=128,
+                max_len=64, warm_start_seconds=4.0, warm_start_lr=3e-3, warm_start_batch=16)
+    return ModelConfig(**{**base, **kw})
+
+
+TCFG = TaskConfig(impl="toy")
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return base_model.ensure_base_model(tiny_mcfg(cache), TCFG, 0, toy_problems(300), dsl_tokens=TOKENS)
+
+
+@pytest.fixture(scope="module")
+def loaded(base_dir):
+    return lm.load_model(base_dir)
+
+
+def completion_logprob(model, tokenizer, prompt: str, completion: str) -> float:
+    ids, n_prompt = lm.encode_example(tokenizer, prompt, completion)
+    with torch.no_grad():
+        logp = model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+    return sum(logp[i - 1, ids[i]].item() for i in range(n_prompt, len(ids)))
+
+
+# --------------------------------------------------------------------------
+# tokenizer
+# --------------------------------------------------------------------------
+
+
+def test_tokenizer_round_trips_text_and_keeps_dsl_tokens_whole():
+    tok = lm.build_tokenizer(TOKENS)
+    for s in ['cat(upper(x),". ",lower(x))', "a -> B\nc d -> E\n=>", "tab\there ~!@#$%^&*{}[]|\\'\"",
+              "héllo “quoted” — …", "", "upperupper("]:
+        ids = tok.encode(s, add_special_tokens=False)
+        assert tok.decode(ids) == s, (s, ids)
+    pieces = tok.convert_ids_to_tokens(tok.encode("cat(upper(x)", add_special_tokens=False))
+    assert pieces == ["cat(", "upper(", "x", ")"], pieces
+
+
+def test_tokenizer_specials_and_unknown_chars():
+    tok = lm.build_tokenizer(TOKENS)
+    assert [tok.pad_token, tok.bos_token, tok.eos_token, tok.unk_token] == ["<pad>", "<bos>", "<eos>", "<unk>"]
+    assert tok.encode("漢", add_special_tokens=False) == [tok.unk_token_id]
+
+
+# --------------------------------------------------------------------------
+# tiny model, warm start, cache
+# --------------------------------------------------------------------------
+
+
+def test_warm_start_loss_goes_down(base_dir):
+    report = json.loads((base_dir / "warm_start.json").read_text())
+    assert report["steps"] > 20, report["steps"]
+    assert report["loss_last"] < 0.5 * report["loss_first"], (report["loss_first"], report["loss_last"])
+    assert 10_000 < report["n_params"] < 200_000, report["n_params"]
+
+
+def test_base_model_cache_is_reused(base_dir, monkeypatch):
+    def no_training(*a, **kw):
+        raise AssertionError("warm start ran again although the cached model is complete")
+
+    monkeypatch.setattr(base_model, "warm_start", no_training)
+    again = base_model.ensure_base_model(tiny_mcfg(base_dir.parent), TCFG, 0, toy_problems(300), dsl_tokens=TOKENS)
+    assert again == base_dir
+
+
+def test_cache_key_covers_seed_task_and_model(tmp_path):
+    labeled = toy_problems(10)
+    key = base_model.base_model_key(tiny_mcfg(tmp_path), TCFG, 0, labeled, TOKENS)
+    assert key == base_model.base_model_key(tiny_mcfg(tmp_path / "elsewhere", threads=2), TCFG, 0, labeled, TOKENS)
+    assert key != base_model.base_model_key(tiny_mcfg(tmp_path), TCFG, 1, labeled, TOKENS)
+    assert key != base_model.base_model_key(tiny_mcfg(tmp_path, layers=3), TCFG, 0, labeled, TOKENS)
+    assert key != base_model.base_model_key(tiny_mcfg(tmp_path), msgspec.structs.replace(TCFG, n_visible=4), 0,
+                                            labeled, TOKENS)
+    assert key != base_model.base_model_key(tiny_mcfg(tmp_path), TCFG, 0, toy_problems(10, seed=1), TOKENS)
+
+
+def test_folder_without_marker_is_rebuilt(tmp_path):
+    mcfg, labeled = tiny_mcfg(tmp_path, warm_start_seconds=0.5), toy_problems(20)
+    final = tmp_path / f"tiny-{base_model.base_model_key(mcfg, TCFG, 0, labeled, TOKENS)}"
+    final.mkdir()
+    (final / "config.json").write_text("{half written")
+    path = base_model.ensure_base_model(mcfg, TCFG, 0, labeled, dsl_tokens=TOKENS)
+    assert path == final and (final / base_model.MARKER).exists()
+    lm.load_model(path)  # the half-written config was replaced
+    assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_local_base_folder_is_used_as_is(loaded, tmp_path):
+    model, tokenizer = loaded
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    mcfg = ModelConfig(base=str(tmp_path / "m"), cache_dir=str(tmp_path / "cache"))
+    assert base_model.ensure_base_model(mcfg, TCFG, 0, []) == tmp_path / "m"
+    assert not (tmp_path / "cache").exists()
+    lm.load_model(tmp_path / "m")
+
+
+def test_local_base_folder_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither"):
+        base_model.ensure_base_model(ModelConfig(base="org/some-hub-model"), TCFG, 0, [])
+    (tmp_path / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    with pytest.raises(FileNotFoundError, match="weights"):
+        base_model.ensure_base_model(ModelConfig(base=str(tmp_path)), TCFG, 0, [])
+
+
+# --------------------------------------------------------------------------
+# sampling
+# --------------------------------------------------------------------------
+
+
+def test_fast_decoder_matches_hf_forward(loaded):
+    model, tokenizer = loaded
+    fast = lm._FastLlama(model)
+    prompts = [lm.encode_example(tokenizer, p, None)[0] for p in ("redblue=>", "a=>")]
+    P, L, k, steps = 2, max(map(len, prompts)), 3, 4
+    ids = torch.zeros((P, L), dtype=torch.long)
+    valid = torch.zeros((P, L), dtype=torch.bool)
+    for r, p in enumerate(prompts):
+        ids[r, L - len(p):], valid[r, L - len(p):] = torch.tensor(p), True
+    positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
+    mask = (torch.ones(L, L, dtype=torch.bool).tril()[None] & valid[:, None]) | torch.eye(L, dtype=torch.bool)[None]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        logits, prompt_cache = fast.prefill(ids, positions, mask[:, None])
+        for r, p in enumerate(prompts):  # prefill: last position vs HF on the unpadded prompt
+            ref = model(input_ids=torch.tensor([p])).logits[0, -1]
+            assert torch.allclose(logits[r, -1], ref, atol=1e-4)
+        bias = torch.zeros(P, 1, 1, L).masked_fill(~valid[:, None, None], float("-inf"))
+        gen_cache = fast.new_cache(P * k, steps)
+        seqs = [list(prompts[r // k]) for r in range(P * k)]
+        pos = positions[:, -1].repeat_interleave(k)
+        for step in range(steps):
+            tok = torch.randint(4, len(tokenizer), (P * k,), generator=g)
+            pos = pos + 1
+            out = fast.decode(tok, pos, prompt_cache, bias, gen_cache, step)
+            for r in range(P * k):
+                seqs[r].append(int(tok[r]))
+                ref = model(input_ids=torch.tensor([seqs[r]])).logits[0, -1]
+                assert torch.allclose(out[r], ref, atol=1e-4), (step, r, (out[r] - ref).abs().max())
+
+
+def test_sample_shapes_determinism_and_logprobs(loaded):
+    model, tokenizer = loaded
+    prompts = ["redblue=>", "stonepaper=>", "x=>"]
+    a = lm.sample(model, tokenizer, prompts, k=5, max_new_tokens=16, seed=3, batch_size=8)
+    assert [len(s) for s in a] == [5, 5, 5]
+    assert all(isinstance(t, str) and lp <= 0 for s in a for t, lp in s)
+    assert a == lm.sample(model, tokenizer, prompts, k=5, max_new_tokens=16, seed=3, batch_size=8)
+    assert a != lm.sample(model, tokenizer, prompts, k=5, max_new_tokens=16, seed=4, batch_size=8)
+    assert all("<eos>" not in t and "=>" not in t for s in a for t, _ in s)
+
+
+def test_sample_logprob_is_the_raw_model_logprob(loaded):
+    model, tokenizer = loaded
+    (samples,) = lm.sample(model, tokenizer, ["greenlight=>"], k=4, temperature=1.5, max_new_tokens=20, seed=0)
+    for text, logprob in samples:
+        ids, n_prompt = lm.encode_example(tokenizer, "greenlight=>", text)
+        ids_len = len(ids) if len(ids) - n_prompt <= 20 else n_prompt + 20  # eos only if it fit
+        with torch.no_grad():
+            logp = model(input_ids=torch.tensor([ids[:ids_len]])).logits[0].log_softmax(-1)
+        expected = sum(logp[i - 1, ids[i]].item() for i in range(n_prompt, ids_len))
+        assert math.isclose(logprob, expected, abs_tol=1e-3), (text, logprob, expected)
+
+
+def test_greedy_fast_and_generate_agree(loaded):
+    model, tokenizer = loaded
+    prompts = ["redblue=>", "cloudnorth=>", "datariver=>"]
+    fast = lm.sample(model, tokenizer, prompts, k=1, temperature=0, max_new_tokens=20, method="fast")
+    gen = lm.sample(model, tokenizer, prompts, k=1, temperature=0, max_new_tokens=20, method="generate")
+    assert [s[0][0] for s in fast] == [s[0][0] for s in gen]
+    for f, g in zip(fast, gen):
+        assert math.isclose(f[0][1], g[0][1], abs_tol=1e-3)
+
+
+def test_warm_started_model_solves_the_toy_task(loaded):
+    model, tokenizer = loaded
+    (samples,) = lm.sample(model, tokenizer, ["redstone=>"], k=8, temperature=0.5, max_new_tokens=20, seed=0)
+    assert sum(t == "upper(redstone)" for t, _ in samples) >= 4, samples
+
+
+# --------------------------------------------------------------------------
+# LoRA SFT
+# --------------------------------------------------------------------------
+
+
+def lower_examples(n: int) -> list[TrainExample]:
+    """A behaviour the base never saw: lower( instead of upper(."""
+    return [TrainExample(problem_id=p.id, prompt=p.prompt, completion=p.reference.replace("upper(", "lower("))
+            for p in toy_problems(n, seed=7, prefix="T")]
+
+
+def test_train_sft_writes_a_loadable_adapter_that_changes_outputs(base_dir, loaded, tmp_path):
+    examples = lower_examples(48)
+    metrics = lm.train_sft(base_dir, examples, tmp_path / "v1", lr=1e-2, epochs=4, max_seconds=30,
+                           batch_size=8, lora_r=4, lora_alpha=8)
+    assert (tmp_path / "v1" / "adapter_config.json").exists()
+    assert metrics["steps"] == 24 and metrics["n_examples"] == 48
+    assert metrics["loss_last"] < metrics["loss_first"]
+    tuned, tokenizer = lm.load_model(base_dir, str(tmp_path / "v1"))
+    base, _ = loaded
+    before = completion_logprob(base, tokenizer, "bluegreen=>", "lower(bluegreen)")
+    after = completion_logprob(tuned, tokenizer, "bluegreen=>", "lower(bluegreen)")
+    assert after > before + 1.0, (before, after)
+
+
+def test_train_sft_continues_from_an_adapter(base_dir, tmp_path):
+    examples = lower_examples(16)
+    first = lm.train_sft(base_dir, examples, tmp_path / "v1", lr=1e-2, epochs=2, batch_size=8, lora_r=4)
+    second = lm.train_sft(base_dir, examples, tmp_path / "v2", init_adapter=str(tmp_path / "v1"), lr=1e-2,
+                          epochs=2, batch_size=8)
+    assert second["loss_first"] < first["loss_first"]
+    lm.load_model(base_dir, str(tmp_path / "v2"))
+
+
+def test_train_sft_stops_at_max_seconds(base_dir, tmp_path):
+    metrics = lm.train_sft(base_dir, lower_examples(64), tmp_path / "v1", epochs=1000, max_seconds=1.0,
+                           batch_size=8)
+    assert metrics["seconds"] < 15 and metrics["steps"] < 1000 * 8
+
+
+def test_train_sft_nan_loss_raises_and_writes_nothing(base_dir, tmp_path):
+    with pytest.raises(FloatingPointError, match="loss"):
+        lm.train_sft(base_dir, lower_examples(32), tmp_path / "v1", lr=float("nan"), epochs=2, batch_size=8)
+    assert not (tmp_path / "v1").exists() and not list(tmp_path.iterdir())
