@@ -120,15 +120,18 @@ def test_up_smoke_runs_all_five_roles_and_writes_metrics(tmp_path, model_cache):
 
 def test_kill_9_of_a_role_mid_round_is_restarted_and_nothing_is_lost(tmp_path, model_cache):
     runs = tmp_path / "runs"
-    # longer train phase so the kill lands while generate requests are in flight
-    proc = subprocess.Popen(_up_cmd(runs, model_cache, "coordinator.problems_per_round=30"),
+    # a generator swapped in by import path, slowed so the kill lands while
+    # generate requests are in flight
+    proc = subprocess.Popen(_up_cmd(runs, model_cache, "coordinator.problems_per_round=30",
+                                    'generator.impl="tests.slow_roles:SlowGenerator"'),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         run_dir = _run_dir(runs)
         deadline = time.monotonic() + 300
         victim = None
         while time.monotonic() < deadline and victim is None:
-            if any(e["event"] == "progress" and e.get("phase") == "train" and e["done"] > 0 for e in _events(run_dir)):
+            if any(e["event"] == "progress" and e.get("phase") == "train" and 0 < e["candidates"] < 60
+                   for e in _events(run_dir)):
                 victim = _status(run_dir)["roles"]["generator"]["pid"]
             time.sleep(0.2)
         assert victim, "the train phase never started"
@@ -140,7 +143,8 @@ def test_kill_9_of_a_role_mid_round_is_restarted_and_nothing_is_lost(tmp_path, m
     assert proc.returncode == 0, out[-4000:]
     status = _status(run_dir)["roles"]["generator"]
     assert status["restarts"] == 1 and status["pid"] != victim
-    assert any(e["event"] == "role_restart" and e["role"] == "generator" for e in _events(run_dir))
+    restarts = [e for e in _events(run_dir) if e["event"] == "role_restart"]
+    assert [e["role"] for e in restarts] == ["generator"] and restarts[0]["resent"] >= 1
     per_phase = _assert_every_candidate_accounted_for(run_dir)
     assert per_phase == {"eval/0": 6 * 8, "train/1": 30 * 4, "eval/1": 6 * 8}
 
