@@ -284,11 +284,10 @@ def _training_section(state: RunState) -> RenderableType | None:
 def _throughput(stats: Any) -> str:
     if not isinstance(stats, dict):
         return "-"
-    rates = [f"{_fmt(v, 1)} {k[:-len('_per_s')]}/s" for k, v in stats.items()
-             if isinstance(k, str) and k.endswith("_per_s")]
-    if rates:
-        return ", ".join(rates)
-    return ", ".join(f"{k}={_fmt(v, 2)}" for k, v in stats.items()) or "-"
+    # roles report "per_second" (items per busy second) and "done" (items so far)
+    if "per_second" in stats:
+        return f"{_fmt(stats['per_second'], 1)}/s, {_fmt(stats.get('done'), 0)} done"
+    return ", ".join(f"{k}={_fmt(v, 0)}" for k, v in list(stats.items())[:2]) or "-"
 
 
 def _roles_section(state: RunState, now: float) -> RenderableType:

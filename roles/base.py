@@ -36,7 +36,9 @@ class Role:
         raise NotImplementedError
 
     def stats(self) -> dict[str, float]:
-        """Counters sent with every heartbeat (throughput, totals)."""
+        """Counters sent with every heartbeat. By convention "done" (items
+        handled so far) and "per_second" (items per busy second), which the
+        monitor shows as the role's throughput; anything else is extra."""
         return {}
 
 

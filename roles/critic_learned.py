@@ -150,9 +150,9 @@ class LearnedCritic(Role):
         raise TypeError(f"critic: cannot handle {type(msg).__name__}; accepts {self.accepts}")
 
     def stats(self) -> dict[str, float]:
-        return {"scored": float(self.n_scored), "version": float(self.version),
+        return {"done": float(self.n_scored), "version": float(self.version),
                 "labels": float(len(self.labels)),
-                "items_per_s": self.n_scored / self.score_seconds if self.score_seconds else 0.0}
+                "per_second": self.n_scored / self.score_seconds if self.score_seconds else 0.0}
 
     # -- scoring -------------------------------------------------------------
 

@@ -104,6 +104,6 @@ class HfGenerator(Role):
         return AdapterLoaded(request_id=msg.request_id, version=self.version, seconds=time.perf_counter() - t0)
 
     def stats(self) -> dict[str, float]:
-        return {"generated": float(self.generated),
+        return {"done": float(self.generated),
                 "per_second": self.generated / self.busy_seconds if self.busy_seconds > 0 else 0.0,
                 "adapter_version": float(self.version)}

@@ -90,5 +90,6 @@ class StarTrainer(Role):
         return AdapterReady(request_id=msg.request_id, version=version, path=path, metrics=clean)
 
     def stats(self) -> dict[str, float]:
-        return {"trained_rounds": float(self.trained_rounds), "train_seconds": self.train_seconds,
-                "examples": float(self.examples_seen), "adapter_version": float(self.last_version)}
+        return {"done": float(self.examples_seen), "trained_rounds": float(self.trained_rounds),
+                "per_second": self.examples_seen / self.train_seconds if self.train_seconds else 0.0,
+                "adapter_version": float(self.last_version)}

@@ -50,7 +50,7 @@ class DslVerifier(Role):
         return Verdicts(request_id=msg.request_id, items=items, seconds=seconds)
 
     def stats(self) -> dict[str, float]:
-        out = {"verified": float(self.verified),
+        out = {"done": float(self.verified),
                "per_second": self.verified / self.busy_seconds if self.busy_seconds > 0 else 0.0}
         out.update({f"status_{k}": float(n) for k, n in self.by_status.items()})
         return out

@@ -69,7 +69,7 @@ def test_untrained_scores_are_probabilities_in_request_order(tmp_path):
     assert rev == pytest.approx(out.scores, abs=1e-5)
     assert single == pytest.approx(out.scores[:3], abs=1e-5)
     assert score(role, []).scores == []
-    assert role.stats()["scored"] == 2 * len(items) + 3
+    assert role.stats()["done"] == 2 * len(items) + 3
 
 
 @pytest.mark.slow

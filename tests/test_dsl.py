@@ -312,7 +312,7 @@ def test_role_handle_returns_one_verdict_per_candidate():
     assert [v.status for v in reply.items] == ["pass", "parse_error", "fail"]
     assert reply.seconds > 0
     stats = role.stats()
-    assert stats["verified"] == 3 and stats["per_second"] > 0 and stats["status_pass"] == 1
+    assert stats["done"] == 3 and stats["per_second"] > 0 and stats["status_pass"] == 1
 
 
 def test_role_uses_configured_step_limit():

@@ -54,7 +54,7 @@ def write_run(run_dir: Path, *, finished=False, truncated_tail=True, heartbeat_a
     (run_dir / "metrics.jsonl").write_text(lines)
     status = {"updated": NOW - 0.5, "roles": {
         "generator": {"pid": 4242, "state": "busy", "restarts": 0, "queue_depth": 2,
-                      "stats": {"candidates_per_s": 55.0}, "last_heartbeat": NOW - heartbeat_age},
+                      "stats": {"per_second": 55.0, "done": 640.0}, "last_heartbeat": NOW - heartbeat_age},
         "verifier": {"pid": 4343, "state": "idle", "restarts": 2, "queue_depth": 0,
                      "stats": {}, "last_heartbeat": NOW - 30.0},
     }}
@@ -112,7 +112,7 @@ def test_render_shows_training_numbers(run_dir):
 def test_render_shows_roles(run_dir):
     text = to_text(run_dir)
     assert "4242" in text and "busy" in text
-    assert "55.0 candidates/s" in text
+    assert "55.0/s, 640 done" in text
 
 
 def test_render_flags_stale_heartbeat(run_dir):
