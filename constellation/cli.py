@@ -58,8 +58,8 @@ def _cmd_roles(args: argparse.Namespace) -> int:
 
 def _cmd_config(args: argparse.Namespace) -> int:
     if args.reference:
-        for key, default, help_text in config_mod.describe():
-            print(f"{key} = {default}    # {help_text}")
+        print(config_reference_markdown() if args.markdown else
+              "\n".join(f"{key} = {default}    # {help_text}" for key, default, help_text in config_mod.describe()))
         return 0
     try:
         print(config_mod.to_toml(config_mod.load(args.preset, args.set)))
@@ -67,6 +67,14 @@ def _cmd_config(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def config_reference_markdown() -> str:
+    """The README's config reference table (a test keeps the README in sync)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default, help_text in config_mod.describe():
+        rows.append(f"| `{key}` | `{default}` | {help_text.replace('|', '/')} |")
+    return "\n".join(rows)
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
@@ -98,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the resolved config (or --reference: every field with help)")
     with_config(p)
     p.add_argument("--reference", action="store_true")
+    p.add_argument("--markdown", action="store_true", help="with --reference: as a markdown table")
     p.set_defaults(fn=_cmd_config)
     p = sub.add_parser("table", help="print the pass@k table of a run")
     p.add_argument("run_dir")
@@ -107,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

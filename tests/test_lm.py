@@ -257,5 +257,5 @@ def test_train_sft_stops_at_max_seconds(base_dir, tmp_path):
 
 def test_train_sft_nan_loss_raises_and_writes_nothing(base_dir, tmp_path):
     with pytest.raises(FloatingPointError, match="loss"):
-        lm.train_sft(base_dir, lower_examples(32), tmp_path / "v1", lr=float("nan"), epochs=2, batch_size=8)
+        lm.train_sft(base_dir, lower_examples(32), tmp_path / "v1", lr=float("inf"), epochs=2, batch_size=8)
     assert not (tmp_path / "v1").exists() and not list(tmp_path.iterdir())
