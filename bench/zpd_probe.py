@@ -60,7 +60,8 @@ def evaluate(model, tokenizer, problems, n: int, cfg: Config, seed: int, label: 
     return res
 
 
-def star_round(model, tokenizer, base_path, problems, cfg: Config, k: int, seconds: float, seed: int, out_dir: Path):
+def star_round(model, tokenizer, base_path, problems, cfg: Config, k: int, seconds: float, seed: int, out_dir: Path,
+               per_problem: int = 1):
     from roles.lm import load_model, sample, train_sft
     from verifiers.dsl import verify
 
@@ -69,16 +70,20 @@ def star_round(model, tokenizer, base_path, problems, cfg: Config, k: int, secon
                   top_p=cfg.sampling.top_p, max_new_tokens=cfg.sampling.max_new_tokens, seed=seed,
                   batch_size=cfg.generator.batch_size)
     gen_s = time.monotonic() - t0
-    examples, correct = [], 0
+    examples, correct, solved = [], 0, 0
     for p, samples in zip(problems, outs):
+        kept: set[str] = set()  # up to per_problem distinct visible-pass programs
         for i, (text, lp) in enumerate(samples):
+            if len(kept) == per_problem or text in kept:
+                continue
             v = verify(p, Candidate(id=f"t/{p.id}/{i}", problem_id=p.id, text=text, logprob=lp, adapter_version=0))
             if v.status == "pass":
+                kept.add(text)
                 examples.append(TrainExample(problem_id=p.id, prompt=p.prompt, completion=text))
                 correct += bool(v.heldout_correct)
-                break
+        solved += bool(kept)
     print(f"[star] sampled {k}x{len(problems)} in {gen_s:.1f}s ({k * len(problems) / gen_s:.0f} cand/s); "
-          f"{len(examples)} problems solved on visible, {correct} of those held-out correct", flush=True)
+          f"{solved} problems solved on visible; {len(examples)} examples, {correct} held-out correct", flush=True)
     t = cfg.trainer
     metrics = train_sft(base_path, examples, out_dir, None, t.lora_r, t.lora_alpha, t.lora_dropout, t.lora_targets,
                         t.lr, t.epochs, seconds, t.batch_size, seed)
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=32, help="samples per eval problem")
     ap.add_argument("--star-problems", type=int, default=150)
     ap.add_argument("--star-k", type=int, default=8)
+    ap.add_argument("--star-per-problem", type=int, default=1, help="distinct visible-pass programs kept per problem")
     ap.add_argument("--star-seconds", type=float, default=60.0)
     ap.add_argument("--no-star", action="store_true")
     ap.add_argument("--prompt-loss", type=float, default=None,
@@ -156,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         model1, tok1 = star_round(model, tokenizer, base_path, split.train[:args.star_problems], cfg,
-                                  args.star_k, args.star_seconds, seed=2, out_dir=Path(tmp) / "v1")
+                                  args.star_k, args.star_seconds, seed=2, out_dir=Path(tmp) / "v1",
+                                  per_problem=args.star_per_problem)
         after = evaluate(model1, tok1, split.eval, args.n, cfg, seed=1, label="star round 1")
     print("pass@8 base -> round 1: {:.3f} -> {:.3f} ({})".format(
         base["pass@8"], after["pass@8"], "up" if after["pass@8"] > base["pass@8"] else "NOT up"), flush=True)

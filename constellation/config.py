@@ -111,6 +111,7 @@ class CoordinatorConfig(_Section):
     k: Annotated[int, _h("candidates sampled per training problem")] = 8
     selection: Annotated[str, _h('"best_of_k", "critic" or "majority": builds the training set')] = "best_of_k"
     per_problem: Annotated[int, _h("selected examples kept per solved problem")] = 1
+    accumulate: Annotated[bool, _h("train on the selections of all rounds so far (STaR's growing set), not only this round's")] = True
     request_problems: Annotated[int, _h("problems per GenerateRequest (streaming granularity)")] = 8
     window: Annotated[int, _h("generate requests kept in flight")] = 2
     request_timeout: Annotated[float, _h("seconds before an unanswered request is re-sent")] = 600.0

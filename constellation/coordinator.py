@@ -334,12 +334,18 @@ class Coordinator:
         problems = rng.sample(self.split.train, min(c.problems_per_round, len(self.split.train)))
         pools = self._sample("train", round, problems, c.k)
 
-        examples, selected = [], []
-        for pid, pool in pools.items():
-            for s in select_training_examples(pool, c.selection, c.per_problem, rng):
-                examples.append(m.TrainExample(problem_id=pid, prompt=self.problems[pid].prompt, completion=s.text))
-                selected.append((pid, s))
+        selected = [(pid, s) for pid, pool in pools.items()
+                    for s in select_training_examples(pool, c.selection, c.per_problem, rng)]
         self.store.add_selections(round, c.selection, [(pid, s.candidate_id) for pid, s in selected])
+        # STaR: each round trains from the base on everything selected so far
+        # (read back from the store, so a restarted coordinator builds the same set)
+        rounds = list(range(1, round + 1)) if c.accumulate else [round]
+        seen: set[tuple[str, str]] = set()
+        examples = []
+        for pid, prompt, text in self.store.selected_examples(rounds, c.selection):
+            if (pid, text) not in seen:
+                seen.add((pid, text))
+                examples.append(m.TrainExample(problem_id=pid, prompt=prompt, completion=text))
         n_pass = sum(s.visible_pass for pool in pools.values() for s in pool)
         precision = sum(s.heldout_correct for _, s in selected) / len(selected) if selected else None
 
@@ -371,7 +377,8 @@ class Coordinator:
         self.served_version, self.served_path = loaded.version, ready.path
         self.store.set_round(round, "trained", adapter_version=ready.version, adapter_path=ready.path)
         self.store.event("round_end", round, n_problems=len(problems), n_candidates=len(self.candidates),
-                         n_visible_pass=n_pass, n_train_examples=len(examples), train_precision=precision,
+                         n_visible_pass=n_pass, n_selected=len(selected), n_train_examples=len(examples),
+                         train_precision=precision,
                          adapter_load_seconds=loaded.seconds, seconds=round_secs(t0))
 
     # ------------------------------------------------------------------

@@ -48,9 +48,13 @@ Progress = Callable[[float, str], None] | None
 
 
 def offline() -> None:
-    """Never touch the network: set before transformers/huggingface_hub read it."""
+    """Never touch the network (set before transformers/huggingface_hub read
+    it), and no tqdm bars from loading/saving in role logs."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 # --------------------------------------------------------------------------

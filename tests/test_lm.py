@@ -91,6 +91,23 @@ def test_warm_start_loss_goes_down(base_dir):
     assert 10_000 < report["n_params"] < 200_000, report["n_params"]
 
 
+def test_warm_start_with_prompt_loss_reports_completion_loss():
+    tok = lm.build_tokenizer(TOKENS)
+    model = base_model.build_tiny_model(tiny_mcfg("unused"), tok, seed=0)
+    report = base_model.warm_start(model, tok, toy_problems(64), seconds=1.5, lr=3e-3, batch_size=8, max_len=64,
+                                   seed=0, prompt_loss_weight=0.5)
+    assert report["steps"] > 5 and report["prompt_loss_weight"] == 0.5
+    assert math.isfinite(report["loss_last"]) and report["loss_last"] < report["loss_first"]
+    assert not model.training
+
+
+def test_length_bucketed_batches_cover_every_index_once():
+    lengths = [random.Random(i).randint(5, 90) for i in range(101)]
+    batches = base_model.length_bucketed_batches(lengths, 8, random.Random(0), window=4)
+    assert sorted(i for b in batches for i in b) == list(range(101))
+    assert all(1 <= len(b) <= 8 for b in batches)
+
+
 def test_base_model_cache_is_reused(base_dir, monkeypatch):
     def no_training(*a, **kw):
         raise AssertionError("warm start ran again although the cached model is complete")
