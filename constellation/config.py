@@ -37,9 +37,9 @@ class RunConfig(_Section):
 
 class TaskConfig(_Section):
     impl: Annotated[str, _h('task family: "dsl" or "package.module:function"')] = "dsl"
-    n_labeled: Annotated[int, _h("size of the labeled set L used to warm-start the base model")] = 2000
+    n_labeled: Annotated[int, _h("size of the labeled set L used to warm-start the base model")] = 8000
     labeled_max_depth: Annotated[int, _h("L holds only programs up to this depth (easy problems)")] = 2
-    n_train: Annotated[int, _h("pool of unlabeled training problems drawn from each round")] = 600
+    n_train: Annotated[int, _h("pool of unlabeled training problems drawn from each round")] = 1800
     n_eval: Annotated[int, _h("fixed evaluation problems, disjoint from training problems")] = 40
     depths: Annotated[list[int], _h("program depths sampled for train/eval problems (graded difficulty)")] = msgspec.field(default_factory=lambda: [1, 2, 3])
     n_visible: Annotated[int, _h("visible input->output examples per problem")] = 3
@@ -50,14 +50,15 @@ class TaskConfig(_Section):
 class ModelConfig(_Section):
     base: Annotated[str, _h('"tiny" to build and warm-start the default model, or a local HF causal LM folder')] = "tiny"
     cache_dir: Annotated[str, _h("cache of built base models, keyed by their config")] = "~/.cache/constellation"
-    hidden_size: Annotated[int, _h("tiny model width")] = 192
+    hidden_size: Annotated[int, _h("tiny model width")] = 64
     layers: Annotated[int, _h("tiny model depth")] = 4
-    heads: Annotated[int, _h("tiny model attention heads")] = 6
-    intermediate_size: Annotated[int, _h("tiny model MLP width")] = 512
+    heads: Annotated[int, _h("tiny model attention heads")] = 4
+    intermediate_size: Annotated[int, _h("tiny model MLP width")] = 192
     max_len: Annotated[int, _h("max sequence length (prompt + completion) in tokens")] = 256
     warm_start_seconds: Annotated[float, _h("time budget of supervised warm start on L")] = 240.0
     warm_start_lr: Annotated[float, _h("warm-start learning rate")] = 2e-3
-    warm_start_batch: Annotated[int, _h("warm-start batch size")] = 32
+    warm_start_batch: Annotated[int, _h("warm-start batch size")] = 8
+    warm_start_prompt_loss: Annotated[float, _h("warm start: weight of the LM loss on prompt tokens (the visible examples) added to the completion loss; 0 = completion only")] = 0.5
     threads: Annotated[int, _h("torch threads while building the base model")] = 1
 
 
@@ -100,14 +101,14 @@ class TrainerConfig(_Section):
     lora_alpha: Annotated[int, _h("LoRA alpha")] = 32
     lora_dropout: Annotated[float, _h("LoRA dropout")] = 0.0
     lora_targets: Annotated[list[str], _h("module names LoRA adapts")] = msgspec.field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    lr: Annotated[float, _h("learning rate")] = 2e-3
-    epochs: Annotated[int, _h("passes over the round's training set")] = 3
+    lr: Annotated[float, _h("learning rate")] = 1e-3
+    epochs: Annotated[int, _h("passes over the round's training set")] = 5
     max_seconds: Annotated[float, _h("time budget per round of training (0 = none)")] = 60.0
     batch_size: Annotated[int, _h("training batch size")] = 16
 
 
 class CoordinatorConfig(_Section):
-    problems_per_round: Annotated[int, _h("training problems drawn each round")] = 150
+    problems_per_round: Annotated[int, _h("training problems drawn each round")] = 600
     k: Annotated[int, _h("candidates sampled per training problem")] = 8
     selection: Annotated[str, _h('"best_of_k", "critic" or "majority": builds the training set')] = "best_of_k"
     per_problem: Annotated[int, _h("selected examples kept per solved problem")] = 1
