@@ -12,16 +12,12 @@ problem at the sampling temperature), per depth, plus sampling throughput.
     .venv/bin/python bench/zpd_probe.py --set model.warm_start_seconds=120 --set task.n_visible=4
     .venv/bin/python bench/zpd_probe.py --compare-generate  # fast loop vs model.generate
 
-Measured on a 2-core machine, 1 thread, 240 s warm start: the 0.22M-parameter
-shape below puts the base in the ZPD (eval pass@1 0.32 / 0.35 for seeds 0 / 1);
-the 1.8M-parameter shape gets too few steps in 240 s (pass@1 ~0.03)::
-
-    --set model.hidden_size=64 --set model.heads=4 --set model.intermediate_size=192 \
-    --set model.warm_start_batch=8 --set task.n_labeled=8000 --prompt-loss 0.5
-
-Eval has 40 problems: one STaR round on 150 problems moved pass@8 by +0.05 on
-seed 0 and -0.05 on seed 1, i.e. noise. Compare variants over several seeds
-(--set run.seed=N) before believing a difference of a few points.
+The defaults (0.22M parameters: hidden 64, 4 layers, batch 8, prompt loss
+0.5, 8000 labeled problems) came out of this probe: with 240 s of warm start
+on 1 thread they put the base in the ZPD, while a 1.8M-parameter shape
+(hidden 192) gets too few optimizer steps in 240 s (eval pass@1 ~0.03).
+A single STaR round moves pass@8 by a few points either way: compare variants
+over several seeds (--set run.seed=N) before believing such a difference.
 
 ``--set section.key=value`` overrides any config field, as on the CLI.
 """

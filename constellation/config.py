@@ -40,7 +40,7 @@ class TaskConfig(_Section):
     n_labeled: Annotated[int, _h("size of the labeled set L used to warm-start the base model")] = 8000
     labeled_max_depth: Annotated[int, _h("L holds only programs up to this depth (easy problems)")] = 2
     n_train: Annotated[int, _h("pool of unlabeled training problems drawn from each round")] = 1800
-    n_eval: Annotated[int, _h("fixed evaluation problems, disjoint from training problems")] = 40
+    n_eval: Annotated[int, _h("fixed evaluation problems, disjoint from training problems")] = 200
     depths: Annotated[list[int], _h("program depths sampled for train/eval problems (graded difficulty)")] = msgspec.field(default_factory=lambda: [1, 2, 3])
     n_visible: Annotated[int, _h("visible input->output examples per problem")] = 3
     n_heldout: Annotated[int, _h("held-out inputs per problem (outputs never shown to the model)")] = 6
@@ -112,6 +112,7 @@ class CoordinatorConfig(_Section):
     k: Annotated[int, _h("candidates sampled per training problem")] = 8
     selection: Annotated[str, _h('"best_of_k", "critic" or "majority": builds the training set')] = "best_of_k"
     per_problem: Annotated[int, _h("selected examples kept per solved problem")] = 1
+    max_pass_rate: Annotated[float, _h("skip problems whose share of visible-pass candidates is above this (already mastered); 1 = keep all")] = 1.0
     accumulate: Annotated[bool, _h("train on the selections of all rounds so far (STaR's growing set), not only this round's")] = True
     request_problems: Annotated[int, _h("problems per GenerateRequest (streaming granularity)")] = 8
     window: Annotated[int, _h("generate requests kept in flight")] = 2

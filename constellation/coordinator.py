@@ -334,7 +334,11 @@ class Coordinator:
         problems = rng.sample(self.split.train, min(c.problems_per_round, len(self.split.train)))
         pools = self._sample("train", round, problems, c.k)
 
-        selected = [(pid, s) for pid, pool in pools.items()
+        # a curriculum at the frontier: problems the model already solves in
+        # (nearly) every sample teach it nothing new
+        frontier = {pid: pool for pid, pool in pools.items()
+                    if sum(s.visible_pass for s in pool) <= c.max_pass_rate * len(pool)}
+        selected = [(pid, s) for pid, pool in frontier.items()
                     for s in select_training_examples(pool, c.selection, c.per_problem, rng)]
         self.store.add_selections(round, c.selection, [(pid, s.candidate_id) for pid, s in selected])
         # STaR: each round trains from the base on everything selected so far

@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from constellation.passk import crossover
+from constellation.store import read_event_lines
 
 # a heartbeat older than this (seconds) is flagged; roles beat about every second
 STALE_HEARTBEAT_SECONDS = 10.0
@@ -63,30 +64,6 @@ class RunState:
         return self.last("run_end") is not None
 
 
-def read_events(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Events of a JSON-lines file and the count of bad lines. A last line
-    without its newline may still be being written: it is skipped silently
-    unless it already parses."""
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return [], 0
-    lines = raw.split(b"\n")
-    events, bad = [], 0
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError
-            event = None
-        if isinstance(event, dict):
-            events.append(event)
-        elif i < len(lines) - 1:  # a complete line that is not an event
-            bad += 1
-    return events, bad
-
-
 def read_status(path: Path) -> dict[str, Any] | None:
     try:
         status = json.loads(path.read_bytes())
@@ -97,7 +74,7 @@ def read_status(path: Path) -> dict[str, Any] | None:
 
 def load(run_dir: Path) -> RunState:
     run_dir = Path(run_dir)
-    events, bad = read_events(run_dir / "metrics.jsonl")
+    events, bad = read_event_lines(run_dir / "metrics.jsonl")
     return RunState(run_dir, events, bad, read_status(run_dir / "status.json"))
 
 

@@ -175,15 +175,30 @@ def _jsonable(obj: Any) -> Any:
     return msgspec.to_builtins(obj)
 
 
-def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All complete events of metrics.jsonl (a partial last line is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    events = []
-    for line in path.read_text().splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
+def read_event_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Events of a JSON-lines file and the count of bad lines. A last line
+    without its newline may still be being written: it is skipped silently
+    unless it already parses."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return [], 0
+    lines = raw.split(b"\n")
+    events, bad = [], 0
+    for i, line in enumerate(lines):
+        if not line.strip():
             continue
-    return events
+        try:
+            event = json.loads(line)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            event = None
+        if isinstance(event, dict):
+            events.append(event)
+        elif i < len(lines) - 1:  # a complete line that is not an event
+            bad += 1
+    return events, bad
+
+
+def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
+    """All complete events of a run's metrics.jsonl."""
+    return read_event_lines(Path(run_dir) / "metrics.jsonl")[0]

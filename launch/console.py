@@ -34,7 +34,7 @@ class ConsoleView:
     def header(self, cfg: config_mod.Config) -> None:
         self.console.rule(f"constellation run {self.run_dir.name}")
         self.console.print(f"run directory: {self.run_dir}")
-        self.console.print(config_mod.to_toml(cfg), style="dim", highlight=False)
+        self.console.print(config_mod.to_toml(cfg), style="dim", highlight=False, markup=False)
 
     # -- base model preparation -------------------------------------------
     def follow_prepare(self, proc: subprocess.Popen, log_path: Path, interrupted: Callable[[], bool]) -> None:
