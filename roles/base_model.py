@@ -230,13 +230,12 @@ def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: 
 
 
 def base_model_key(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: list[Problem],
-                   dsl_tokens: list[str], extra: dict[str, Any] | None = None) -> str:
+                   dsl_tokens: list[str]) -> str:
     model_fields = {k: v for k, v in msgspec.to_builtins(mcfg).items() if k not in ("base", "cache_dir", "threads")}
     labeled_digest = hashlib.sha256(
         json.dumps([[p.prompt, p.reference] for p in labeled]).encode()).hexdigest()
     blob = json.dumps({"code": CODE_VERSION, "model": model_fields, "task": msgspec.to_builtins(tcfg),
-                       "seed": seed, "labeled": labeled_digest, "tokens": sorted(dsl_tokens),
-                       "extra": extra or {}}, sort_keys=True)
+                       "seed": seed, "labeled": labeled_digest, "tokens": sorted(dsl_tokens)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -276,17 +275,17 @@ def ensure_base_model(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: l
     """-> folder of a finished HF base model (built and warm-started if needed).
 
     ``dsl_tokens`` defaults to verifiers.dsl.DSL_TOKENS for task "dsl" and to
-    none (characters only) for other tasks. ``prompt_loss_weight`` defaults to
-    ``mcfg.warm_start_prompt_loss`` when the config has it, else 0."""
-    if prompt_loss_weight is None:
-        prompt_loss_weight = float(getattr(mcfg, "warm_start_prompt_loss", 0.0))
+    none (characters only) for other tasks. ``prompt_loss_weight`` overrides
+    ``mcfg.warm_start_prompt_loss`` (and so enters the cache key with it)."""
+    if prompt_loss_weight is not None:
+        mcfg = msgspec.structs.replace(mcfg, warm_start_prompt_loss=float(prompt_loss_weight))
+    prompt_loss_weight = mcfg.warm_start_prompt_loss
     offline()
     if mcfg.base != "tiny":
         return validate_local_model(mcfg.base)
     tokens = default_dsl_tokens(tcfg) if dsl_tokens is None else list(dsl_tokens)
     cache = Path(os.path.expanduser(mcfg.cache_dir))
-    key = base_model_key(mcfg, tcfg, seed, labeled, tokens,
-                         {"prompt_loss_weight": prompt_loss_weight} if prompt_loss_weight else None)
+    key = base_model_key(mcfg, tcfg, seed, labeled, tokens)
     final = cache / f"tiny-{key}"
     if (final / MARKER).exists():
         if progress:
