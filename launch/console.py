@@ -132,10 +132,10 @@ def pass_at_k_table(run_dir: Path) -> Table:
     evals = [e for e in events if e["event"] == "eval"]
     cross = {e["round"]: e["k_star"] for e in events if e["event"] == "crossover"}
     ks = list(evals[0]["pass_at_k"]) if evals else []
-    table = Table(title=f"pass@k by round ({run_dir.name})")
-    table.add_column("model")
+    table = Table(title=f"pass@k by round ({run_dir.name}); columns are k")
+    table.add_column("model", no_wrap=True)
     for k in ks:
-        table.add_column(f"pass@{k}", justify="right")
+        table.add_column(f"@{k}", justify="right", no_wrap=True)
     table.add_column("k*", justify="right")
     for e in evals:
         k_star = cross.get(e["round"], "")
