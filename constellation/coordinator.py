@@ -72,8 +72,7 @@ class Coordinator:
         self._next_id = 0
         self._handlers: dict[type, Callable[[Any], None]] = {
             m.Candidates: self._on_candidates, m.Verdicts: self._on_verdicts, m.Scores: self._on_scores,
-            m.AdapterReady: self._on_adapter_ready, m.AdapterLoaded: self._on_adapter_loaded,
-            m.CriticTrained: self._on_critic_trained,
+            m.AdapterReady: self._on_reply, m.AdapterLoaded: self._on_reply, m.CriticTrained: self._on_reply,
         }
         # state of the current phase (one round's generation, or one evaluation)
         self.problems: dict[str, m.Problem] = {}
@@ -84,6 +83,7 @@ class Coordinator:
         self.served_version, self.served_path = 0, ""  # adapter the generator serves
         self.critic_version = 0
         self._replies: dict[str, Any] = {}  # request_id -> reply, for one-off requests
+        self._unawaited: set[str] = set()  # requests whose reply nobody waits for
         self.counters: dict[str, int] = defaultdict(int)
         self._last_progress = 0.0
         self._expected = 0
@@ -146,6 +146,7 @@ class Coordinator:
             # restore the adapter before any re-sent generation (the dealer keeps order)
             load = m.LoadAdapter(request_id=self._rid("reload"), version=self.served_version, path=self.served_path)
             self._submit("generator", load)
+            self._unawaited.add(load.request_id)
         for rid in mine:
             p = self.pending[rid]
             p.attempts, p.sent_at = p.attempts + 1, time.monotonic()
@@ -212,13 +213,11 @@ class Coordinator:
         self.store.add_scores([c for c, _ in fresh], [s for _, s in fresh], msg.critic_version)
         self.scores.update(fresh)
 
-    def _on_adapter_ready(self, msg: m.AdapterReady) -> None:
-        self._replies[msg.request_id] = msg
-
-    def _on_adapter_loaded(self, msg: m.AdapterLoaded) -> None:
-        self._replies[msg.request_id] = msg
-
-    def _on_critic_trained(self, msg: m.CriticTrained) -> None:
+    def _on_reply(self, msg: m.AdapterReady | m.AdapterLoaded | m.CriticTrained) -> None:
+        """Replies that a phase waits for by request id (see _request)."""
+        if msg.request_id in self._unawaited:
+            self._unawaited.discard(msg.request_id)
+            return
         self._replies[msg.request_id] = msg
 
     def _route_unfinished(self) -> None:

@@ -160,12 +160,17 @@ def select_majority(pool: Sequence[Scored]) -> Scored | None:
     return classes[0][0]
 
 
-def expected_accuracy_majority(pool: Sequence[Scored]) -> float:
-    passing = _passing(pool)
-    classes = _vote_winners(passing, weighted=False)
+def _expected_accuracy_vote(pool: Sequence[Scored], weighted: bool) -> float:
+    """Accuracy of a vote, averaged over a uniformly random pick among tied
+    winning classes; best-of-k when nobody votes."""
+    classes = _vote_winners(_passing(pool), weighted=weighted)
     if not classes:
         return expected_accuracy_best_of_k(pool)
     return sum(_mean_correct(members) for members in classes) / len(classes)
+
+
+def expected_accuracy_majority(pool: Sequence[Scored]) -> float:
+    return _expected_accuracy_vote(pool, weighted=False)
 
 
 def select_critic_weighted_vote(pool: Sequence[Scored]) -> Scored | None:
@@ -179,11 +184,7 @@ def select_critic_weighted_vote(pool: Sequence[Scored]) -> Scored | None:
 
 
 def expected_accuracy_critic_vote(pool: Sequence[Scored]) -> float:
-    passing = _passing(pool)
-    classes = _vote_winners(passing, weighted=True)
-    if not classes:
-        return expected_accuracy_best_of_k(pool)
-    return sum(_mean_correct(members) for members in classes) / len(classes)
+    return _expected_accuracy_vote(pool, weighted=True)
 
 
 def oracle_accuracy(pool: Sequence[Scored]) -> float:

@@ -13,13 +13,14 @@ exception into an ``Error`` reply and the process goes on.
 
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 from typing import Any, ClassVar
 
 from constellation.config import Config
 
 
-class Role:
+class Role(abc.ABC):
     name: ClassVar[str]  # "generator" | "verifier" | "critic" | "trainer"
     accepts: ClassVar[tuple[type, ...]]  # message types handle() takes
 
@@ -31,9 +32,9 @@ class Role:
         """Load models and other heavy state. Returns info sent with READY."""
         return {}
 
+    @abc.abstractmethod
     def handle(self, msg: Any) -> Any:
         """One request in, one reply message out."""
-        raise NotImplementedError
 
     def stats(self) -> dict[str, float]:
         """Counters sent with every heartbeat. By convention "done" (items
