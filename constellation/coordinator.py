@@ -20,6 +20,7 @@ and the store's inserts are idempotent, so nothing is lost or counted twice.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -70,6 +71,7 @@ class Coordinator:
         self.pids: dict[str, int] = {}  # role -> pid of the process that announced Ready
         self.gen_queue: deque[m.GenerateRequest] = deque()
         self._next_id = 0
+        self._incarnation = f"{os.getpid()}.{int(time.time()) % 100000}"
         self._handlers: dict[type, Callable[[Any], None]] = {
             m.Candidates: self._on_candidates, m.Verdicts: self._on_verdicts, m.Scores: self._on_scores,
             m.AdapterReady: self._on_reply, m.AdapterLoaded: self._on_reply, m.CriticTrained: self._on_reply,
@@ -92,8 +94,10 @@ class Coordinator:
     # messaging engine
     # ------------------------------------------------------------------
     def _rid(self, kind: str) -> str:
+        """Unique across coordinator incarnations: a late reply addressed to a
+        dead predecessor must never match a request of its successor."""
         self._next_id += 1
-        return f"{kind}-{self._next_id}"
+        return f"{kind}-{self._incarnation}-{self._next_id}"
 
     def _submit(self, role: str, msg: Any) -> None:
         self.pending[msg.request_id] = Pending(role, msg, time.monotonic())

@@ -118,10 +118,10 @@ def test_up_smoke_runs_all_five_roles_and_writes_metrics(tmp_path, model_cache):
     assert "pass@k by round" in proc.stdout
 
 
-def test_kill_9_of_a_role_mid_round_is_restarted_and_nothing_is_lost(tmp_path, model_cache):
-    runs = tmp_path / "runs"
-    # a generator swapped in by import path, slowed so the kill lands while
-    # generate requests are in flight
+def _kill_mid_train_phase(runs: Path, model_cache: Path, role: str) -> tuple[Path, int, str]:
+    """Run smoke with a slowed generator, kill -9 ``role`` while generate
+    requests of round 1 are in flight, let the run finish."""
+    # a generator swapped in by import path, slowed so the kill lands mid-phase
     proc = subprocess.Popen(_up_cmd(runs, model_cache, "coordinator.problems_per_round=30",
                                     'generator.impl="tests.slow_roles:SlowGenerator"'),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -132,7 +132,7 @@ def test_kill_9_of_a_role_mid_round_is_restarted_and_nothing_is_lost(tmp_path, m
         while time.monotonic() < deadline and victim is None:
             if any(e["event"] == "progress" and e.get("phase") == "train" and 0 < e["candidates"] < 60
                    for e in _events(run_dir)):
-                victim = _status(run_dir)["roles"]["generator"]["pid"]
+                victim = _status(run_dir)["roles"][role]["pid"]
             time.sleep(0.2)
         assert victim, "the train phase never started"
         os.kill(victim, signal.SIGKILL)
@@ -141,10 +141,28 @@ def test_kill_9_of_a_role_mid_round_is_restarted_and_nothing_is_lost(tmp_path, m
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out[-4000:]
-    status = _status(run_dir)["roles"]["generator"]
+    return run_dir, victim, out
+
+
+@pytest.mark.parametrize("role", ["generator", "verifier", "critic"])
+def test_kill_9_of_a_worker_mid_round_is_restarted_and_nothing_is_lost(tmp_path, model_cache, role):
+    run_dir, victim, _ = _kill_mid_train_phase(tmp_path / "runs", model_cache, role)
+    status = _status(run_dir)["roles"][role]
     assert status["restarts"] == 1 and status["pid"] != victim
     restarts = [e for e in _events(run_dir) if e["event"] == "role_restart"]
-    assert [e["role"] for e in restarts] == ["generator"] and restarts[0]["resent"] >= 1
+    assert [e["role"] for e in restarts] == [role]
+    per_phase = _assert_every_candidate_accounted_for(run_dir)
+    assert per_phase == {"eval/0": 6 * 8, "train/1": 30 * 4, "eval/1": 6 * 8}
+
+
+def test_kill_9_of_the_coordinator_resumes_from_the_run_store(tmp_path, model_cache):
+    run_dir, victim, _ = _kill_mid_train_phase(tmp_path / "runs", model_cache, "coordinator")
+    assert _status(run_dir)["roles"]["coordinator"]["restarts"] == 1
+    events = _events(run_dir)
+    starts = [e for e in events if e["event"] == "run_start"]
+    assert [e["resumed"] for e in starts] == [False, True]
+    # the base was evaluated once, round 1 trained and evaluated once
+    assert [e["model"] for e in events if e["event"] == "eval"] == ["base", "round-1"]
     per_phase = _assert_every_candidate_accounted_for(run_dir)
     assert per_phase == {"eval/0": 6 * 8, "train/1": 30 * 4, "eval/1": 6 * 8}
 
