@@ -50,12 +50,12 @@ class TaskConfig(_Section):
 class ModelConfig(_Section):
     base: Annotated[str, _h('"tiny" to build and warm-start the default model, or a local HF causal LM folder')] = "tiny"
     cache_dir: Annotated[str, _h("cache of built base models, keyed by their config")] = "~/.cache/constellation"
-    hidden_size: Annotated[int, _h("tiny model width")] = 64
+    hidden_size: Annotated[int, _h("tiny model width")] = 128
     layers: Annotated[int, _h("tiny model depth")] = 4
     heads: Annotated[int, _h("tiny model attention heads")] = 4
-    intermediate_size: Annotated[int, _h("tiny model MLP width")] = 192
+    intermediate_size: Annotated[int, _h("tiny model MLP width")] = 384
     max_len: Annotated[int, _h("max sequence length (prompt + completion) in tokens")] = 256
-    warm_start_seconds: Annotated[float, _h("time budget of supervised warm start on L")] = 240.0
+    warm_start_seconds: Annotated[float, _h("time budget of supervised warm start on L")] = 480.0
     warm_start_lr: Annotated[float, _h("warm-start learning rate")] = 2e-3
     warm_start_batch: Annotated[int, _h("warm-start batch size")] = 8
     warm_start_prompt_loss: Annotated[float, _h("warm start: weight of the LM loss on prompt tokens (the visible examples) added to the completion loss; 0 = completion only")] = 0.5

@@ -88,9 +88,11 @@ def _assert_every_candidate_accounted_for(run_dir: Path) -> dict[str, int]:
     return per_phase
 
 
-def test_up_smoke_runs_all_five_roles_and_writes_metrics(tmp_path, model_cache):
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_up_smoke_runs_all_five_roles_and_writes_metrics(tmp_path, model_cache, transport):
     runs = tmp_path / "runs"
-    proc = subprocess.run(_up_cmd(runs, model_cache), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(_up_cmd(runs, model_cache, f'run.transport="{transport}"'),
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = _run_dir(runs)
     events = _events(run_dir)
@@ -115,6 +117,7 @@ def test_up_smoke_runs_all_five_roles_and_writes_metrics(tmp_path, model_cache):
     per_phase = _assert_every_candidate_accounted_for(run_dir)
     assert per_phase == {"eval/0": 6 * 8, "train/1": 12 * 4, "eval/1": 6 * 8}
     assert (run_dir / "adapters" / "v1" / "adapter_config.json").exists()
+    assert json.loads((run_dir / "endpoints.json").read_text())["hub"].startswith(f"{transport}://")
     assert "pass@k by round" in proc.stdout
 
 
