@@ -12,10 +12,11 @@ problem at the sampling temperature), per depth, plus sampling throughput.
     .venv/bin/python bench/zpd_probe.py --set model.warm_start_seconds=120 --set task.n_visible=4
     .venv/bin/python bench/zpd_probe.py --compare-generate  # fast loop vs model.generate
 
-The defaults (0.22M parameters: hidden 64, 4 layers, batch 8, prompt loss
-0.5, 8000 labeled problems) came out of this probe: with 240 s of warm start
-on 1 thread they put the base in the ZPD, while a 1.8M-parameter shape
-(hidden 192) gets too few optimizer steps in 240 s (eval pass@1 ~0.03).
+The defaults (0.87M parameters: hidden 128, 4 layers, batch 8, prompt loss
+0.5, 8000 labeled problems, 480 s) came out of this probe: on 1 thread they
+put the base in the ZPD (eval pass@1 0.27 on 200 problems). The number of
+optimizer steps decides it: a 1.8M-parameter shape (hidden 192) gets too few
+in 240 s (pass@1 ~0.03); a 0.22M one (hidden 64) reaches ~0.27-0.29 in 240 s.
 A single STaR round moves pass@8 by a few points either way: compare variants
 over several seeds (--set run.seed=N) before believing such a difference.
 

@@ -1,7 +1,7 @@
 """The base model: tokenizer, tiny Llama, supervised warm start, and its cache.
 
 ``ensure_base_model`` is called once per run, before the roles start. For
-``model.base = "tiny"`` it builds a ~2M-parameter ``LlamaForCausalLM`` with a
+``model.base = "tiny"`` it builds a ~1M-parameter ``LlamaForCausalLM`` with a
 character-level tokenizer (plus one token per DSL keyword), trains it on the
 labeled set L for ``model.warm_start_seconds`` and saves it as an ordinary HF
 model folder. Any other ``model.base`` must be a local HF causal-LM folder:
