@@ -176,6 +176,9 @@ class Supervisor:
         for rp in self.roles.values():
             code = rp.popen.poll()
             silent = now - rp.last_heartbeat > self.cfg.supervisor.heartbeat_timeout
+            if code == 0:  # a clean exit only follows Shutdown/SIGTERM: the run is ending
+                rp.state = "stopped"
+                continue
             if code is None and not silent:
                 continue
             why = f"exited with {code}" if code is not None else f"silent for {now - rp.last_heartbeat:.0f}s"
