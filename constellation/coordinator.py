@@ -35,7 +35,7 @@ from constellation.config import Config
 from constellation.passk import crossover, mean_pass_at_k
 from constellation.registry import WORKER_ROLES, resolve_task
 from constellation.selection import Scored, agreement, select_training_examples, selection_accuracy
-from constellation.store import RunStore
+from constellation.store import RunStore, load_split
 from constellation.transport import Link
 
 log = logging.getLogger("coordinator")
@@ -398,7 +398,7 @@ class Coordinator:
                          resumed=bool(status))
         self._wait_for_workers()
         self.task = resolve_task(cfg.task.impl)
-        self.split = self.task.make_split(cfg.task, cfg.task_seed())
+        self.split = load_split(self.run_dir)
         for name in ("labeled", "train", "eval"):
             self.store.add_problems(name, getattr(self.split, name))
         trained = [(r, v, p) for r, (st, v, p) in status.items() if r > 0 and st in ("trained", "done")]

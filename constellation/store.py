@@ -167,6 +167,31 @@ class RunStore:
         return cands, verdicts, scores
 
 
+SPLIT_FILE = "split.msgpack"
+
+
+class Split(msgspec.Struct):
+    """The run's problems, made once by roles/prepare.py and read by the
+    coordinator (making a split of thousands of problems takes seconds)."""
+
+    labeled: list[m.Problem]
+    train: list[m.Problem]
+    eval: list[m.Problem]
+
+
+def save_split(run_dir: str | Path, split: Any) -> None:
+    data = Split(labeled=list(split.labeled), train=list(split.train), eval=list(split.eval))
+    (Path(run_dir) / SPLIT_FILE).write_bytes(msgspec.msgpack.encode(data))
+
+
+def load_split(run_dir: str | Path) -> Split:
+    path = Path(run_dir) / SPLIT_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the task split is made before the roles start "
+                                f"(python -m roles.prepare {run_dir})")
+    return msgspec.msgpack.decode(path.read_bytes(), type=Split)
+
+
 def round_time() -> float:
     return round(time.time(), 3)
 

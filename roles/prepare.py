@@ -1,4 +1,5 @@
-"""Build or reuse the base model before the roles start: ``python -m roles.prepare RUN_DIR``.
+"""Make the task split and build or reuse the base model before the roles
+start: ``python -m roles.prepare RUN_DIR``.
 
 Runs in its own process so that the supervisor never imports torch. Writes
 the base model's folder path to ``RUN_DIR/base_model.txt``; the generator,
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from constellation import config
 from constellation.registry import resolve_task
+from constellation.store import save_split
 from roles.base import set_torch_threads
 
 
@@ -26,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PROGRESS {fraction:.4f} {message}", flush=True)
 
     split = resolve_task(cfg.task.impl).make_split(cfg.task, cfg.task_seed())
+    save_split(run_dir, split)  # the coordinator reads it instead of making it again
     path = ensure_base_model(cfg.model, cfg.task, cfg.task_seed(), split.labeled, progress=progress)
     (run_dir / "base_model.txt").write_text(str(path))
     print(f"INFO base model ready at {path}", flush=True)
