@@ -5,6 +5,8 @@
   constellation roles
   constellation config [--preset tiny] [--set ...]   (print the resolved config)
   constellation table RUN_DIR                        (the pass@k table of a run)
+  constellation study [--preset study] [--seeds 4] [--out study] [--report-only]
+  constellation probe [--preset tiny] [--problems 100] [--samples 8]   (is the task in the ZPD?)
 """
 
 from __future__ import annotations
@@ -84,6 +86,34 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from constellation.study import StudyError
+    from launch.supervisor import SupervisorError
+    from launch.study import run_study
+
+    console = Console()
+    try:
+        run_study(args.preset, args.seeds, args.set, Path(args.out), console, first_seed=args.first_seed,
+                  n_boot=args.bootstrap, report_only=args.report_only)
+    except (config_mod.ConfigError, SupervisorError, StudyError) as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False)
+        return 2
+    return 0
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from launch.probe import probe
+
+    console = Console()
+    try:
+        cfg = config_mod.load(args.preset, args.set)
+    except config_mod.ConfigError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False)
+        return 2
+    result = probe(cfg, n_problems=args.problems, samples=args.samples, console=console)
+    return 0 if result.zone == "in" else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="constellation", description="LLM self-training as a constellation of processes")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -111,6 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("table", help="print the pass@k table of a run")
     p.add_argument("run_dir")
     p.set_defaults(fn=_cmd_table)
+    p = sub.add_parser("study", help="several seeded trajectories and a report with bootstrap intervals")
+    with_config(p)
+    p.set_defaults(preset="study")
+    p.add_argument("--seeds", type=int, default=4, help="number of trajectories (default 4)")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds are first_seed .. first_seed + seeds - 1")
+    p.add_argument("--out", default="study", help="study directory: runs/seed-<s>/, report.md, figures")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per interval")
+    p.add_argument("--report-only", action="store_true", help="do not run anything; report on finished seeds")
+    p.set_defaults(fn=_cmd_study)
+    p = sub.add_parser("probe", help="is the task in the zone of proximal development for the base model?")
+    with_config(p)
+    p.add_argument("--problems", type=int, default=100, help="evaluation problems sampled")
+    p.add_argument("--samples", type=int, default=8, help="samples per problem")
+    p.set_defaults(fn=_cmd_probe)
     return ap
 
 

@@ -122,9 +122,19 @@ class CoordinatorConfig(_Section):
 class EvalConfig(_Section):
     n_samples: Annotated[int, _h("samples per evaluation problem (n of pass@k)")] = 64
     ks: Annotated[list[int], _h("k values reported")] = msgspec.field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
-    selection_k: Annotated[int, _h("k at which the selection policies are scored")] = 8
+    selection_k: Annotated[int, _h("k of the one-line selection accuracy shown in the console and monitor")] = 8
+    selection_ks: Annotated[list[int], _h("k values at which every selection policy is scored on the same eval candidates (split by agree/disagree)")] = msgspec.field(default_factory=lambda: [4, 8, 16])
     zpd_low: Annotated[float, _h("base pass@1 below this is too hard (outside the ZPD)")] = 0.25
     zpd_high: Annotated[float, _h("base pass@1 above this is too easy (outside the ZPD)")] = 0.75
+
+
+class GuardConfig(_Section):
+    enabled: Annotated[bool, _h("measure the validation split each round and stop early on collapse")] = True
+    val_problems: Annotated[int, _h("validation problems, taken from the end of the training pool and never trained on")] = 40
+    val_samples: Annotated[int, _h("samples per validation problem")] = 8
+    patience: Annotated[int, _h("stop after validation pass@1 fell this many rounds in a row")] = 2
+    tolerance: Annotated[float, _h("a fall smaller than this (absolute pass@1) does not count")] = 0.0
+    diversity_floor: Annotated[float, _h("stop when distinct held-out outputs per problem fall below this fraction of the base's")] = 0.5
 
 
 class SupervisorConfig(_Section):
@@ -146,6 +156,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     trainer: TrainerConfig = msgspec.field(default_factory=TrainerConfig)
     coordinator: CoordinatorConfig = msgspec.field(default_factory=CoordinatorConfig)
     eval: EvalConfig = msgspec.field(default_factory=EvalConfig)
+    guard: GuardConfig = msgspec.field(default_factory=GuardConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
 
     def task_seed(self) -> int:

@@ -32,10 +32,12 @@ from typing import Any, Callable
 
 from constellation import messages as m
 from constellation.config import Config
+from constellation.guard import CollapseGuard, Reading, diversity
 from constellation.passk import crossover, mean_pass_at_k
 from constellation.registry import WORKER_ROLES, resolve_task
-from constellation.selection import Scored, agreement, select_training_examples, selection_accuracy
-from constellation.store import RunStore, load_split
+from constellation.selection import (Scored, agreement, group_results, select_training_examples,
+                                     selection_accuracy, selection_table)
+from constellation.store import RunStore, candidate_order, load_split
 from constellation.transport import Link
 
 log = logging.getLogger("coordinator")
@@ -295,7 +297,7 @@ class Coordinator:
         self._pump(complete)
         self._report_progress()
         pools: dict[str, list[Scored]] = defaultdict(list)
-        for cid in sorted(self.candidates, key=_candidate_order):
+        for cid in sorted(self.candidates, key=candidate_order):
             cand, v = self.candidates[cid], self.verdicts[cid]
             pools[cand.problem_id].append(Scored(
                 candidate_id=cid, visible_pass=v.status == "pass", heldout_correct=bool(v.heldout_correct),
@@ -312,13 +314,17 @@ class Coordinator:
         sel_k = e.selection_k
         plist = list(pools.values())
         agree = [p for p in plist if agreement([s for s in p if s.visible_pass]) is True]
-        sel = {pol: selection_accuracy(plist, sel_k, pol) for pol in POLICIES if self.use_critic or "critic" not in pol}
+        policies = [pol for pol in POLICIES if self.use_critic or "critic" not in pol]
+        sel = {pol: selection_accuracy(plist, sel_k, pol) for pol in policies}
+        # every policy on the same candidates, at several k, split by agree/disagree
+        ks = [k for k in e.selection_ks if k <= e.n_samples]
+        table = selection_table(group_results(pools, ks, policies))
         model = "base" if round == 0 else f"round-{round}"
         self.store.event("eval", round, model=model, adapter_version=self.served_version,
                          n_problems=len(plist), n_samples=e.n_samples,
                          pass_at_k={str(k): v for k, v in pass_at_k.items()},
                          selection_k=sel_k, selection_accuracy=sel, n_agree=len(agree),
-                         critic_version=self.critic_version)
+                         selection=table, critic_version=self.critic_version)
         if round == 0:
             p1 = pass_at_k[1]
             verdict = ("in ZPD" if e.zpd_low <= p1 <= e.zpd_high else
@@ -334,7 +340,7 @@ class Coordinator:
         self.store.set_round(round, "generating")
         t0 = time.monotonic()
         rng = random.Random(zlib.crc32(f"{self.cfg.run.seed}/draw/{round}".encode()))
-        problems = rng.sample(self.split.train, min(c.problems_per_round, len(self.split.train)))
+        problems = rng.sample(self.train_pool, min(c.problems_per_round, len(self.train_pool)))
         pools = self._sample("train", round, problems, c.k)
 
         # a curriculum at the frontier: problems the model already solves in
@@ -363,7 +369,7 @@ class Coordinator:
         critic_req = None
         if self.use_critic:
             labels = [m.LabeledItem(candidate_id=cid, problem_id=v.problem_id, label=bool(v.heldout_correct),
-                                    text=self.task.critic_text(self.problems[v.problem_id],
+                                    visible_pass=v.status == "pass", text=self.task.critic_text(self.problems[v.problem_id],
                                                                self.candidates[cid].text, v.heldout_outputs))
                       for cid, v in self.verdicts.items() if v.heldout_correct is not None]
             critic_req = m.CriticTrainRequest(request_id=self._rid("critic-train"), round=round, labels=labels)
@@ -401,6 +407,7 @@ class Coordinator:
         self.split = load_split(self.run_dir)
         for name in ("labeled", "train", "eval"):
             self.store.add_problems(name, getattr(self.split, name))
+        self._split_validation()
         trained = [(r, v, p) for r, (st, v, p) in status.items() if r > 0 and st in ("trained", "done")]
         if trained:  # the generator must serve the latest adapter (it may have restarted too)
             _, version, path = max(trained)
@@ -408,20 +415,67 @@ class Coordinator:
             self.served_version, self.served_path = version, path
         if status.get(0, ("",))[0] == "done":
             base = {int(k): v for k, v in self.store.last_event("eval", 0)["pass_at_k"].items()}
+            self._guard_round(0)
         else:
             self.store.set_round(0, "evaluating")
             base = self._evaluate(0, None)
+            self._guard_round(0)
             self.store.set_round(0, "done", adapter_version=0, adapter_path="")
         for r in range(1, cfg.run.rounds + 1):
             st = status.get(r, ("",))[0]
-            if st == "done":
-                continue
-            if st != "trained":
-                self._train_round(r)
-            self._evaluate(r, base)
+            if st != "done":
+                if st != "trained":
+                    self._train_round(r)
+                self._evaluate(r, base)
+            decision = self._guard_round(r)
             self.store.set_round(r, "done")
+            if decision is not None and decision.stop:
+                if self.store.last_event("early_stop", r) is None:
+                    self.store.event("early_stop", r, reason=decision.reason, best_round=decision.best_round,
+                                     rounds_skipped=cfg.run.rounds - r)
+                log.warning("early stop after round %d: %s", r, decision.reason)
+                break
         self.store.event("run_end", ok=True, counters=dict(self.counters))
         return True
+
+    # ------------------------------------------------------------------
+    # collapse guard
+    # ------------------------------------------------------------------
+    def _split_validation(self) -> None:
+        """The validation problems are the last ``guard.val_problems`` of the
+        training pool; training never draws them."""
+        g = self.cfg.guard
+        n_val = g.val_problems if g.enabled else 0
+        if n_val < 0 or n_val >= len(self.split.train):
+            raise CoordinatorError(f"guard.val_problems = {n_val} must be >= 0 and below the training pool "
+                                   f"size ({len(self.split.train)} problems, task.n_train)")
+        cut = len(self.split.train) - n_val
+        self.train_pool, self.val_problems = self.split.train[:cut], self.split.train[cut:]
+        self.guard = CollapseGuard(patience=g.patience, tolerance=g.tolerance, diversity_floor=g.diversity_floor)
+
+    def _guard_round(self, round: int):
+        """Measure the validation split with the served model (or replay the
+        recorded reading after a restart) and let the guard decide."""
+        if not self.val_problems:
+            return None
+        recorded = self.store.last_event("guard", round)
+        if recorded is None:
+            pools = self._sample("val", round, self.val_problems, self.cfg.guard.val_samples)
+            samples = [s for pool in pools.values() for s in pool]
+            scores = [s.score for s in samples if s.score is not None]
+            reading = Reading(round, val_pass_at_1=sum(s.heldout_correct for s in samples) / len(samples),
+                              diversity=diversity([[s.heldout_outputs for s in pool] for pool in pools.values()]),
+                              critic_mean=sum(scores) / len(scores) if scores else None)
+        else:
+            reading = Reading(round, recorded["val_pass_at_1"], recorded["diversity"], recorded.get("critic_mean"))
+        decision = self.guard.update(reading)
+        if recorded is None:
+            self.store.event("guard", round, val_pass_at_1=reading.val_pass_at_1, diversity=reading.diversity,
+                             critic_mean=reading.critic_mean, n_problems=len(self.val_problems),
+                             n_samples=self.cfg.guard.val_samples, stop=decision.stop, reason=decision.reason,
+                             falls=decision.falls, diversity_ratio=decision.diversity_ratio,
+                             best_round=decision.best_round)
+        return decision
 
     def _wait_for_workers(self) -> None:
         """Workers announce Ready when they start; a restarted coordinator
@@ -441,11 +495,6 @@ class Coordinator:
 
     def close(self) -> None:
         self.store.close()
-
-
-def _candidate_order(cid: str) -> tuple[str, int]:
-    head, _, idx = cid.rpartition("/")
-    return head, int(idx) if idx.isdigit() else 0
 
 
 def round_secs(t0: float) -> float:

@@ -84,6 +84,7 @@ class LabeledItem(msgspec.Struct, forbid_unknown_fields=True):
     problem_id: str
     text: str
     label: bool  # held-out correct
+    visible_pass: bool = False  # passed the visible examples (critic metrics among these)
 
 
 class TrainExample(msgspec.Struct, forbid_unknown_fields=True):

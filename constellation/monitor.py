@@ -318,6 +318,26 @@ def _progress_line(state: RunState) -> Text:
     return text
 
 
+def _guard_section(state: RunState) -> RenderableType | None:
+    """The collapse guard: its readings per round and its decision."""
+    readings = state.all("guard")
+    if not readings:
+        return None
+    table = Table(title="collapse guard (validation split)", title_justify="left")
+    for name in ("round", "val pass@1", "diversity", "critic mean", "decision"):
+        table.add_column(name, justify="right" if name != "decision" else "left")
+    for e in readings:
+        style = "bold red" if e.get("stop") else ""
+        table.add_row(str(_round_key(e)), _fmt(e.get("val_pass_at_1")), _fmt(e.get("diversity"), 2),
+                      _fmt(e.get("critic_mean")), Text(str(e.get("reason", "")), style=style))
+    stop = state.last("early_stop")
+    if stop is None:
+        return table
+    line = Text(f"EARLY STOP after round {stop.get('round')}: {stop.get('reason')} "
+                f"({stop.get('rounds_skipped', 0)} rounds skipped)", style="bold red")
+    return Group(table, line)
+
+
 def render(run_dir: Path, now: float | None = None) -> RenderableType:
     """One frame of the view, built from the files in ``run_dir``. ``now``
     (unix seconds, default the clock) sets heartbeat and elapsed ages."""
@@ -334,6 +354,9 @@ def _render_state(state: RunState, now: float) -> RenderableType:
     training = _training_section(state)
     if training is not None:
         parts.append(training)
+    guard = _guard_section(state)
+    if guard is not None:
+        parts.append(guard)
     parts.append(_roles_section(state, now))
     return Panel(Group(*parts), title="constellation monitor", border_style="dim")
 

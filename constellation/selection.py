@@ -296,3 +296,69 @@ def agreement(pool: Sequence[Scored]) -> bool | None:
     if len(vectors) < 2:
         return None
     return all(v == vectors[0] for v in vectors)
+
+
+# --------------------------------------------------------------------------
+# One pool, every policy, several k: the selection table of an evaluation
+# --------------------------------------------------------------------------
+
+AGREE, DISAGREE = "agree", "disagree"
+
+
+def disagreement_class(group: Sequence[Scored]) -> str:
+    """"disagree" if the group's visible-pass candidates give at least two
+    different held-out output vectors, else "agree" (this includes groups
+    with fewer than two passing candidates). Identical vectors mean identical
+    held-out correctness, so on "agree" groups every policy that picks a
+    passing candidate scores the same: selection can only matter on
+    "disagree" groups, which is what the study's localisation claim tests."""
+    return DISAGREE if agreement(group) is False else AGREE
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """The expected held-out accuracy of each policy on one group of k samples."""
+
+    problem_id: str
+    k: int
+    group: int  # index of the group among the problem's floor(n / k) groups
+    agreement: str  # AGREE or DISAGREE
+    accuracy: dict[str, float]  # policy -> expected accuracy in [0, 1]
+
+
+def group_results(pools: dict[str, Sequence[Scored]], ks: Sequence[int],
+                  policies: Sequence[str] = POLICIES) -> list[GroupResult]:
+    """Every policy scored on the same candidates: each problem's pool is cut,
+    in order, into floor(n / k) disjoint groups of k for each k (a k above a
+    problem's n gives it no group). Pure; the study and the coordinator's
+    evaluation both aggregate these rows."""
+    for policy in policies:
+        _check_policy(policy)
+    rows = []
+    for pid, pool in pools.items():
+        for k in ks:
+            if k < 1:
+                raise ValueError(f"group_results: need k >= 1, got k={k}")
+            for g in range(len(pool) // k):
+                group = pool[g * k:(g + 1) * k]
+                rows.append(GroupResult(pid, k, g, disagreement_class(group),
+                                        {p: _EXPECTED_ACCURACY[p](group) for p in policies}))
+    return rows
+
+
+def selection_table(rows: Sequence[GroupResult]) -> dict[str, dict[str, Any]]:
+    """Rows -> {str(k): {"all" | "agree" | "disagree": {policy: mean accuracy,
+    "n_groups": int}}}: means over groups. Every problem has the same number
+    of groups at a given k, so "all" equals the per-problem average used by
+    ``selection_accuracy``. A class without groups is left out."""
+    buckets: dict[tuple[int, str], list[GroupResult]] = {}
+    for r in rows:
+        buckets.setdefault((r.k, "all"), []).append(r)
+        buckets.setdefault((r.k, r.agreement), []).append(r)
+    table: dict[str, dict[str, Any]] = {}
+    for (k, cls), members in sorted(buckets.items()):
+        policies = members[0].accuracy.keys()
+        cell: dict[str, Any] = {p: math.fsum(r.accuracy[p] for r in members) / len(members) for p in policies}
+        cell["n_groups"] = len(members)
+        table.setdefault(str(k), {})[cls] = cell
+    return table

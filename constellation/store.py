@@ -167,6 +167,33 @@ class RunStore:
         return cands, verdicts, scores
 
 
+def candidate_order(cid: str) -> tuple[str, int]:
+    """Sort key of candidate ids "<phase>/<round>/<problem>/<i>": sampling order
+    within a problem (i as a number, so 10 follows 9)."""
+    head, _, idx = cid.rpartition("/")
+    return head, int(idx) if idx.isdigit() else 0
+
+
+def read_pools(conn: sqlite3.Connection, round: int, phase: str) -> dict[str, list[Any]]:
+    """One round's phase as the coordinator saw it: problem id -> its verified
+    candidates as ``selection.Scored``, in sampling order (unverified ones are
+    left out; unscored ones have score None)."""
+    from constellation.selection import Scored
+
+    rows = conn.execute(
+        "SELECT c.id, c.problem_id, c.text, v.status, v.heldout_correct, v.heldout_outputs, s.score "
+        "FROM candidates c JOIN verdicts v ON v.candidate_id = c.id LEFT JOIN scores s ON s.candidate_id = c.id "
+        "WHERE c.round = ? AND c.phase = ?", (round, phase)).fetchall()
+    pools: dict[str, list[Any]] = {}
+    for r in sorted(rows, key=lambda r: candidate_order(r["id"])):
+        outputs = r["heldout_outputs"]
+        pools.setdefault(r["problem_id"], []).append(Scored(
+            candidate_id=r["id"], visible_pass=r["status"] == "pass", heldout_correct=bool(r["heldout_correct"]),
+            heldout_outputs=None if outputs is None else tuple(json.loads(outputs)), score=r["score"],
+            text=r["text"]))
+    return pools
+
+
 SPLIT_FILE = "split.msgpack"
 
 

@@ -114,6 +114,11 @@ class ConsoleView:
         elif kind == "crossover":
             k = ev["k_star"]
             self.console.print(f"round {r}: crossover k* = {k if k is not None else 'none (trained model ahead at every k)'}")
+        elif kind == "guard":
+            style = "bold red" if ev.get("stop") else "dim"
+            self.console.print(f"[{style}]round {r} guard: {ev['reason']}[/{style}]", highlight=False)
+        elif kind == "early_stop":
+            self.console.print(f"[bold red]early stop after round {r}: {ev['reason']}[/bold red]", highlight=False)
         elif kind == "role_restart":
             self.console.print(f"[yellow]{ev['role']} restarted; {ev['resent']} requests re-sent[/yellow]")
 
