@@ -81,16 +81,18 @@ class VerifierConfig(_Section):
 
 
 class CriticConfig(_Section):
-    impl: Annotated[str, _h('"learned", "none" or "package.module:Class"')] = "learned"
+    impl: Annotated[str, _h('"small" (= "learned": own tiny byte-level transformer), "policy_head" (LoRA + scalar head on the policy\'s base weights), "none" or "package.module:Class"')] = "small"
     threads: Annotated[int, _h("torch threads of the critic process")] = 1
     hidden_size: Annotated[int, _h("critic transformer width")] = 128
     layers: Annotated[int, _h("critic transformer depth")] = 2
     heads: Annotated[int, _h("critic attention heads")] = 4
-    max_len: Annotated[int, _h("critic input length in bytes (longer inputs are cut from the left)")] = 448
+    max_len: Annotated[int, _h("critic input length: bytes for small, tokens for policy_head (capped by the model); longer inputs are cut from the left")] = 448
     steps: Annotated[int, _h("optimizer steps per round of online training")] = 150
     batch_size: Annotated[int, _h("critic training batch (class-balanced)")] = 32
     lr: Annotated[float, _h("critic learning rate")] = 1e-3
     holdout_frac: Annotated[float, _h("share of training problems kept out of critic training to measure AUROC")] = 0.2
+    lora_r: Annotated[int, _h("policy_head: rank of the critic's own LoRA on the base weights")] = 8
+    lora_targets: Annotated[list[str], _h("policy_head: module names the critic's LoRA adapts")] = msgspec.field(default_factory=lambda: ["q_proj", "v_proj"])
 
 
 class TrainerConfig(_Section):

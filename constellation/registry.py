@@ -19,7 +19,9 @@ ROLES: dict[str, dict[str, tuple[str, str]]] = {
         "dsl": ("roles.verifier_dsl:DslVerifier", "exact verifier of the string DSL (own safe interpreter)"),
     },
     "critic": {
-        "learned": ("roles.critic_learned:LearnedCritic", "tiny transformer + scalar head, trained online on verifier labels"),
+        "small": ("roles.critic_learned:SmallCritic", "own tiny byte-level transformer + scalar head, trained online on verifier labels"),
+        "learned": ("roles.critic_learned:SmallCritic", "the same as small (its earlier name)"),
+        "policy_head": ("roles.critic_policy_head:PolicyHeadCritic", "LoRA + scalar head on the policy's frozen base weights, trained online"),
     },
     "trainer": {
         "star": ("roles.trainer_star:StarTrainer", "STaR/RFT: LoRA SFT on selected candidates (completion-only loss)"),

@@ -1,4 +1,7 @@
-"""The learned critic: a tiny byte-level transformer that reads the critic text
+"""The learned critic. ``OnlineCritic`` holds what every learned critic shares
+(online training on verifier labels, calibration, metrics, checkpoints,
+restart); ``SmallCritic`` (critic.impl = "small", also "learned") is
+a tiny byte-level transformer that reads the critic text
 of one (problem, candidate) and outputs P(candidate correct on held-out inputs),
 trained online each round on the verifier's labels.
 
@@ -119,17 +122,31 @@ class CriticNet(nn.Module):
         return self.head(pooled).squeeze(-1)
 
 
-class LearnedCritic(Role):
+class OnlineCritic(Role):
+    """Online training, calibration, metrics, checkpoints and restart for any
+    critic network. A subclass provides the network and its input encoding:
+    ``build_net()``, ``encode(text)`` (-> token ids) and ``collate(seqs)``
+    (-> the network's positional inputs); the network maps them to one logit
+    per text. Only parameters with ``requires_grad`` are trained and saved."""
+
     name = "critic"
     accepts = (ScoreRequest, CriticTrainRequest)
+
+    def build_net(self) -> nn.Module:
+        raise NotImplementedError
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def collate(self, seqs: list[list[int]]) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
 
     def setup(self) -> dict[str, Any]:
         c = self.cfg.critic
         set_torch_threads(c.threads)
-        assert c.max_len >= 2 * PATCH, f"critic.max_len={c.max_len} too small"
         assert 0.0 <= c.holdout_frac < 1.0, f"critic.holdout_frac={c.holdout_frac} not in [0, 1)"
         torch.manual_seed(self.cfg.run.seed)
-        self.net = CriticNet(c.hidden_size, c.layers, c.heads, c.max_len)
+        self.net = self.build_net()
         self.net.eval()
         self.calib = (1.0, 0.0)  # P = sigmoid(scale * logit + bias), see _calibrate
         self.version = 0  # completed training rounds
@@ -140,7 +157,9 @@ class LearnedCritic(Role):
         self.dir.mkdir(parents=True, exist_ok=True)
         self._resume()
         n_params = sum(p.numel() for p in self.net.parameters())
-        return {"params": n_params, "version": self.version, "labels": len(self.labels)}
+        n_trained = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+        return {"params": n_params, "trained_params": n_trained, "version": self.version,
+                "labels": len(self.labels)}
 
     def handle(self, msg: Any) -> Any:
         if isinstance(msg, ScoreRequest):
@@ -159,13 +178,13 @@ class LearnedCritic(Role):
     @torch.inference_mode()
     def _logits(self, texts: list[str]) -> list[float]:
         """Texts -> raw logits, same order. Batches by length to pad little."""
-        seqs = [encode_text(t, self.cfg.critic.max_len) for t in texts]
+        seqs = [self.encode(t) for t in texts]
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         logits = [0.0] * len(seqs)
         self.net.eval()
         for start in range(0, len(order), SCORE_BATCH):
             idx = order[start:start + SCORE_BATCH]
-            for i, v in zip(idx, self.net(*pad_batch([seqs[i] for i in idx])).tolist()):
+            for i, v in zip(idx, self.net(*self.collate([seqs[i] for i in idx])).tolist()):
                 logits[i] = v
         return logits
 
@@ -199,8 +218,8 @@ class LearnedCritic(Role):
         # a second, disjoint slice of problems (salted hash) fits the calibration
         calib = [it for it in rest if is_heldout("calib/" + it.problem_id, CALIB_FRAC)]
         train = [it for it in rest if not is_heldout("calib/" + it.problem_id, CALIB_FRAC)]
-        pos = [encode_text(it.text, c.max_len) for it in train if it.label]
-        neg = [encode_text(it.text, c.max_len) for it in train if not it.label]
+        pos = [self.encode(it.text) for it in train if it.label]
+        neg = [self.encode(it.text) for it in train if not it.label]
         one_class = not (pos and neg)
         losses = self._fit(pos, neg, seed=self.cfg.run.seed * 100_003 + req.round) if train else []
         self._calibrate(calib, one_class, math.log((len(pos) + 1) / (len(neg) + 1)))
@@ -228,7 +247,8 @@ class LearnedCritic(Role):
         """cfg.critic.steps AdamW steps on class-balanced batches -> loss per step."""
         c = self.cfg.critic
         gen = torch.Generator().manual_seed(seed)
-        opt = torch.optim.AdamW(self.net.parameters(), lr=c.lr, weight_decay=0.01)
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=0.01)
         self.net.train()
         losses = []
         for _ in range(c.steps):
@@ -240,11 +260,13 @@ class LearnedCritic(Role):
             for seqs, label, n in groups:
                 batch += [seqs[i] for i in torch.randint(len(seqs), (n,), generator=gen)]
                 y += [label] * n
-            ids, mask = pad_batch(batch)
-            loss = F.binary_cross_entropy_with_logits(self.net(ids, mask), torch.tensor(y))
+            loss = F.binary_cross_entropy_with_logits(self.net(*self.collate(batch)), torch.tensor(y))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"critic loss is {loss.item()} at step {len(losses)}; the previous "
+                                         f"critic (v{self.version}) stays in service")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             losses.append(loss.item())
         self.net.eval()
@@ -285,8 +307,15 @@ class LearnedCritic(Role):
         probs = self.predict([it.text for it in held])
         labels = [it.label for it in held]
         logloss = -_mean([math.log(max(p if y else 1.0 - p, 1e-6)) for p, y in zip(probs, labels)])
+        # among visible-pass candidates, where selection happens: is the critic's
+        # call (P >= 0.5) right, and does it rank correct above wrong ones?
+        vp = [(p, y) for p, y, it in zip(probs, labels, held) if it.visible_pass]
         return {"auroc": auroc(probs, labels), "ece": expected_calibration_error(probs, labels, bins=10),
-                "heldout_logloss": logloss, "heldout_pos_rate": _mean([float(y) for y in labels])}
+                "heldout_logloss": logloss, "heldout_pos_rate": _mean([float(y) for y in labels]),
+                "n_heldout_visible_pass": len(vp),
+                "visible_pass_accuracy": _mean([float((p >= 0.5) == y) for p, y in vp]),
+                "visible_pass_auroc": auroc([p for p, _ in vp], [y for _, y in vp]) if vp else None,
+                "visible_pass_precision": _mean([float(y) for _, y in vp])}
 
     # -- files ---------------------------------------------------------------
 
@@ -297,7 +326,9 @@ class LearnedCritic(Role):
 
     def _save_checkpoint(self, reply: CriticTrained) -> None:
         path = self.dir / f"critic_v{reply.version:03d}.pt"
-        torch.save({"state_dict": self.net.state_dict(), "calib": list(self.calib),
+        trained = {n for n, p in self.net.named_parameters() if p.requires_grad}
+        state = {k: v for k, v in self.net.state_dict().items() if k in trained}
+        torch.save({"state_dict": state, "calib": list(self.calib),
                     "version": reply.version, "round": reply.round, "request_id": reply.request_id,
                     "metrics": reply.metrics}, path.with_suffix(".tmp"))
         path.with_suffix(".tmp").replace(path)
@@ -314,8 +345,29 @@ class LearnedCritic(Role):
                 request_id=ck["request_id"], round=ck["round"], version=ck["version"],
                 metrics=ck["metrics"])
             if ck["version"] > self.version:
-                self.net.load_state_dict(ck["state_dict"])
+                missing, unexpected = self.net.load_state_dict(ck["state_dict"], strict=False)
+                if unexpected or any(n in missing for n, p in self.net.named_parameters() if p.requires_grad):
+                    raise RuntimeError(f"{path} does not fit this critic network (missing {missing[:3]}, "
+                                       f"unexpected {unexpected[:3]}): was critic.impl or its size changed?")
                 self.calib, self.version = tuple(ck["calib"]), ck["version"]
+
+
+class SmallCritic(OnlineCritic):
+    """critic.impl = "small": the byte-level CriticNet above, its own weights."""
+
+    def build_net(self) -> nn.Module:
+        c = self.cfg.critic
+        assert c.max_len >= 2 * PATCH, f"critic.max_len={c.max_len} too small"
+        return CriticNet(c.hidden_size, c.layers, c.heads, c.max_len)
+
+    def encode(self, text: str) -> list[int]:
+        return encode_text(text, self.cfg.critic.max_len)
+
+    def collate(self, seqs: list[list[int]]) -> tuple[torch.Tensor, ...]:
+        return pad_batch(seqs)
+
+
+LearnedCritic = SmallCritic  # critic.impl = "learned", the name of the walking constellation
 
 
 def _sigmoid(x: float) -> float:
