@@ -55,7 +55,8 @@ class ModelConfig(_Section):
     heads: Annotated[int, _h("tiny model attention heads")] = 4
     intermediate_size: Annotated[int, _h("tiny model MLP width")] = 384
     max_len: Annotated[int, _h("max sequence length (prompt + completion) in tokens")] = 256
-    warm_start_seconds: Annotated[float, _h("time budget of supervised warm start on L")] = 480.0
+    warm_start_seconds: Annotated[float, _h("time budget of supervised warm start on L (used when warm_start_steps = 0)")] = 480.0
+    warm_start_steps: Annotated[int, _h("step budget of the warm start; > 0 replaces the time budget and makes the base reproducible on any machine and load")] = 0
     warm_start_lr: Annotated[float, _h("warm-start learning rate")] = 2e-3
     warm_start_batch: Annotated[int, _h("warm-start batch size")] = 8
     warm_start_prompt_loss: Annotated[float, _h("warm start: weight of the LM loss on prompt tokens (the visible examples) added to the completion loss; 0 = completion only")] = 0.5

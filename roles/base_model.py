@@ -13,9 +13,10 @@ task config, the seed, the labeled set, the DSL tokens and ``CODE_VERSION``).
 A folder is built under a temporary name, gets its ``COMPLETE`` marker last
 and is renamed into place, so a half-written folder is never reused.
 
-The warm start is budgeted in wall-clock seconds, so two builds with the same
-hash on machines of different speed (or under different load) differ; the
-cache makes a run reuse the first one.
+The warm start is budgeted in optimizer steps (``model.warm_start_steps``),
+which makes a build reproducible, or else in wall-clock seconds, so that two
+builds with the same hash on machines of different speed (or under different
+load) differ; the cache makes a run reuse the first one.
 """
 
 from __future__ import annotations
@@ -171,9 +172,12 @@ def completion_and_prompt_loss(model, input_ids, mask, labels):
 
 
 def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: float, batch_size: int,
-               max_len: int, seed: int, progress: Progress = None, prompt_loss_weight: float = 0.0) -> dict[str, Any]:
-    """Supervised training prompt -> reference (+eos) for ``seconds`` of wall
-    time, all parameters, AdamW, warmup + cosine decay over elapsed time.
+               max_len: int, seed: int, progress: Progress = None, prompt_loss_weight: float = 0.0,
+               steps: int = 0) -> dict[str, Any]:
+    """Supervised training prompt -> reference (+eos) for ``steps`` optimizer
+    steps if steps > 0 (reproducible: the same model on any machine and under
+    any load), else for ``seconds`` of wall time; all parameters, AdamW,
+    warmup + cosine decay over the budget.
 
     ``prompt_loss_weight`` > 0 adds that weight times the LM loss on the
     prompt tokens (the visible examples): predicting example outputs from the
@@ -194,9 +198,14 @@ def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: 
     curve: list[tuple[float, int, float]] = []  # (seconds, step, mean loss since last point)
     batches: list[list[int]] = []
     step, window, t0 = 0, [], time.monotonic()
-    while (elapsed := time.monotonic() - t0) < seconds:
+
+    def used() -> float:  # the share of the budget spent so far
+        return step / steps if steps > 0 else (time.monotonic() - t0) / seconds
+
+    while used() < 1.0:
+        elapsed = time.monotonic() - t0
         for group in opt.param_groups:
-            group["lr"] = lr * lr_factor(step, elapsed / seconds, warmup_steps=30)
+            group["lr"] = lr * lr_factor(step, used(), warmup_steps=30)
         if not batches:
             batches = length_bucketed_batches([len(ids) for ids, _ in kept], batch_size, rng)
         batch = [kept[i] for i in batches.pop()]
@@ -215,7 +224,7 @@ def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: 
             curve.append((round(elapsed, 1), step, sum(window) / len(window)))
             window = []
             if progress:
-                progress(min(1.0, elapsed / seconds), f"warm start step {step} loss {curve[-1][2]:.3f}")
+                progress(min(1.0, used()), f"warm start step {step} loss {curve[-1][2]:.3f}")
     if window:
         curve.append((round(time.monotonic() - t0, 1), step, sum(window) / len(window)))
     model.eval()
@@ -232,6 +241,9 @@ def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: 
 def base_model_key(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: list[Problem],
                    dsl_tokens: list[str]) -> str:
     model_fields = {k: v for k, v in msgspec.to_builtins(mcfg).items() if k not in ("base", "cache_dir", "threads")}
+    # only the budget in force changes the model (and a time-budgeted key stays
+    # what it was before step budgets existed, so those caches remain valid)
+    model_fields.pop("warm_start_seconds" if mcfg.warm_start_steps > 0 else "warm_start_steps")
     labeled_digest = hashlib.sha256(
         json.dumps([[p.prompt, p.reference] for p in labeled]).encode()).hexdigest()
     blob = json.dumps({"code": CODE_VERSION, "model": model_fields, "task": msgspec.to_builtins(tcfg),
@@ -302,7 +314,8 @@ def ensure_base_model(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: l
     n_params = sum(p.numel() for p in model.parameters())
     if progress:
         progress(0.0, f"warm-starting a {n_params / 1e6:.2f}M-parameter model on {len(labeled)} problems")
-    report = warm_start(model, tokenizer, labeled, seconds=mcfg.warm_start_seconds, lr=mcfg.warm_start_lr,
+    report = warm_start(model, tokenizer, labeled, seconds=mcfg.warm_start_seconds, steps=mcfg.warm_start_steps,
+                        lr=mcfg.warm_start_lr,
                         batch_size=mcfg.warm_start_batch, max_len=mcfg.max_len, seed=seed, progress=progress,
                         prompt_loss_weight=prompt_loss_weight)
     report["n_params"] = n_params

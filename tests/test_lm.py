@@ -33,7 +33,7 @@ def toy_problems(n: int, seed: int = 0, prefix: str = "L") -> list[Problem]:
 
 def tiny_mcfg(cache_dir, **kw) -> ModelConfig:
     base = dict(cache_dir=str(cache_dir), hidden_size=64, layers=2, heads=4, intermediate_size=128,
-                max_len=64, warm_start_seconds=4.0, warm_start_lr=3e-3, warm_start_batch=16)
+                max_len=64, warm_start_seconds=4.0, warm_start_steps=250, warm_start_lr=3e-3, warm_start_batch=16)
     return ModelConfig(**{**base, **kw})
 
 
@@ -126,10 +126,13 @@ def test_cache_key_covers_seed_task_and_model(tmp_path):
     assert key != base_model.base_model_key(tiny_mcfg(tmp_path), msgspec.structs.replace(TCFG, n_visible=4), 0,
                                             labeled, TOKENS)
     assert key != base_model.base_model_key(tiny_mcfg(tmp_path), TCFG, 0, toy_problems(10, seed=1), TOKENS)
+    # a step budget makes the time budget irrelevant, so it leaves the key alone
+    assert key == base_model.base_model_key(tiny_mcfg(tmp_path, warm_start_seconds=99.0), TCFG, 0, labeled, TOKENS)
+    assert key != base_model.base_model_key(tiny_mcfg(tmp_path, warm_start_steps=251), TCFG, 0, labeled, TOKENS)
 
 
 def test_folder_without_marker_is_rebuilt(tmp_path):
-    mcfg, labeled = tiny_mcfg(tmp_path, warm_start_seconds=0.5), toy_problems(20)
+    mcfg, labeled = tiny_mcfg(tmp_path, warm_start_seconds=0.5, warm_start_steps=20), toy_problems(20)
     final = tmp_path / f"tiny-{base_model.base_model_key(mcfg, TCFG, 0, labeled, TOKENS)}"
     final.mkdir()
     (final / "config.json").write_text("{half written")
@@ -280,3 +283,21 @@ def test_train_sft_nan_loss_raises_and_writes_nothing(base_dir, tmp_path):
     with pytest.raises(FloatingPointError, match="loss"):
         lm.train_sft(base_dir, lower_examples(32), tmp_path / "v1", lr=float("inf"), epochs=2, batch_size=8)
     assert not (tmp_path / "v1").exists() and not list(tmp_path.iterdir())
+
+
+def test_warm_start_with_a_step_budget_is_reproducible():
+    import torch
+
+    from constellation.config import ModelConfig
+
+    tok = base_model.build_tokenizer(["upper("])
+    reports, weights = [], []
+    for _ in range(2):
+        model = base_model.build_tiny_model(ModelConfig(hidden_size=32, layers=1, heads=2, intermediate_size=64,
+                                                        max_len=64), tok, seed=0)
+        reports.append(base_model.warm_start(model, tok, toy_problems(32), seconds=0.0, steps=12, lr=3e-3,
+                                             batch_size=8, max_len=64, seed=0))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert reports[0]["steps"] == reports[1]["steps"] == 12
+    assert torch.equal(weights[0], weights[1])
+    assert reports[0]["loss_last"] == reports[1]["loss_last"]

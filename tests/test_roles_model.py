@@ -39,7 +39,7 @@ def lower_examples(n: int) -> list[TrainExample]:
 
 def tiny_mcfg(cache_dir, **kw) -> ModelConfig:
     base = dict(cache_dir=str(cache_dir), hidden_size=64, layers=2, heads=4, intermediate_size=128,
-                max_len=64, warm_start_seconds=3.0, warm_start_lr=3e-3, warm_start_batch=16)
+                max_len=64, warm_start_seconds=3.0, warm_start_steps=200, warm_start_lr=3e-3, warm_start_batch=16)
     return ModelConfig(**{**base, **kw})
 
 

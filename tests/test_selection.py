@@ -316,3 +316,41 @@ def test_scored_from_verdict():
                       visible_total=3, heldout_correct=None, heldout_outputs=["1", None])
     scored = Scored.from_verdict(verdict, score=0.4, text="prog")
     assert scored == Scored("x", True, False, ("1", None), 0.4, "prog")
+
+
+# ---------------------------------------------------------------- one pool, every policy, several k
+
+
+def test_group_results_score_every_policy_on_the_same_groups():
+    from constellation.selection import group_results, selection_table
+
+    # 4 samples: group 0 = (right, wrong; both pass, critic prefers right) -> disagree;
+    # group 1 = (right, not passing) -> agree (one passing candidate)
+    pool = [cand("s0", score=0.9), cand("s1", outputs=WRONG_A, score=0.2),
+            cand("s2", score=0.5), cand("s3", visible=False, outputs=WRONG_B)]
+    rows = group_results({"p": pool}, [2, 4])
+    by = {(r.k, r.group): r for r in rows}
+    assert set(by) == {(2, 0), (2, 1), (4, 0)}
+    assert by[2, 0].agreement == "disagree" and by[2, 1].agreement == "agree"
+    assert by[2, 0].accuracy == {"best_of_k": 0.5, "critic": 1.0, "majority": 0.5, "critic_vote": 1.0,
+                                 "oracle": 1.0}
+    assert by[2, 1].accuracy["best_of_k"] == 1.0
+    # k = 4: three pass, two right: best-of-k 2/3; the vote of right outputs wins 2:1
+    assert by[4, 0].accuracy["best_of_k"] == pytest.approx(2 / 3)
+    assert by[4, 0].accuracy["majority"] == 1.0 and by[4, 0].agreement == "disagree"
+    table = selection_table(rows)
+    assert table["2"]["all"]["best_of_k"] == pytest.approx(0.75) and table["2"]["all"]["n_groups"] == 2
+    assert table["2"]["disagree"]["critic"] == 1.0 and table["2"]["agree"]["n_groups"] == 1
+    assert "agree" not in table["4"]  # a class without groups is left out
+    # "all" agrees with selection_accuracy, which averages per problem
+    assert table["2"]["all"]["critic"] == pytest.approx(selection_accuracy([pool], 2, "critic"))
+
+
+def test_group_results_skip_a_k_above_the_pool_and_reject_bad_input():
+    from constellation.selection import group_results
+
+    assert group_results({"p": [cand("a")]}, [2]) == []
+    with pytest.raises(ValueError, match="unknown selection policy"):
+        group_results({"p": [cand("a")]}, [1], policies=["best"])
+    with pytest.raises(ValueError, match="k >= 1"):
+        group_results({"p": [cand("a")]}, [0])
