@@ -27,7 +27,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     console = Console()
     try:
-        code, run_dir = up(args.preset, args.set, console)
+        code, run_dir = up(args.preset, args.set, console, run_dir=Path(args.run_dir) if args.run_dir else None)
     except (config_mod.ConfigError, SupervisorError) as e:
         console.print(f"[red]error:[/red] {e}", highlight=False)
         return 2
@@ -94,7 +94,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     console = Console()
     try:
         run_study(args.preset, args.seeds, args.set, Path(args.out), console, first_seed=args.first_seed,
-                  n_boot=args.bootstrap, report_only=args.report_only)
+                  n_boot=args.bootstrap, report_only=args.report_only, parallel=args.parallel)
     except (config_mod.ConfigError, SupervisorError, StudyError) as e:
         console.print(f"[red]error:[/red] {e}", highlight=False)
         return 2
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="run the whole constellation")
     with_config(p)
+    p.add_argument("--run-dir", help="run here instead of a new runs/<name>-<time>; an interrupted run there resumes")
     p.set_defaults(fn=_cmd_up)
     p = sub.add_parser("monitor", help="live view of a run directory")
     p.add_argument("run_dir")
@@ -149,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="study", help="study directory: runs/seed-<s>/, report.md, figures")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per interval")
     p.add_argument("--report-only", action="store_true", help="do not run anything; report on finished seeds")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="trajectories run at the same time (2 suits 2 cores: each role uses 1 thread)")
     p.set_defaults(fn=_cmd_study)
     p = sub.add_parser("probe", help="is the task in the zone of proximal development for the base model?")
     with_config(p)

@@ -10,8 +10,12 @@ continued by running the same command again.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+from typing import Any
 
 from rich.console import Console
 
@@ -26,18 +30,25 @@ def finished(run_dir: Path) -> bool:
     return any(e.get("event") == "run_end" and e.get("ok") for e in read_events(run_dir))
 
 
+def seed_overrides(overrides: list[str], seed: int) -> list[str]:
+    return [*overrides, f"run.seed={seed}", f"run.name=seed-{seed}"]
+
+
 def run_study(preset: str, seeds: int, overrides: list[str], out: Path, console: Console,
-              first_seed: int = 0, n_boot: int = 1000, report_only: bool = False) -> Report:
+              first_seed: int = 0, n_boot: int = 1000, report_only: bool = False, parallel: int = 1) -> Report:
     from launch.supervisor import Supervisor
 
     if seeds < 1:
         raise StudyError(f"--seeds must be >= 1, got {seeds}")
+    if parallel < 1:
+        raise StudyError(f"--parallel must be >= 1, got {parallel}")
     out = out.resolve()
     runs = out / "runs"
-    cfgs = {s: config_mod.load(preset, [*overrides, f"run.seed={s}", f"run.name=seed-{s}"])
-            for s in range(first_seed, first_seed + seeds)}
+    cfgs = {s: config_mod.load(preset, seed_overrides(overrides, s)) for s in range(first_seed, first_seed + seeds)}
     t_study = time.monotonic()
-    if not report_only:
+    if not report_only and parallel > 1:
+        run_parallel(preset, overrides, list(cfgs), runs, parallel, console)
+    elif not report_only:
         for s, cfg in cfgs.items():
             run_dir = runs / f"seed-{s}"
             if finished(run_dir):
@@ -53,6 +64,10 @@ def run_study(preset: str, seeds: int, overrides: list[str], out: Path, console:
                 raise StudyError(f"trajectory seed {s} failed (exit {code}); see {run_dir / 'logs'}. "
                                  f"Run the same command again to resume it.")
     done = [s for s in cfgs if finished(runs / f"seed-{s}")]
+    if parallel > 1 and not report_only and len(done) < seeds:
+        failed = sorted(set(cfgs) - set(done))
+        raise StudyError(f"trajectories {failed} did not finish; see {runs}/seed-<s>/console.log and logs/. "
+                         f"Run the same command again to resume them.")
     if not done:
         raise StudyError(f"no finished trajectory under {runs}")
     if len(done) < seeds:
@@ -65,3 +80,59 @@ def run_study(preset: str, seeds: int, overrides: list[str], out: Path, console:
     for finding, verdict in report.findings.items():
         console.print(f"  {finding}: {verdict}")
     return report
+
+
+def run_parallel(preset: str, overrides: list[str], seeds: list[int], runs: Path, parallel: int,
+                 console: Console) -> None:
+    """Up to ``parallel`` trajectories at once, each ``constellation up
+    --run-dir runs/seed-<s>`` in its own process group of role processes,
+    its console written to runs/seed-<s>/console.log. Every role uses its own
+    configured threads (1 by default), so on 2 cores two trajectories run at
+    close to full speed each: one is mostly generating or training while the
+    other is too. A failed trajectory does not stop the others."""
+    todo = [s for s in seeds if not finished(runs / f"seed-{s}")]
+    for s in set(seeds) - set(todo):
+        console.print(f"[dim]seed {s}: finished earlier, skipped[/dim]")
+    running: dict[int, tuple[subprocess.Popen, Any, float]] = {}
+    last_status = 0.0
+    try:
+        while todo or running:
+            while todo and len(running) < parallel:
+                s = todo.pop(0)
+                run_dir = runs / f"seed-{s}"
+                run_dir.mkdir(parents=True, exist_ok=True)
+                cmd = [sys.executable, "-m", "constellation.cli", "up", "--preset", preset, "--run-dir", str(run_dir)]
+                for o in seed_overrides(overrides, s):
+                    cmd += ["--set", o]
+                log = open(run_dir / "console.log", "a")
+                running[s] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, time.monotonic())
+                console.print(f"seed {s}: started (pid {running[s][0].pid}), console in {run_dir / 'console.log'}")
+            for s, (proc, log, t0) in list(running.items()):
+                if proc.poll() is not None:
+                    log.close()
+                    del running[s]
+                    style = "green" if proc.returncode == 0 else "red"
+                    console.print(f"[{style}]seed {s}: exit {proc.returncode} after "
+                                  f"{time.monotonic() - t0:.0f}s[/{style}]")
+            if time.monotonic() - last_status > 30 and running:
+                last_status = time.monotonic()
+                console.print("  ".join(f"seed {s}: {_stage(runs / f'seed-{s}')}" for s in running), highlight=False)
+            time.sleep(0.5)
+    finally:
+        for proc, log, _ in running.values():  # interrupted: stop the children (they shut their roles down)
+            proc.terminate()
+        for proc, log, _ in running.values():
+            proc.wait()
+            log.close()
+
+
+def _stage(run_dir: Path) -> str:
+    """A few words on where a running trajectory is, from its metrics."""
+    try:
+        events = read_events(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+    except (OSError, ValueError):
+        events = []
+    progress = next((e for e in reversed(events) if e.get("event") == "progress"), None)
+    if progress is None:
+        return "building the base model"
+    return f"round {progress.get('round')} {progress.get('phase')} {progress.get('done')}/{progress.get('total')}"

@@ -261,8 +261,21 @@ def _tail(path: Path, n: int = 15) -> str:
         return "(no log)"
 
 
-def up(preset: str = "tiny", overrides: list[str] | None = None, console: Console | None = None) -> tuple[int, Path]:
+def up(preset: str = "tiny", overrides: list[str] | None = None, console: Console | None = None,
+       run_dir: Path | None = None) -> tuple[int, Path]:
+    """Run a constellation in a new run directory, or in ``run_dir``: a new
+    one there, or, if it holds a run already, that run resumed from its store
+    (finished rounds are kept; the config must be the same)."""
     cfg = config_mod.load(preset, overrides)
-    run_dir = make_run_dir(cfg)
+    if run_dir is None:
+        run_dir = make_run_dir(cfg)
+    else:
+        run_dir = Path(run_dir).resolve()
+        saved = run_dir / "config.toml"
+        if saved.exists() and config_mod.load_file(saved) != cfg:
+            raise SupervisorError(f"{run_dir} holds a run with another config; resume it with the same "
+                                  f"--preset and --set options (see {saved}), or pick a new --run-dir")
+        for sub in ("logs", "adapters"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
     sup = Supervisor(cfg, run_dir, console)
     return sup.run(), run_dir

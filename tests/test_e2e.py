@@ -88,10 +88,10 @@ def _assert_every_candidate_accounted_for(run_dir: Path) -> dict[str, int]:
     return per_phase
 
 
-@pytest.mark.parametrize("transport", ["ipc", "tcp"])
-def test_up_smoke_runs_all_five_roles_and_writes_metrics(tmp_path, model_cache, transport):
+@pytest.mark.parametrize("transport,critic", [("ipc", "small"), ("tcp", "policy_head")])
+def test_up_smoke_runs_all_five_roles_and_writes_metrics(tmp_path, model_cache, transport, critic):
     runs = tmp_path / "runs"
-    proc = subprocess.run(_up_cmd(runs, model_cache, f'run.transport="{transport}"'),
+    proc = subprocess.run(_up_cmd(runs, model_cache, f'run.transport="{transport}"', f'critic.impl="{critic}"'),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = _run_dir(runs)
@@ -103,6 +103,12 @@ def test_up_smoke_runs_all_five_roles_and_writes_metrics(tmp_path, model_cache, 
         assert all(0.0 <= v <= 1.0 for v in e["pass_at_k"].values())
         assert e["pass_at_k"]["1"] <= e["pass_at_k"]["8"]
         assert set(e["selection_accuracy"]) == {"best_of_k", "critic", "majority", "critic_vote", "oracle"}
+        # every policy at every k of eval.selection_ks, on the same candidates
+        assert set(e["selection"]) == {"2", "4", "8"}
+        assert e["selection"]["4"]["all"]["n_groups"] == 6 * 2
+    assert [e["round"] for e in events if e["event"] == "critic"] == [1]
+    guard = [e for e in events if e["event"] == "guard"]
+    assert [e["round"] for e in guard] == [0, 1] and all(e["n_problems"] == 6 for e in guard)
     assert any(e["event"] == "zpd" for e in events)
     assert any(e["event"] == "crossover" for e in events)
     assert events[-1]["event"] == "run_end"
@@ -115,7 +121,7 @@ def test_up_smoke_runs_all_five_roles_and_writes_metrics(tmp_path, model_cache, 
     assert not any(_alive(pid) for pid in pids.values())
     # every candidate verified and scored; exact counts per phase
     per_phase = _assert_every_candidate_accounted_for(run_dir)
-    assert per_phase == {"eval/0": 6 * 8, "train/1": 12 * 4, "eval/1": 6 * 8}
+    assert per_phase == {"eval/0": 6 * 8, "val/0": 6 * 4, "train/1": 12 * 4, "eval/1": 6 * 8, "val/1": 6 * 4}
     assert (run_dir / "adapters" / "v1" / "adapter_config.json").exists()
     assert json.loads((run_dir / "endpoints.json").read_text())["hub"].startswith(f"{transport}://")
     assert "pass@k by round" in proc.stdout
@@ -155,7 +161,8 @@ def test_kill_9_of_a_worker_mid_round_is_restarted_and_nothing_is_lost(tmp_path,
     restarts = [e for e in _events(run_dir) if e["event"] == "role_restart"]
     assert [e["role"] for e in restarts] == [role]
     per_phase = _assert_every_candidate_accounted_for(run_dir)
-    assert per_phase == {"eval/0": 6 * 8, "train/1": 30 * 4, "eval/1": 6 * 8}
+    assert per_phase == {"eval/0": 6 * 8, "val/0": 6 * 4, "train/1": 30 * 4, "eval/1": 6 * 8,
+                         "val/1": 6 * 4}
 
 
 def test_kill_9_of_the_coordinator_resumes_from_the_run_store(tmp_path, model_cache):
@@ -167,7 +174,8 @@ def test_kill_9_of_the_coordinator_resumes_from_the_run_store(tmp_path, model_ca
     # the base was evaluated once, round 1 trained and evaluated once
     assert [e["model"] for e in events if e["event"] == "eval"] == ["base", "round-1"]
     per_phase = _assert_every_candidate_accounted_for(run_dir)
-    assert per_phase == {"eval/0": 6 * 8, "train/1": 30 * 4, "eval/1": 6 * 8}
+    assert per_phase == {"eval/0": 6 * 8, "val/0": 6 * 4, "train/1": 30 * 4, "eval/1": 6 * 8,
+                         "val/1": 6 * 4}
 
 
 def test_sigterm_shuts_everything_down_without_orphans(tmp_path, model_cache):
