@@ -17,6 +17,8 @@ ROLES: dict[str, dict[str, tuple[str, str]]] = {
     },
     "verifier": {
         "dsl": ("roles.verifier_dsl:DslVerifier", "exact verifier of the string DSL (own safe interpreter)"),
+        "code": ("roles.verifier_code:CodeVerifier", "Python code against tests in a sandboxed child (rlimits, deadline)"),
+        "arithmetic": ("roles.verifier_arithmetic:ArithmeticVerifier", "final answer of the arithmetic task, digit by digit"),
     },
     "critic": {
         "learned": ("roles.critic_learned:LearnedCritic", "tiny transformer + scalar head, trained online on verifier labels"),
