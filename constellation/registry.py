@@ -30,6 +30,8 @@ ROLES: dict[str, dict[str, tuple[str, str]]] = {
 
 TASKS: dict[str, tuple[str, str]] = {  # module with make_split() and critic_text()
     "dsl": ("verifiers.dsl_tasks", "FlashFill-style string programs with held-out inputs"),
+    "arithmetic": ("verifiers.arithmetic", "multi-digit + and * with a scratchpad, graded on the answer (STaR)"),
+    "jsonl": ("verifiers.jsonl_tasks", "a local JSONL task set (task.path): math questions or code against tests"),
 }
 
 WORKER_ROLES = ("generator", "verifier", "critic", "trainer")
