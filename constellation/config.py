@@ -36,12 +36,13 @@ class RunConfig(_Section):
 
 
 class TaskConfig(_Section):
-    impl: Annotated[str, _h('task family: "dsl" or "package.module:function"')] = "dsl"
+    impl: Annotated[str, _h('task family: "dsl", "arithmetic", "jsonl", a plugin name or "package.module"')] = "dsl"
+    path: Annotated[str, _h('"jsonl" task: the local JSONL file of math or code problems')] = ""
     n_labeled: Annotated[int, _h("size of the labeled set L used to warm-start the base model")] = 8000
-    labeled_max_depth: Annotated[int, _h("L holds only programs up to this depth (easy problems)")] = 2
+    labeled_max_depth: Annotated[int, _h("L holds only programs up to this depth (arithmetic: digits) (easy problems)")] = 2
     n_train: Annotated[int, _h("pool of unlabeled training problems drawn from each round")] = 1800
     n_eval: Annotated[int, _h("fixed evaluation problems, disjoint from training problems")] = 200
-    depths: Annotated[list[int], _h("program depths sampled for train/eval problems (graded difficulty)")] = msgspec.field(default_factory=lambda: [1, 2, 3])
+    depths: Annotated[list[int], _h("program depths (arithmetic: digit counts) sampled for train/eval problems (graded difficulty)")] = msgspec.field(default_factory=lambda: [1, 2, 3])
     n_visible: Annotated[int, _h("visible input->output examples per problem")] = 3
     n_heldout: Annotated[int, _h("held-out inputs per problem (outputs never shown to the model)")] = 6
     seed: Annotated[int, _h("task seed; -1 = derive from run.seed")] = -1
