@@ -116,6 +116,7 @@ class CoordinatorConfig(_Section):
     selection: Annotated[str, _h('"best_of_k", "critic" or "majority": builds the training set')] = "best_of_k"
     per_problem: Annotated[int, _h("selected examples kept per solved problem")] = 1
     max_pass_rate: Annotated[float, _h("skip problems whose share of visible-pass candidates is above this (already mastered); 1 = keep all")] = 1.0
+    rationalize: Annotated[bool, _h("STaR rationalization: retry each failed training problem once with its answer as a hint (tasks with hint_prompt: arithmetic, jsonl math); keep the rationale if it reaches the answer, train on it without the hint")] = False
     accumulate: Annotated[bool, _h("train on the selections of all rounds so far (STaR's growing set), not only this round's")] = True
     request_problems: Annotated[int, _h("problems per GenerateRequest (streaming granularity)")] = 8
     window: Annotated[int, _h("generate requests kept in flight")] = 2
