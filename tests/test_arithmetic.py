@@ -101,3 +101,13 @@ def test_arithmetic_verifier_role():
     role = ArithmeticVerifier(Config(), ".")
     out = role.handle(VerifyRequest(request_id="r", problem=p, candidates=[cand("A: 35"), cand("A: 36", "c/1")]))
     assert [v.status for v in out.items] == ["pass", "fail"]
+
+
+def test_warm_start_trains_on_the_scratchpad_not_the_bare_answer():
+    from constellation.messages import Problem
+    from roles.base_model import warm_start_target
+
+    p = make_problem("P", 12, "+", 34)
+    assert warm_start_target(p) == p.data["solution"] and p.reference == "46"
+    dsl_like = Problem(id="D", task="dsl", prompt="a -> A\n=>", data={"visible": []}, reference="upper(x)")
+    assert warm_start_target(dsl_like) == "upper(x)"
