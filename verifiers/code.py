@@ -42,8 +42,12 @@ What it does not guarantee:
     internet in a container or VM.
   * The child reports its results over a pipe it could also write to, so a
     program written to fool the harness can forge results.
-  * As a non-root user the process limit counts all processes of that user:
-    the child cannot fork, and neither can it when the user already has many.
+  * ``RLIMIT_NPROC`` counts every process of the child's user, so
+    ``Limits.processes`` extra processes are only available when that user
+    runs nothing else; for a non-root parent (the child keeps its user, which
+    runs the parent too) the child can never fork.
+  * Memory is limited as address space, which over-counts what a program
+    really uses (mapped but untouched pages count).
   * Limits are per child; running many children at once multiplies them.
 """
 
