@@ -9,7 +9,8 @@ program is then prompt + completion, otherwise the completion alone).
 Verdict: status is the sandbox's pass | fail | timeout | crash | memory over
 all tests; ``visible_passed``/``visible_total`` count tests; there are no
 separate held-out tests, so ``heldout_correct`` is ``status == "pass"`` and
-``heldout_outputs`` is None (the critic then sees prompt and program only).
+``heldout_outputs`` is None (the critic then sees prompt and program only);
+``detail`` lists the per-test results and the first failure.
 """
 
 from __future__ import annotations
@@ -21,11 +22,17 @@ from typing import Any
 from constellation.config import Config
 from constellation.messages import Candidate, Problem, Verdict
 from roles.verifier_base import CandidateVerifier
-from verifiers.code import Limits, drops_privileges, find_interpreter, run_tests
+from verifiers.code import CodeVerdict, Limits, drops_privileges, find_interpreter, run_tests
 
 
 def program_text(problem: Problem, completion: str) -> str:
     return problem.prompt + completion if problem.data.get("prepend_prompt") else completion
+
+
+def per_test_detail(verdict: CodeVerdict, limit: int = 300) -> str:
+    """The per-test results and the first failure, e.g. "pass,fail | test 1: assertion failed"."""
+    text = ",".join(t.status for t in verdict.tests)
+    return (f"{text} | {verdict.detail}" if verdict.detail else text)[:limit]
 
 
 class CodeVerifier(CandidateVerifier):
@@ -49,4 +56,4 @@ class CodeVerifier(CandidateVerifier):
         return Verdict(candidate_id=candidate.id, problem_id=problem.id, status=verdict.status,
                        visible_passed=verdict.passed, visible_total=len(tests),
                        heldout_correct=verdict.status == "pass", heldout_outputs=None,
-                       detail=verdict.detail[:300])
+                       detail=per_test_detail(verdict))

@@ -137,6 +137,7 @@ def test_code_verifier_role_gives_typed_verdicts():
     assert [v.status for v in out.items] == ["pass", "fail", "timeout"]
     assert [v.heldout_correct for v in out.items] == [True, False, False]
     assert out.items[1].visible_passed == 0 and out.items[1].visible_total == 2
+    assert out.items[1].detail.startswith("fail,fail | test 0:")
     assert role.stats()["done"] == 3.0
 
 
