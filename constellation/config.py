@@ -36,12 +36,13 @@ class RunConfig(_Section):
 
 
 class TaskConfig(_Section):
-    impl: Annotated[str, _h('task family: "dsl" or "package.module:function"')] = "dsl"
+    impl: Annotated[str, _h('task family: "dsl", "arithmetic", "jsonl", a plugin name or "package.module"')] = "dsl"
+    path: Annotated[str, _h('"jsonl" task: the local JSONL file of math or code problems')] = ""
     n_labeled: Annotated[int, _h("size of the labeled set L used to warm-start the base model")] = 8000
-    labeled_max_depth: Annotated[int, _h("L holds only programs up to this depth (easy problems)")] = 2
+    labeled_max_depth: Annotated[int, _h("L holds only programs up to this depth (arithmetic: digits) (easy problems)")] = 2
     n_train: Annotated[int, _h("pool of unlabeled training problems drawn from each round")] = 1800
     n_eval: Annotated[int, _h("fixed evaluation problems, disjoint from training problems")] = 200
-    depths: Annotated[list[int], _h("program depths sampled for train/eval problems (graded difficulty)")] = msgspec.field(default_factory=lambda: [1, 2, 3])
+    depths: Annotated[list[int], _h("program depths (arithmetic: digit counts) sampled for train/eval problems (graded difficulty)")] = msgspec.field(default_factory=lambda: [1, 2, 3])
     n_visible: Annotated[int, _h("visible input->output examples per problem")] = 3
     n_heldout: Annotated[int, _h("held-out inputs per problem (outputs never shown to the model)")] = 6
     seed: Annotated[int, _h("task seed; -1 = derive from run.seed")] = -1
@@ -76,9 +77,11 @@ class GeneratorConfig(_Section):
 
 
 class VerifierConfig(_Section):
-    impl: Annotated[str, _h('"dsl" or "package.module:Class"')] = "dsl"
+    impl: Annotated[str, _h('"dsl", "code", "arithmetic", a plugin name or "package.module:Class"')] = "dsl"
     threads: Annotated[int, _h("torch threads (unused by the pure-Python DSL verifier)")] = 1
     step_limit: Annotated[int, _h("interpreter steps per program run before a timeout verdict")] = 10_000
+    code_timeout: Annotated[float, _h('"code" verifier: wall-clock seconds per candidate (the CPU-seconds limit is this, rounded up)')] = 5.0
+    code_memory_mb: Annotated[int, _h('"code" verifier: address-space limit of the sandboxed child, MiB')] = 512
 
 
 class CriticConfig(_Section):
@@ -116,6 +119,7 @@ class CoordinatorConfig(_Section):
     selection: Annotated[str, _h('"best_of_k", "critic" or "majority": builds the training set')] = "best_of_k"
     per_problem: Annotated[int, _h("selected examples kept per solved problem")] = 1
     max_pass_rate: Annotated[float, _h("skip problems whose share of visible-pass candidates is above this (already mastered); 1 = keep all")] = 1.0
+    rationalize: Annotated[bool, _h("STaR rationalization: retry each failed training problem once with its answer as a hint (tasks with hint_prompt: arithmetic, jsonl math); keep the rationale if it reaches the answer, train on it without the hint")] = False
     accumulate: Annotated[bool, _h("train on the selections of all rounds so far (STaR's growing set), not only this round's")] = True
     request_problems: Annotated[int, _h("problems per GenerateRequest (streaming granularity)")] = 8
     window: Annotated[int, _h("generate requests kept in flight")] = 2

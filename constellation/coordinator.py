@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from constellation import messages as m
 from constellation.config import Config
+from constellation import rationalize
 from constellation.guard import CollapseGuard, Reading, diversity
 from constellation.passk import crossover, mean_pass_at_k
 from constellation.registry import WORKER_ROLES, resolve_task
@@ -86,6 +87,7 @@ class Coordinator:
         self.scores: dict[str, float] = {}
         self.served_version, self.served_path = 0, ""  # adapter the generator serves
         self.critic_version = 0
+        self.hint: Callable[[m.Problem], str] | None = None  # the task's hint_prompt, when rationalizing
         self._replies: dict[str, Any] = {}  # request_id -> reply, for one-off requests
         self._unawaited: set[str] = set()  # requests whose reply nobody waits for
         self.counters: dict[str, int] = defaultdict(int)
@@ -350,6 +352,8 @@ class Coordinator:
         selected = [(pid, s) for pid, pool in frontier.items()
                     for s in select_training_examples(pool, c.selection, c.per_problem, rng)]
         self.store.add_selections(round, c.selection, [(pid, s.candidate_id) for pid, s in selected])
+        n_hinted, rationales = self._rationalize(round, pools) if self.hint else (0, [])
+        self.store.add_selections(round, c.selection, rationales)  # trained on with the original prompt
         # STaR: each round trains from the base on everything selected so far
         # (read back from the store, so a restarted coordinator builds the same set)
         rounds = list(range(1, round + 1)) if c.accumulate else [round]
@@ -391,8 +395,23 @@ class Coordinator:
         self.store.set_round(round, "trained", adapter_version=ready.version, adapter_path=ready.path)
         self.store.event("round_end", round, n_problems=len(problems), n_candidates=len(self.candidates),
                          n_visible_pass=n_pass, n_selected=len(selected), n_train_examples=len(examples),
+                         n_rationalize_attempts=n_hinted, n_rationalized=len(rationales),
                          train_precision=precision,
                          adapter_load_seconds=loaded.seconds, seconds=round_secs(t0))
+
+    def _rationalize(self, round: int, pools: dict[str, list[Scored]]) -> tuple[int, list[tuple[str, str]]]:
+        """One hinted candidate per failed problem (constellation/rationalize.py).
+        -> (problems retried, [(original problem id, rationale candidate id)]).
+        The train phase's state is put back afterwards: the critic trains on it."""
+        hinted = [rationalize.hinted_problem(self.problems[pid], self.hint)
+                  for pid in rationalize.failed_problems(pools)]
+        if not hinted:
+            return 0, []
+        saved = (self.phase, self.problems, self.candidates, self.verdicts, self.scores)
+        self.store.add_problems("rationalize", hinted)
+        hinted_pools = self._sample("rationalize", round, hinted, 1)
+        self.phase, self.problems, self.candidates, self.verdicts, self.scores = saved
+        return len(hinted), rationalize.rationalized(hinted_pools)
 
     # ------------------------------------------------------------------
     def run(self) -> bool:
@@ -405,6 +424,11 @@ class Coordinator:
         self._wait_for_workers()
         self.task = resolve_task(cfg.task.impl)
         self.split = load_split(self.run_dir)
+        if cfg.coordinator.rationalize:
+            self.hint, why_not = rationalize.hint_function(self.task, self.split.train)
+            if why_not:
+                log.warning("coordinator.rationalize is on, but %s: going on without rationalization", why_not)
+            self.store.event("rationalize", enabled=self.hint is not None, reason=why_not)
         for name in ("labeled", "train", "eval"):
             self.store.add_problems(name, getattr(self.split, name))
         self._split_validation()

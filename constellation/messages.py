@@ -57,7 +57,8 @@ class Candidate(msgspec.Struct, forbid_unknown_fields=True):
     adapter_version: int  # 0 = base model
 
 
-VerdictStatus = Literal["pass", "fail", "parse_error", "runtime_error", "timeout"]
+# crash / memory: code run in a sandboxed child (verifiers/code.py) that died or ran out of memory
+VerdictStatus = Literal["pass", "fail", "parse_error", "runtime_error", "timeout", "crash", "memory"]
 
 
 class Verdict(msgspec.Struct, forbid_unknown_fields=True):
