@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from constellation import messages as m
+from constellation import pairs as pairs_lib
 from constellation.config import Config
 from constellation.passk import crossover, mean_pass_at_k
 from constellation.registry import WORKER_ROLES, resolve_task
@@ -75,6 +76,7 @@ class Coordinator:
         self._handlers: dict[type, Callable[[Any], None]] = {
             m.Candidates: self._on_candidates, m.Verdicts: self._on_verdicts, m.Scores: self._on_scores,
             m.AdapterReady: self._on_reply, m.AdapterLoaded: self._on_reply, m.CriticTrained: self._on_reply,
+            m.Judgments: self._on_reply,
         }
         # state of the current phase (one round's generation, or one evaluation)
         self.problems: dict[str, m.Problem] = {}
@@ -217,7 +219,7 @@ class Coordinator:
         self.store.add_scores([c for c, _ in fresh], [s for _, s in fresh], msg.critic_version)
         self.scores.update(fresh)
 
-    def _on_reply(self, msg: m.AdapterReady | m.AdapterLoaded | m.CriticTrained) -> None:
+    def _on_reply(self, msg: m.AdapterReady | m.AdapterLoaded | m.CriticTrained | m.Judgments) -> None:
         """Replies that a phase waits for by request id (see _request)."""
         if msg.request_id in self._unawaited:
             self._unawaited.discard(msg.request_id)
@@ -353,12 +355,13 @@ class Coordinator:
             if (pid, text) not in seen:
                 seen.add((pid, text))
                 examples.append(m.TrainExample(problem_id=pid, prompt=prompt, completion=text))
+        pairs = self._preference_pairs(round, frontier) if self.cfg.trainer.impl == "dpo" else []
         n_pass = sum(s.visible_pass for pool in pools.values() for s in pool)
         precision = sum(s.heldout_correct for _, s in selected) / len(selected) if selected else None
 
         # trainer and critic train at the same time, in their own processes
         self.store.set_round(round, "training")
-        train = m.TrainRequest(request_id=self._rid("train"), round=round, examples=examples)
+        train = m.TrainRequest(request_id=self._rid("train"), round=round, examples=examples, pairs=pairs)
         self._submit("trainer", train)
         critic_req = None
         if self.use_critic:
@@ -387,6 +390,18 @@ class Coordinator:
                          n_visible_pass=n_pass, n_selected=len(selected), n_train_examples=len(examples),
                          train_precision=precision,
                          adapter_load_seconds=loaded.seconds, seconds=round_secs(t0))
+
+    def _preference_pairs(self, round: int, pools: dict[str, list[Scored]]) -> list[m.PreferencePair]:
+        """DPO pairs (constellation.pairs.round_pairs); for self_judge the
+        trainer scores the candidates with the policy it holds."""
+        def judge(items: list[m.JudgeItem]) -> m.Judgments:
+            return self._request("trainer", m.JudgeRequest(request_id=self._rid("judge"), round=round, items=items))
+
+        prompts = {pid: self.problems[pid].prompt for pid in pools}
+        pairs, info = pairs_lib.round_pairs(self.cfg.pairs, self.run_dir, round, pools, prompts, judge,
+                                            seed=self.cfg.run.seed)
+        self.store.event("pairs", round, **info)
+        return pairs
 
     # ------------------------------------------------------------------
     def run(self) -> bool:
