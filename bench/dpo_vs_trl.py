@@ -73,9 +73,10 @@ def ours_stepper(rows, lora, lr):
 
     model, tok = lora()
     enc = [dpo.encode_pair(tok, p, c, r, 256) for p, c, r in rows]
-    batch = dpo.collate_pairs(enc, tok.pad_token_id)
+    batch = dpo.collate_shared(enc, tok.pad_token_id)
     with torch.no_grad():
-        ref, _, _ = dpo.completion_logps(model, *batch)
+        chosen, rejected, _, _, _ = dpo.pair_logps(model, batch)
+    ref = torch.cat([chosen, rejected])  # TRL's layout: chosen rows first
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     model.train()

@@ -75,7 +75,7 @@ def train_dpo(model, tokenizer, pairs: list[PreferencePair], *, beta: float = 0.
     fits max_len, FloatingPointError on a non-finite loss."""
     import torch
 
-    from roles.dpo import collate_pairs, dpo_batch_loss, encode_pair, preference_loss, reward_metrics
+    from roles.dpo import collate_shared, dpo_batch_loss, encode_pair, pair_logps, preference_loss, reward_metrics
     from roles.lm import optimizer_step, schedule_lr
 
     t0 = time.monotonic()
@@ -101,13 +101,12 @@ def train_dpo(model, tokenizer, pairs: list[PreferencePair], *, beta: float = 0.
 
     @torch.no_grad()
     def logps_of(idx: list[int]):
-        from roles.dpo import completion_logps
-
         model.eval()
         out = torch.zeros(len(encoded), 2)  # (pairs, [chosen, rejected])
         for b in batches(idx, None):
-            logps, _, _ = completion_logps(model, *collate_pairs([encoded[i] for i in b], tokenizer.pad_token_id))
-            out[b] = torch.stack(logps.chunk(2), -1)
+            chosen, rejected, _, _, _ = pair_logps(model, collate_shared([encoded[i] for i in b],
+                                                                         tokenizer.pad_token_id))
+            out[b] = torch.stack([chosen, rejected], -1)
         return out
 
     ref = logps_of(train_idx + held_idx)  # the reference: the model before this round's updates
@@ -127,7 +126,7 @@ def train_dpo(model, tokenizer, pairs: list[PreferencePair], *, beta: float = 0.
             if max_seconds and elapsed >= max_seconds and step > 0:
                 break
             schedule_lr(opt, lr, step, total, elapsed, max_seconds)
-            batch = collate_pairs([encoded[i] for i in b], tokenizer.pad_token_id)
+            batch = collate_shared([encoded[i] for i in b], tokenizer.pad_token_id)
             loss, stats = dpo_batch_loss(model, batch, ref[b, 0], ref[b, 1], w[b], beta=beta, loss_type=loss_type,
                                          length_normalize=length_normalize, sft_weight=sft_weight)
             losses.append(optimizer_step(opt, params, loss, f"train_dpo: step {step} (lr {lr}, beta {beta})"))

@@ -98,6 +98,25 @@ def test_completion_logps_match_a_full_softmax(base_dir):
             assert lengths[row] == len(ids) - n
 
 
+def test_shared_prompt_logps_equal_full_sequence_logps_and_gradients(base_dir):
+    model, tokenizer = lora(base_dir)
+    ps = toy_pairs(5)
+    ps[1] = PreferencePair(problem_id="L", prompt="a much longer prompt=>", chosen="x", rejected="upper(abcdef)",
+                           source="verifier")  # uneven prompt and completion lengths in one batch
+    enc = [dpo.encode_pair(tokenizer, p.prompt, p.chosen, p.rejected, 64) for p in ps]
+    chosen, rejected, chosen_len, rejected_len, _ = dpo.pair_logps(model, dpo.collate_shared(enc, tokenizer.pad_token_id))
+    (chosen.sum() - 2 * rejected.sum()).backward()
+    shared_grads = _grads(model)
+    model.zero_grad()
+    full, lengths, _ = dpo.completion_logps(model, *dpo.collate_pairs(enc, tokenizer.pad_token_id))
+    (full[:5].sum() - 2 * full[5:].sum()).backward()
+    torch.testing.assert_close(chosen, full[:5], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rejected, full[5:], rtol=1e-5, atol=1e-5)
+    assert chosen_len.tolist() == lengths[:5].tolist() and rejected_len.tolist() == lengths[5:].tolist()
+    for name, g in _grads(model).items():
+        torch.testing.assert_close(shared_grads[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
 # --------------------------------------------------------------------------
 # losses on hand-made numbers
 # --------------------------------------------------------------------------
@@ -137,10 +156,10 @@ def test_bad_loss_type_and_beta_are_named():
 def test_pair_weights_make_a_weighted_mean(base_dir):
     model, tokenizer = lora(base_dir)
     enc = [dpo.encode_pair(tokenizer, p.prompt, p.chosen, p.rejected, 64) for p in toy_pairs(2)]
-    batch = dpo.collate_pairs(enc, tokenizer.pad_token_id)
+    batch = dpo.collate_shared(enc, tokenizer.pad_token_id)
     ref = torch.zeros(2)
     with torch.no_grad():
-        per_pair = [dpo.dpo_batch_loss(model, dpo.collate_pairs([e], tokenizer.pad_token_id), ref[:1], ref[:1],
+        per_pair = [dpo.dpo_batch_loss(model, dpo.collate_shared([e], tokenizer.pad_token_id), ref[:1], ref[:1],
                                        beta=0.1)[0].item() for e in enc]
         weighted, _ = dpo.dpo_batch_loss(model, batch, ref, ref, torch.tensor([1.0, 0.25]), beta=0.1)
     assert weighted.item() == pytest.approx((per_pair[0] + 0.25 * per_pair[1]) / 1.25, rel=1e-5)
@@ -180,10 +199,10 @@ def test_loss_and_gradients_match_trl(base_dir, trl_env, ours, loss_types, loss_
     beta = 0.2
     model, tokenizer = lora(base_dir, seed=1)
     enc = [dpo.encode_pair(tokenizer, p.prompt, p.chosen, p.rejected, 64) for p in pairs]
-    batch = dpo.collate_pairs(enc, tokenizer.pad_token_id)
+    batch = dpo.collate_shared(enc, tokenizer.pad_token_id)
     # the reference, as our trainer takes it: the model at the start of the round
     with torch.no_grad():
-        ref, _, _ = dpo.completion_logps(model, *batch)
+        ref_chosen, ref_rejected, _, _, _ = dpo.pair_logps(model, batch)
     args = DPOConfig(output_dir=str(out_dir), beta=beta, loss_type=loss_types, loss_weights=loss_weights,
                      per_device_train_batch_size=4, report_to="none", use_cpu=True, max_length=None,
                      precompute_ref_log_probs=False, dataset_num_proc=None, logging_steps=1)
@@ -198,7 +217,7 @@ def test_loss_and_gradients_match_trl(base_dir, trl_env, ours, loss_types, loss_
                 p.add_(torch.randn(p.shape, generator=g) * 0.05)
     model.train()
     model.zero_grad()
-    loss, _ = dpo.dpo_batch_loss(model, batch, ref[:4], ref[4:], beta=beta, **ours)
+    loss, _ = dpo.dpo_batch_loss(model, batch, ref_chosen, ref_rejected, beta=beta, **ours)
     loss.backward()
     ours_grads = _grads(model)
     model.zero_grad()
@@ -207,7 +226,7 @@ def test_loss_and_gradients_match_trl(base_dir, trl_env, ours, loss_types, loss_
     # boundary exact, see roles/base_model.encode_example)
     examples = [{"prompt_ids": e.prompt_ids, "chosen_ids": e.chosen_ids, "rejected_ids": e.rejected_ids} for e in enc]
     trl_batch = trainer.data_collator(examples)
-    assert torch.equal(trl_batch["input_ids"], batch[0]) and torch.equal(trl_batch["completion_mask"], batch[2])
+    assert torch.equal(trl_batch["input_ids"], dpo.collate_pairs(enc, tokenizer.pad_token_id)[0])
     trl_loss = trainer.compute_loss(trainer.model, trl_batch)
     trl_loss.backward()
     trl_grads = _grads(model)
