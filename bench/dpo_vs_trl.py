@@ -21,13 +21,16 @@ Memory: each side runs again in its own fresh process; after 2 warm-up
 steps (optimizer state, one-time allocations) the figure is the peak RSS
 growth over 10 steps (VmHWM after them minus VmRSS before, from
 /proc/self/status, peak reset through /proc/self/clear_refs): a step's
-activations and gradients, not imports, weights or optimizer state.
+activations and gradients, not imports, weights or optimizer state. glibc's
+mmap threshold is fixed in those processes so that freed tensors leave RSS;
+the median of 3 processes per side is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -141,6 +144,15 @@ def memory_child(side: str, batch: int, tmp: Path) -> None:
     print(json.dumps({"peak_growth_mb": (_rss_kb("VmHWM") - before) / 1024}))
 
 
+def _memory(side: str, batch: int, tmp: Path) -> float:
+    # a fixed mmap threshold: every large tensor is mmap'ed and returned on free, so RSS follows the live
+    # tensors (glibc's adaptive threshold otherwise keeps freed blocks and makes the figure noisy)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    out = subprocess.run([sys.executable, __file__, "--memory-child", side, "--batch", str(batch), "--tmp", str(tmp)],
+                         capture_output=True, text=True, check=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_growth_mb"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
@@ -166,11 +178,7 @@ def main() -> None:
                 step()
                 if i >= 3:
                     times[name].append(time.perf_counter() - t0)
-        mem = {}
-        for name in sides:
-            out = subprocess.run([sys.executable, __file__, "--memory-child", name, "--batch", str(a.batch),
-                                  "--tmp", str(tmp)], capture_output=True, text=True, check=True).stdout
-            mem[name] = json.loads(out.strip().splitlines()[-1])["peak_growth_mb"]
+        mem = {name: statistics.median(_memory(name, a.batch, tmp) for _ in range(3)) for name in sides}
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     n_tokens = sum(len(p) + len(c) + len(r) for p, c, r in rows)
     print(f"batch {len(rows)} pairs (~{n_tokens} chars), {a.steps} alternating steps, 1 thread")

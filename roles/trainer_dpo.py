@@ -116,10 +116,10 @@ def train_dpo(model, tokenizer, pairs: list[PreferencePair], *, beta: float = 0.
     rng = random.Random(seed)
     w = torch.tensor(weights, dtype=torch.float32)
     losses: list[float] = []
-    last_epoch: list[tuple[Any, Any]] = []
+    last_epoch: list[tuple[Any, Any]] = []  # (chosen, rejected) log-ratios of the last epoch that ran a step
     step = 0
     for epoch in range(max(1, epochs)):
-        last_epoch = []
+        this_epoch: list[tuple[Any, Any]] = []
         model.train()
         for b in batches(train_idx, rng):
             elapsed = time.monotonic() - t0
@@ -130,11 +130,11 @@ def train_dpo(model, tokenizer, pairs: list[PreferencePair], *, beta: float = 0.
             loss, stats = dpo_batch_loss(model, batch, ref[b, 0], ref[b, 1], w[b], beta=beta, loss_type=loss_type,
                                          length_normalize=length_normalize, sft_weight=sft_weight)
             losses.append(optimizer_step(opt, params, loss, f"train_dpo: step {step} (lr {lr}, beta {beta})"))
-            last_epoch.append((stats["chosen_logratio"], stats["rejected_logratio"]))
+            this_epoch.append((stats["chosen_logratio"], stats["rejected_logratio"]))
             step += 1
-        else:
-            continue
-        break  # out of time
+        last_epoch = this_epoch or last_epoch
+        if max_seconds and time.monotonic() - t0 >= max_seconds:
+            break  # out of time
     model.eval()
     metrics: dict[str, float] = {
         "loss_first": losses[0], "loss_last": sum(losses[-5:]) / len(losses[-5:]), "steps": step,
@@ -152,7 +152,8 @@ def train_dpo(model, tokenizer, pairs: list[PreferencePair], *, beta: float = 0.
         metrics["heldout_loss"] = float(held_loss.mean())
     for source, n in Counter(p.source for p in pairs).items():
         metrics[f"n_pairs_{source}"] = n
-    metrics["n_pairs_earlier_rounds"] = sum(p.weight < 1.0 for p in pairs)
+    newest = max(p.round for p in pairs)
+    metrics["n_pairs_earlier_rounds"] = sum(p.round < newest for p in pairs)
     metrics["seconds"] = time.monotonic() - t0
     return metrics
 
@@ -225,6 +226,7 @@ class DpoTrainer(StarTrainer):
 
         t = self.cfg.trainer
         t0 = time.perf_counter()
+        self._judge_model = None  # the judge's merged copy is stale after this round: free it before training
         seed = self.cfg.run.seed * 1000 + msg.round
         model, tokenizer = load_lora_model(self.base_path, self.last_path or None, lora_r=t.lora_r,
                                            lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,

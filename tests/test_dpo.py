@@ -255,6 +255,20 @@ def test_train_dpo_raises_the_implicit_reward_of_chosen(base_dir):
     assert "heldout_reward_accuracy" in metrics and metrics["n_pairs_verifier"] == 16
 
 
+def test_train_dpo_stops_at_max_seconds_after_one_step(base_dir):
+    model, tokenizer = lora(base_dir, perturb=False)
+    metrics = train_dpo(model, tokenizer, toy_pairs(8), epochs=5, batch_size=2, max_len=64, max_seconds=1e-9)
+    assert metrics["steps"] == 1 and "reward_margin" in metrics
+
+
+def test_train_dpo_cuts_long_prompts_and_drops_pairs_whose_completion_cannot_fit(base_dir):
+    model, tokenizer = lora(base_dir, perturb=False)
+    ps = toy_pairs(4) + [PreferencePair(problem_id="X", prompt="p=>", chosen="upper(" + "a" * 40 + ")",
+                                        rejected="x", source="verifier")]
+    metrics = train_dpo(model, tokenizer, ps, max_len=14, batch_size=4)
+    assert metrics["n_too_long"] == 1 and metrics["n_prompt_truncated"] == 4 and metrics["n_train_pairs"] == 4
+
+
 def test_train_dpo_with_no_pair_that_fits_raises_no_usable_pairs(base_dir):
     model, tokenizer = lora(base_dir, perturb=False)
     with pytest.raises(NoUsablePairs, match="max_len 4"):
