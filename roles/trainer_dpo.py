@@ -71,8 +71,9 @@ def train_dpo(model, tokenizer, pairs: list[PreferencePair], *, beta: float = 0.
               max_seconds: float = 0.0, batch_size: int = 8, max_len: int = 256, holdout_frac: float = 0.0,
               seed: int = 0) -> dict[str, float]:
     """Train the peft ``model`` in place on ``pairs``. Reference log-probs are
-    those of the model as passed in. -> metrics. Raises ValueError when no pair
-    fits max_len, FloatingPointError on a non-finite loss."""
+    those of the model as passed in. -> metrics. Raises NoUsablePairs (a
+    ValueError) when no pair fits max_len, FloatingPointError on a non-finite
+    loss (before the update of that step)."""
     import torch
 
     from roles.dpo import collate_shared, dpo_batch_loss, encode_pair, pair_logps, preference_loss, reward_metrics

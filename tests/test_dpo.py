@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 from constellation.config import Config, ModelConfig  # noqa: E402
 from constellation.messages import JudgeItem, JudgeRequest, PreferencePair, TrainRequest  # noqa: E402
 from roles import base_model, dpo, lm  # noqa: E402
-from roles.trainer_dpo import DpoTrainer, NoUsablePairs, judge_likelihood, train_dpo  # noqa: E402
+from roles.trainer_dpo import DpoTrainer, NoUsablePairs, judge_likelihood, judge_llm, train_dpo  # noqa: E402
 
 TOKENS = ["upper(", "lower(", "cat("]
 WORDS = ["red", "blue", "fast", "data", "apple", "river", "green", "cloud"]
@@ -339,3 +339,27 @@ def test_judge_likelihood_is_the_mean_token_logprob(base_dir):
         logp = model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
     want = sum(logp[i - 1, ids[i]].item() for i in range(n, len(ids))) / (len(ids) - n)
     assert judge_likelihood(model, tokenizer, [item])[0] == pytest.approx(want, abs=1e-5)
+
+
+def test_judge_llm_reads_scores_and_unparseable_answers_are_no_judgment(base_dir, monkeypatch):
+    model, tokenizer = lm.load_model(base_dir)
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    items = [JudgeItem(candidate_id=f"c{i}", problem_id="P", prompt="red=>", text=t)
+             for i, t in enumerate(["upper(red)", "lower(red)", "red"])]
+    seen = []
+
+    def fake_sample(model, tokenizer, prompts, k, **kw):
+        seen.extend(prompts)
+        return [[(answer, 0.0)] for answer in ["Score: 4", "I cannot tell", "2/5"]]
+
+    monkeypatch.setattr(lm, "sample", fake_sample)
+    assert judge_llm(model, tokenizer, items) == [4.0, None, 2.0]
+    assert "0 to 5" in seen[0] and "upper(red)" in seen[0] and "red=>" in seen[0]
+
+
+def test_judge_llm_runs_on_a_real_model(base_dir):
+    model, tokenizer = lm.load_model(base_dir)
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    item = JudgeItem(candidate_id="c", problem_id="P", prompt="red=>", text="upper(red)")
+    scores = judge_llm(model, tokenizer, [item, item])
+    assert len(scores) == 2 and all(s is None or 0.0 <= s <= 5.0 for s in scores)
