@@ -100,7 +100,7 @@ class CriticConfig(_Section):
 
 
 class TrainerConfig(_Section):
-    impl: Annotated[str, _h('"star" or "package.module:Class"')] = "star"
+    impl: Annotated[str, _h('"star", "dpo" or "package.module:Class"')] = "star"
     threads: Annotated[int, _h("torch threads of the trainer process")] = 1
     mode: Annotated[str, _h('"restart" (each round from the base, as STaR) or "continue" (from the last adapter)')] = "restart"
     lora_r: Annotated[int, _h("LoRA rank")] = 16
@@ -111,6 +111,22 @@ class TrainerConfig(_Section):
     epochs: Annotated[int, _h("passes over the round's training set")] = 5
     max_seconds: Annotated[float, _h("time budget per round of training (0 = none)")] = 60.0
     batch_size: Annotated[int, _h("training batch size")] = 16
+    beta: Annotated[float, _h("dpo: beta, the strength of the pull towards the reference (IPO: its tau)")] = 0.1
+    loss_type: Annotated[str, _h('dpo: "sigmoid" (DPO) or "ipo"')] = "sigmoid"
+    length_normalize: Annotated[bool, _h("dpo: sigmoid loss on per-token average log-ratios instead of sums (IPO always averages)")] = False
+    sft_weight: Annotated[float, _h("dpo: weight of an SFT term (mean NLL per chosen token) added to the loss, RPO-style; 0 = none")] = 0.0
+
+
+class PairsConfig(_Section):
+    source: Annotated[str, _h('preference pairs for trainer.impl = "dpo": "verifier" (visible pass over fail), "critic" (top over bottom critic score) or "self_judge" (the policy scores its own candidates)')] = "verifier"
+    among: Annotated[str, _h('critic/self_judge: rank "pass" (visible-pass candidates only) or "all" candidates')] = "pass"
+    max_per_problem: Annotated[int, _h("cap on pairs built from one problem's candidates")] = 2
+    dedup: Annotated[bool, _h("drop repeated identical completions of a problem before pairing")] = True
+    min_margin: Annotated[float, _h("critic/self_judge: keep a pair only if chosen score - rejected score >= this (and > 0)")] = 0.0
+    judge: Annotated[str, _h('self_judge: "likelihood" (policy log-likelihood per token), "llm" (0-5 LLM-as-a-judge prompt) or "auto" (llm for a tokenizer with a chat template)')] = "auto"
+    mix_rounds: Annotated[int, _h("also train on the pairs of up to this many earlier rounds; 0 = this round's only")] = 0
+    mix_decay: Annotated[float, _h("loss weight of an earlier round's pair: mix_decay ** age in rounds")] = 0.5
+    holdout_frac: Annotated[float, _h("share of problems whose pairs the trainer keeps out, to measure implicit-reward accuracy")] = 0.1
 
 
 class CoordinatorConfig(_Section):
@@ -161,6 +177,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     verifier: VerifierConfig = msgspec.field(default_factory=VerifierConfig)
     critic: CriticConfig = msgspec.field(default_factory=CriticConfig)
     trainer: TrainerConfig = msgspec.field(default_factory=TrainerConfig)
+    pairs: PairsConfig = msgspec.field(default_factory=PairsConfig)
     coordinator: CoordinatorConfig = msgspec.field(default_factory=CoordinatorConfig)
     eval: EvalConfig = msgspec.field(default_factory=EvalConfig)
     guard: GuardConfig = msgspec.field(default_factory=GuardConfig)

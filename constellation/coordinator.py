@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from constellation import messages as m
+from constellation import pairs as pairs_lib
 from constellation.config import Config
 from constellation import rationalize
 from constellation.guard import CollapseGuard, Reading, diversity
@@ -78,6 +79,7 @@ class Coordinator:
         self._handlers: dict[type, Callable[[Any], None]] = {
             m.Candidates: self._on_candidates, m.Verdicts: self._on_verdicts, m.Scores: self._on_scores,
             m.AdapterReady: self._on_reply, m.AdapterLoaded: self._on_reply, m.CriticTrained: self._on_reply,
+            m.Judgments: self._on_reply,
         }
         # state of the current phase (one round's generation, or one evaluation)
         self.problems: dict[str, m.Problem] = {}
@@ -221,7 +223,7 @@ class Coordinator:
         self.store.add_scores([c for c, _ in fresh], [s for _, s in fresh], msg.critic_version)
         self.scores.update(fresh)
 
-    def _on_reply(self, msg: m.AdapterReady | m.AdapterLoaded | m.CriticTrained) -> None:
+    def _on_reply(self, msg: m.AdapterReady | m.AdapterLoaded | m.CriticTrained | m.Judgments) -> None:
         """Replies that a phase waits for by request id (see _request)."""
         if msg.request_id in self._unawaited:
             self._unawaited.discard(msg.request_id)
@@ -363,12 +365,15 @@ class Coordinator:
             if (pid, text) not in seen:
                 seen.add((pid, text))
                 examples.append(m.TrainExample(problem_id=pid, prompt=prompt, completion=text))
+        pairs: list[m.PreferencePair] = []
+        if self.cfg.trainer.impl == "dpo":  # DPO trains on pairs only
+            pairs, examples = self._preference_pairs(round, frontier), []
         n_pass = sum(s.visible_pass for pool in pools.values() for s in pool)
         precision = sum(s.heldout_correct for _, s in selected) / len(selected) if selected else None
 
         # trainer and critic train at the same time, in their own processes
         self.store.set_round(round, "training")
-        train = m.TrainRequest(request_id=self._rid("train"), round=round, examples=examples)
+        train = m.TrainRequest(request_id=self._rid("train"), round=round, examples=examples, pairs=pairs)
         self._submit("trainer", train)
         critic_req = None
         if self.use_critic:
@@ -383,7 +388,8 @@ class Coordinator:
                    and (critic_req is None or critic_req.request_id in self._replies))
         ready: m.AdapterReady = self._replies.pop(train.request_id)
         self.store.event("trainer", round, **{"version": ready.version, "path": ready.path,
-                                              "n_examples": len(examples), **ready.metrics})
+                                              "n_examples": len(examples), "n_pairs": len(pairs),
+                                              **ready.metrics})
         if critic_req is not None:
             trained: m.CriticTrained = self._replies.pop(critic_req.request_id)
             self.critic_version = trained.version
@@ -412,6 +418,18 @@ class Coordinator:
         hinted_pools = self._sample("rationalize", round, hinted, 1)
         self.phase, self.problems, self.candidates, self.verdicts, self.scores = saved
         return len(hinted), rationalize.rationalized(hinted_pools)
+
+    def _preference_pairs(self, round: int, pools: dict[str, list[Scored]]) -> list[m.PreferencePair]:
+        """DPO pairs (constellation.pairs.round_pairs); for self_judge the
+        trainer scores the candidates with the policy it holds."""
+        def judge(items: list[m.JudgeItem]) -> m.Judgments:
+            return self._request("trainer", m.JudgeRequest(request_id=self._rid("judge"), round=round, items=items))
+
+        prompts = {pid: self.problems[pid].prompt for pid in pools}
+        pairs, info = pairs_lib.round_pairs(self.cfg.pairs, self.run_dir, round, pools, prompts, judge,
+                                            seed=self.cfg.run.seed)
+        self.store.event("pairs", round, **info)
+        return pairs
 
     # ------------------------------------------------------------------
     def run(self) -> bool:

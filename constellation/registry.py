@@ -34,6 +34,7 @@ ROLES: dict[str, dict[str, tuple[str, str]]] = {
     },
     "trainer": {
         "star": ("roles.trainer_star:StarTrainer", "STaR/RFT: LoRA SFT on selected candidates (completion-only loss)"),
+        "dpo": ("roles.trainer_dpo:DpoTrainer", "iterative DPO/IPO with LoRA on preference pairs (constellation.pairs)"),
     },
 }
 
