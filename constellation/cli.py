@@ -2,7 +2,7 @@
 
   constellation up [--preset tiny] [--set section.key=value ...]
   constellation monitor RUN_DIR
-  constellation roles
+  constellation roles                                 (built-in and plugin implementations)
   constellation config [--preset tiny] [--set ...]   (print the resolved config)
   constellation table RUN_DIR                        (the pass@k table of a run)
   constellation study [--preset study] [--seeds 4] [--out study] [--report-only]
@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from constellation import config as config_mod
-from constellation.registry import ROLES, TASKS
+from constellation.registry import ROLES, TASKS, plugins
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -47,13 +47,13 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 
 def _cmd_roles(args: argparse.Namespace) -> int:
     table = Table(title="role implementations (impl = name, or 'package.module:Class')")
-    for col in ("role", "impl", "class", "what"):
+    for col in ("role", "impl", "class", "what / source"):
         table.add_column(col)
-    for role, impls in ROLES.items():
-        for name, (path, what) in impls.items():
+    for role, builtin in [*ROLES.items(), ("task", TASKS)]:
+        for name, (path, what) in builtin.items():
             table.add_row(role, name, path, what)
-    for name, (path, what) in TASKS.items():
-        table.add_row("task", name, path, what)
+        for name, (path, source) in plugins(role).items():
+            table.add_row(role, name, path, source + (" (shadowed by the built-in)" if name in builtin else ""))
     Console().print(table)
     return 0
 

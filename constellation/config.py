@@ -36,12 +36,13 @@ class RunConfig(_Section):
 
 
 class TaskConfig(_Section):
-    impl: Annotated[str, _h('task family: "dsl" or "package.module:function"')] = "dsl"
+    impl: Annotated[str, _h('task family: "dsl", "arithmetic", "jsonl", a plugin name or "package.module"')] = "dsl"
+    path: Annotated[str, _h('"jsonl" task: the local JSONL file of math or code problems')] = ""
     n_labeled: Annotated[int, _h("size of the labeled set L used to warm-start the base model")] = 8000
-    labeled_max_depth: Annotated[int, _h("L holds only programs up to this depth (easy problems)")] = 2
+    labeled_max_depth: Annotated[int, _h("L holds only programs up to this depth (arithmetic: digits) (easy problems)")] = 2
     n_train: Annotated[int, _h("pool of unlabeled training problems drawn from each round")] = 1800
     n_eval: Annotated[int, _h("fixed evaluation problems, disjoint from training problems")] = 200
-    depths: Annotated[list[int], _h("program depths sampled for train/eval problems (graded difficulty)")] = msgspec.field(default_factory=lambda: [1, 2, 3])
+    depths: Annotated[list[int], _h("program depths (arithmetic: digit counts) sampled for train/eval problems (graded difficulty)")] = msgspec.field(default_factory=lambda: [1, 2, 3])
     n_visible: Annotated[int, _h("visible input->output examples per problem")] = 3
     n_heldout: Annotated[int, _h("held-out inputs per problem (outputs never shown to the model)")] = 6
     seed: Annotated[int, _h("task seed; -1 = derive from run.seed")] = -1
@@ -76,9 +77,11 @@ class GeneratorConfig(_Section):
 
 
 class VerifierConfig(_Section):
-    impl: Annotated[str, _h('"dsl" or "package.module:Class"')] = "dsl"
+    impl: Annotated[str, _h('"dsl", "code", "arithmetic", a plugin name or "package.module:Class"')] = "dsl"
     threads: Annotated[int, _h("torch threads (unused by the pure-Python DSL verifier)")] = 1
     step_limit: Annotated[int, _h("interpreter steps per program run before a timeout verdict")] = 10_000
+    code_timeout: Annotated[float, _h('"code" verifier: wall-clock seconds per candidate (the CPU-seconds limit is this, rounded up)')] = 5.0
+    code_memory_mb: Annotated[int, _h('"code" verifier: address-space limit of the sandboxed child, MiB')] = 512
 
 
 class CriticConfig(_Section):
@@ -97,7 +100,7 @@ class CriticConfig(_Section):
 
 
 class TrainerConfig(_Section):
-    impl: Annotated[str, _h('"star" or "package.module:Class"')] = "star"
+    impl: Annotated[str, _h('"star", "dpo" or "package.module:Class"')] = "star"
     threads: Annotated[int, _h("torch threads of the trainer process")] = 1
     mode: Annotated[str, _h('"restart" (each round from the base, as STaR) or "continue" (from the last adapter)')] = "restart"
     lora_r: Annotated[int, _h("LoRA rank")] = 16
@@ -108,6 +111,22 @@ class TrainerConfig(_Section):
     epochs: Annotated[int, _h("passes over the round's training set")] = 5
     max_seconds: Annotated[float, _h("time budget per round of training (0 = none)")] = 60.0
     batch_size: Annotated[int, _h("training batch size")] = 16
+    beta: Annotated[float, _h("dpo: beta, the strength of the pull towards the reference (IPO: its tau)")] = 0.1
+    loss_type: Annotated[str, _h('dpo: "sigmoid" (DPO) or "ipo"')] = "sigmoid"
+    length_normalize: Annotated[bool, _h("dpo: sigmoid loss on per-token average log-ratios instead of sums (IPO always averages)")] = False
+    sft_weight: Annotated[float, _h("dpo: weight of an SFT term (mean NLL per chosen token) added to the loss, RPO-style; 0 = none")] = 0.0
+
+
+class PairsConfig(_Section):
+    source: Annotated[str, _h('preference pairs for trainer.impl = "dpo": "verifier" (visible pass over fail), "critic" (top over bottom critic score) or "self_judge" (the policy scores its own candidates)')] = "verifier"
+    among: Annotated[str, _h('critic/self_judge: rank "pass" (visible-pass candidates only) or "all" candidates')] = "pass"
+    max_per_problem: Annotated[int, _h("cap on pairs built from one problem's candidates")] = 2
+    dedup: Annotated[bool, _h("drop repeated identical completions of a problem before pairing")] = True
+    min_margin: Annotated[float, _h("critic/self_judge: keep a pair only if chosen score - rejected score >= this (and > 0)")] = 0.0
+    judge: Annotated[str, _h('self_judge: "likelihood" (policy log-likelihood per token), "llm" (0-5 LLM-as-a-judge prompt) or "auto" (llm for a tokenizer with a chat template)')] = "auto"
+    mix_rounds: Annotated[int, _h("also train on the pairs of up to this many earlier rounds; 0 = this round's only")] = 0
+    mix_decay: Annotated[float, _h("loss weight of an earlier round's pair: mix_decay ** age in rounds")] = 0.5
+    holdout_frac: Annotated[float, _h("share of problems whose pairs the trainer keeps out, to measure implicit-reward accuracy")] = 0.1
 
 
 class CoordinatorConfig(_Section):
@@ -116,6 +135,7 @@ class CoordinatorConfig(_Section):
     selection: Annotated[str, _h('"best_of_k", "critic" or "majority": builds the training set')] = "best_of_k"
     per_problem: Annotated[int, _h("selected examples kept per solved problem")] = 1
     max_pass_rate: Annotated[float, _h("skip problems whose share of visible-pass candidates is above this (already mastered); 1 = keep all")] = 1.0
+    rationalize: Annotated[bool, _h("STaR rationalization: retry each failed training problem once with its answer as a hint (tasks with hint_prompt: arithmetic, jsonl math); keep the rationale if it reaches the answer, train on it without the hint")] = False
     accumulate: Annotated[bool, _h("train on the selections of all rounds so far (STaR's growing set), not only this round's")] = True
     request_problems: Annotated[int, _h("problems per GenerateRequest (streaming granularity)")] = 8
     window: Annotated[int, _h("generate requests kept in flight")] = 2
@@ -157,6 +177,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     verifier: VerifierConfig = msgspec.field(default_factory=VerifierConfig)
     critic: CriticConfig = msgspec.field(default_factory=CriticConfig)
     trainer: TrainerConfig = msgspec.field(default_factory=TrainerConfig)
+    pairs: PairsConfig = msgspec.field(default_factory=PairsConfig)
     coordinator: CoordinatorConfig = msgspec.field(default_factory=CoordinatorConfig)
     eval: EvalConfig = msgspec.field(default_factory=EvalConfig)
     guard: GuardConfig = msgspec.field(default_factory=GuardConfig)

@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from constellation import messages as m
+from constellation import pairs as pairs_lib
 from constellation.config import Config
+from constellation import rationalize
 from constellation.guard import CollapseGuard, Reading, diversity
 from constellation.passk import crossover, mean_pass_at_k
 from constellation.registry import WORKER_ROLES, resolve_task
@@ -77,6 +79,7 @@ class Coordinator:
         self._handlers: dict[type, Callable[[Any], None]] = {
             m.Candidates: self._on_candidates, m.Verdicts: self._on_verdicts, m.Scores: self._on_scores,
             m.AdapterReady: self._on_reply, m.AdapterLoaded: self._on_reply, m.CriticTrained: self._on_reply,
+            m.Judgments: self._on_reply,
         }
         # state of the current phase (one round's generation, or one evaluation)
         self.problems: dict[str, m.Problem] = {}
@@ -86,6 +89,7 @@ class Coordinator:
         self.scores: dict[str, float] = {}
         self.served_version, self.served_path = 0, ""  # adapter the generator serves
         self.critic_version = 0
+        self.hint: Callable[[m.Problem], str] | None = None  # the task's hint_prompt, when rationalizing
         self._replies: dict[str, Any] = {}  # request_id -> reply, for one-off requests
         self._unawaited: set[str] = set()  # requests whose reply nobody waits for
         self.counters: dict[str, int] = defaultdict(int)
@@ -219,7 +223,7 @@ class Coordinator:
         self.store.add_scores([c for c, _ in fresh], [s for _, s in fresh], msg.critic_version)
         self.scores.update(fresh)
 
-    def _on_reply(self, msg: m.AdapterReady | m.AdapterLoaded | m.CriticTrained) -> None:
+    def _on_reply(self, msg: m.AdapterReady | m.AdapterLoaded | m.CriticTrained | m.Judgments) -> None:
         """Replies that a phase waits for by request id (see _request)."""
         if msg.request_id in self._unawaited:
             self._unawaited.discard(msg.request_id)
@@ -350,6 +354,8 @@ class Coordinator:
         selected = [(pid, s) for pid, pool in frontier.items()
                     for s in select_training_examples(pool, c.selection, c.per_problem, rng)]
         self.store.add_selections(round, c.selection, [(pid, s.candidate_id) for pid, s in selected])
+        n_hinted, rationales = self._rationalize(round, pools) if self.hint else (0, [])
+        self.store.add_selections(round, c.selection, rationales)  # trained on with the original prompt
         # STaR: each round trains from the base on everything selected so far
         # (read back from the store, so a restarted coordinator builds the same set)
         rounds = list(range(1, round + 1)) if c.accumulate else [round]
@@ -359,12 +365,15 @@ class Coordinator:
             if (pid, text) not in seen:
                 seen.add((pid, text))
                 examples.append(m.TrainExample(problem_id=pid, prompt=prompt, completion=text))
+        pairs: list[m.PreferencePair] = []
+        if self.cfg.trainer.impl == "dpo":  # DPO trains on pairs only
+            pairs, examples = self._preference_pairs(round, frontier), []
         n_pass = sum(s.visible_pass for pool in pools.values() for s in pool)
         precision = sum(s.heldout_correct for _, s in selected) / len(selected) if selected else None
 
         # trainer and critic train at the same time, in their own processes
         self.store.set_round(round, "training")
-        train = m.TrainRequest(request_id=self._rid("train"), round=round, examples=examples)
+        train = m.TrainRequest(request_id=self._rid("train"), round=round, examples=examples, pairs=pairs)
         self._submit("trainer", train)
         critic_req = None
         if self.use_critic:
@@ -379,7 +388,8 @@ class Coordinator:
                    and (critic_req is None or critic_req.request_id in self._replies))
         ready: m.AdapterReady = self._replies.pop(train.request_id)
         self.store.event("trainer", round, **{"version": ready.version, "path": ready.path,
-                                              "n_examples": len(examples), **ready.metrics})
+                                              "n_examples": len(examples), "n_pairs": len(pairs),
+                                              **ready.metrics})
         if critic_req is not None:
             trained: m.CriticTrained = self._replies.pop(critic_req.request_id)
             self.critic_version = trained.version
@@ -391,8 +401,35 @@ class Coordinator:
         self.store.set_round(round, "trained", adapter_version=ready.version, adapter_path=ready.path)
         self.store.event("round_end", round, n_problems=len(problems), n_candidates=len(self.candidates),
                          n_visible_pass=n_pass, n_selected=len(selected), n_train_examples=len(examples),
+                         n_rationalize_attempts=n_hinted, n_rationalized=len(rationales),
                          train_precision=precision,
                          adapter_load_seconds=loaded.seconds, seconds=round_secs(t0))
+
+    def _rationalize(self, round: int, pools: dict[str, list[Scored]]) -> tuple[int, list[tuple[str, str]]]:
+        """One hinted candidate per failed problem (constellation/rationalize.py).
+        -> (problems retried, [(original problem id, rationale candidate id)]).
+        The train phase's state is put back afterwards: the critic trains on it."""
+        hinted = [rationalize.hinted_problem(self.problems[pid], self.hint)
+                  for pid in rationalize.failed_problems(pools)]
+        if not hinted:
+            return 0, []
+        saved = (self.phase, self.problems, self.candidates, self.verdicts, self.scores)
+        self.store.add_problems("rationalize", hinted)
+        hinted_pools = self._sample("rationalize", round, hinted, 1)
+        self.phase, self.problems, self.candidates, self.verdicts, self.scores = saved
+        return len(hinted), rationalize.rationalized(hinted_pools)
+
+    def _preference_pairs(self, round: int, pools: dict[str, list[Scored]]) -> list[m.PreferencePair]:
+        """DPO pairs (constellation.pairs.round_pairs); for self_judge the
+        trainer scores the candidates with the policy it holds."""
+        def judge(items: list[m.JudgeItem]) -> m.Judgments:
+            return self._request("trainer", m.JudgeRequest(request_id=self._rid("judge"), round=round, items=items))
+
+        prompts = {pid: self.problems[pid].prompt for pid in pools}
+        pairs, info = pairs_lib.round_pairs(self.cfg.pairs, self.run_dir, round, pools, prompts, judge,
+                                            seed=self.cfg.run.seed)
+        self.store.event("pairs", round, **info)
+        return pairs
 
     # ------------------------------------------------------------------
     def run(self) -> bool:
@@ -405,6 +442,11 @@ class Coordinator:
         self._wait_for_workers()
         self.task = resolve_task(cfg.task.impl)
         self.split = load_split(self.run_dir)
+        if cfg.coordinator.rationalize:
+            self.hint, why_not = rationalize.hint_function(self.task, self.split.train)
+            if why_not:
+                log.warning("coordinator.rationalize is on, but %s: going on without rationalization", why_not)
+            self.store.event("rationalize", enabled=self.hint is not None, reason=why_not)
         for name in ("labeled", "train", "eval"):
             self.store.add_problems(name, getattr(self.split, name))
         self._split_validation()

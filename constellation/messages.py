@@ -57,7 +57,8 @@ class Candidate(msgspec.Struct, forbid_unknown_fields=True):
     adapter_version: int  # 0 = base model
 
 
-VerdictStatus = Literal["pass", "fail", "parse_error", "runtime_error", "timeout"]
+# crash / memory: code run in a sandboxed child (verifiers/code.py) that died or ran out of memory
+VerdictStatus = Literal["pass", "fail", "parse_error", "runtime_error", "timeout", "crash", "memory"]
 
 
 class Verdict(msgspec.Struct, forbid_unknown_fields=True):
@@ -91,6 +92,27 @@ class TrainExample(msgspec.Struct, forbid_unknown_fields=True):
     problem_id: str
     prompt: str
     completion: str  # loss is taken on these tokens only
+
+
+class PreferencePair(msgspec.Struct, forbid_unknown_fields=True):
+    """One DPO pair: the same prompt, a preferred and a dispreferred completion
+    (built by constellation.pairs)."""
+
+    problem_id: str
+    prompt: str
+    chosen: str  # completion text only (no prompt, no eos)
+    rejected: str
+    source: str  # "verifier" | "critic" | "self_judge"
+    margin: float = 1.0  # chosen score - rejected score under the source (> 0)
+    round: int = 0  # the round whose candidates made the pair
+    weight: float = 1.0  # loss weight; earlier rounds' pairs get decay**age
+
+
+class JudgeItem(msgspec.Struct, forbid_unknown_fields=True):
+    candidate_id: str
+    problem_id: str
+    prompt: str  # the problem prompt the candidate answered
+    text: str  # the candidate completion
 
 
 # --------------------------------------------------------------------------
@@ -198,6 +220,23 @@ class TrainRequest(_Msg, tag="train"):
     request_id: str
     round: int
     examples: list[TrainExample]
+    pairs: list[PreferencePair] = []  # for preference trainers (trainer.impl = "dpo")
+
+
+class JudgeRequest(_Msg, tag="judge"):
+    """Coordinator -> trainer (pairs.source = "self_judge"): score these
+    candidates with the policy as it is now (the adapter in service)."""
+
+    request_id: str
+    round: int
+    items: list[JudgeItem]
+
+
+class Judgments(_Msg, tag="judgments"):
+    request_id: str
+    candidate_ids: list[str]
+    scores: list[float | None]  # same order; None = no judgment (unparseable)
+    method: str = ""  # "likelihood" | "llm"
 
 
 class AdapterReady(_Msg, tag="adapter_ready"):
@@ -235,7 +274,7 @@ class CriticTrained(_Msg, tag="critic_trained"):
 Message = Union[
     Ready, Heartbeat, Hello, Shutdown, Dead, Finished, Error,
     GenerateRequest, Candidates, VerifyRequest, Verdicts, ScoreRequest, Scores,
-    TrainRequest, AdapterReady, LoadAdapter, AdapterLoaded, CriticTrainRequest, CriticTrained,
+    TrainRequest, JudgeRequest, Judgments, AdapterReady, LoadAdapter, AdapterLoaded, CriticTrainRequest, CriticTrained,
 ]
 
 _encoder = msgspec.msgpack.Encoder()

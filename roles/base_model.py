@@ -171,6 +171,14 @@ def completion_and_prompt_loss(model, input_ids, mask, labels):
     return (ce * completion).sum() / completion.sum(), (ce * prompt).sum() / prompt.sum().clamp(min=1)
 
 
+def warm_start_target(problem: Problem) -> str | None:
+    """What the warm start trains a labeled problem's completion on:
+    ``data["solution"]`` where the task gives one (a worked solution, for tasks
+    whose ``reference`` is only the final answer: arithmetic, math), else the
+    reference (the DSL's hidden program)."""
+    return problem.data.get("solution") or problem.reference
+
+
 def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: float, batch_size: int,
                max_len: int, seed: int, progress: Progress = None, prompt_loss_weight: float = 0.0,
                steps: int = 0) -> dict[str, Any]:
@@ -186,7 +194,7 @@ def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: 
     are completion-only either way."""
     import torch
 
-    pairs = [encode_example(tokenizer, p.prompt, p.reference) for p in labeled if p.reference]
+    pairs = [encode_example(tokenizer, p.prompt, warm_start_target(p)) for p in labeled if warm_start_target(p)]
     kept = [pr for pr in pairs if len(pr[0]) <= max_len]
     if not kept:
         raise ValueError(f"warm start: none of {len(labeled)} labeled problems has a reference "
@@ -245,7 +253,8 @@ def base_model_key(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: list
     # what it was before step budgets existed, so those caches remain valid)
     model_fields.pop("warm_start_seconds" if mcfg.warm_start_steps > 0 else "warm_start_steps")
     labeled_digest = hashlib.sha256(
-        json.dumps([[p.prompt, p.reference] for p in labeled]).encode()).hexdigest()
+        json.dumps([[p.prompt, p.reference] + ([p.data["solution"]] if "solution" in p.data else [])
+                    for p in labeled]).encode()).hexdigest()
     blob = json.dumps({"code": CODE_VERSION, "model": model_fields, "task": msgspec.to_builtins(tcfg),
                        "seed": seed, "labeled": labeled_digest, "tokens": sorted(dsl_tokens)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -4,6 +4,7 @@
     load_model(path, adapter_path)       -> (model, tokenizer), adapter merged, eval mode
     sample(model, tokenizer, prompts, k, ...) -> K (completion, logprob) per prompt
     train_sft(base_path, examples, out_dir, ...) -> metrics; a peft LoRA adapter folder
+    load_lora_model, save_adapter         (shared with the DPO trainer, roles/trainer_dpo.py)
 
 For Llama-architecture models ``sample`` runs its own decode loop in plain
 torch (``_FastLlama``): fused q/k/v and gate/up projections, each prompt
@@ -333,20 +334,13 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
     loss without writing anything. -> {loss_first, loss_last, steps, seconds,
     n_examples, n_too_long}."""
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
 
     if not examples:
         raise ValueError("train_sft: no examples")
     t0 = time.monotonic()
-    base, tokenizer = load_model(base_path)
-    torch.manual_seed(seed)
-    if init_adapter:
-        model = PeftModel.from_pretrained(base, init_adapter, is_trainable=True)
-    else:
-        targets = lora_targets or ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-        model = get_peft_model(base, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                                                target_modules=list(targets), task_type="CAUSAL_LM"))
-    max_len = getattr(base.config, "max_position_embeddings", 1 << 30)
+    model, tokenizer = load_lora_model(base_path, init_adapter, lora_r=lora_r, lora_alpha=lora_alpha,
+                                       lora_dropout=lora_dropout, lora_targets=lora_targets, seed=seed)
+    max_len = getattr(model.config, "max_position_embeddings", 1 << 30)
     pairs = [encode_example(tokenizer, e.prompt, e.completion) for e in examples]
     kept = [p for p in pairs if len(p[0]) <= max_len]
     if not kept:
@@ -365,19 +359,10 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
             elapsed = time.monotonic() - t0
             if max_seconds and elapsed >= max_seconds:
                 break
-            frac = step / total if not max_seconds else max(step / total, elapsed / max_seconds)
-            for group in opt.param_groups:
-                group["lr"] = lr * lr_factor(step, frac, warmup_steps=min(10, total // 10 + 1))
+            schedule_lr(opt, lr, step, total, elapsed, max_seconds)
             input_ids, mask, labels = collate([kept[i] for i in batch], tokenizer.pad_token_id)
             loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"train_sft: loss {loss.item()} at step {step} (lr {lr}); "
-                                         f"no adapter written")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            losses.append(loss.item())
+            losses.append(optimizer_step(opt, params, loss, f"train_sft: step {step} (lr {lr})"))
             step += 1
             if progress:
                 progress(min(1.0, max(step / total, elapsed / max_seconds if max_seconds else 0.0)),
@@ -385,9 +370,56 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
         else:
             continue
         break  # out of time
-    out_dir = Path(out_dir)
     metrics = {"loss_first": losses[0], "loss_last": sum(losses[-5:]) / len(losses[-5:]), "steps": step,
                "seconds": time.monotonic() - t0, "n_examples": len(kept), "n_too_long": len(pairs) - len(kept)}
+    save_adapter(model, out_dir, metrics)
+    return metrics
+
+
+def schedule_lr(opt, lr: float, step: int, total: int, elapsed: float, max_seconds: float) -> None:
+    """Linear warmup + cosine decay over the planned ``total`` steps or the
+    time budget, whichever is further along."""
+    frac = step / total if not max_seconds else max(step / total, elapsed / max_seconds)
+    for group in opt.param_groups:
+        group["lr"] = lr * lr_factor(step, frac, warmup_steps=min(10, total // 10 + 1))
+
+
+def optimizer_step(opt, params, loss, where: str) -> float:
+    """backward + clip (norm 1) + step; -> loss value. A NaN/inf loss raises
+    FloatingPointError before any update (``where`` says which step)."""
+    import torch
+
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{where}: loss {loss.item()}; no adapter written")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    return loss.item()
+
+
+def load_lora_model(base_path: str | Path, init_adapter: str | None = None, *, lora_r: int = 16,
+                    lora_alpha: int = 32, lora_dropout: float = 0.0, lora_targets: list[str] | None = None,
+                    seed: int = 0):
+    """-> (peft model with a trainable LoRA, tokenizer): a fresh LoRA on the base
+    (seeded init), or the adapter at ``init_adapter`` made trainable."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base, tokenizer = load_model(base_path)
+    torch.manual_seed(seed)
+    if init_adapter:
+        return PeftModel.from_pretrained(base, init_adapter, is_trainable=True), tokenizer
+    targets = lora_targets or ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    return get_peft_model(base, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                           target_modules=list(targets), task_type="CAUSAL_LM")), tokenizer
+
+
+def save_adapter(model, out_dir: str | Path, metrics: dict) -> None:
+    """Adapter + metrics.json to ``out_dir``, atomically: written to a temp
+    folder, then renamed (an existing out_dir is replaced), so a reader never
+    sees a half-written adapter."""
+    out_dir = Path(out_dir)
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -395,4 +427,3 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.rename(tmp, out_dir)
-    return metrics

@@ -57,15 +57,9 @@ class StarTrainer(Role):
         return {"base": str(self.base_path), "mode": self.cfg.trainer.mode, "last_version": self.last_version}
 
     def handle(self, msg: Any) -> AdapterReady:
-        if not isinstance(msg, TrainRequest):
-            raise TypeError(f"StarTrainer handles TrainRequest, got {type(msg).__name__}")
-        if msg.round < 1:
-            raise ValueError(f"TrainRequest {msg.request_id}: round must be >= 1 (0 is the base), got {msg.round}")
-        out_dir = self.adapters_dir / f"v{msg.round}"
-        if (out_dir / "adapter_config.json").exists():  # re-sent request: already trained
-            metrics_file = out_dir / "metrics.json"
-            metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-            return self._ready(msg, msg.round, str(out_dir), {**metrics, "cached": 1})
+        out_dir, cached = self._start_round(msg)
+        if cached is not None:
+            return cached
         if not msg.examples:
             return self._ready(msg, self.last_version, self.last_path, {"skipped": 1})
 
@@ -83,6 +77,21 @@ class StarTrainer(Role):
         self.examples_seen += len(msg.examples)
         self.last_version, self.last_path = msg.round, str(out_dir)
         return self._ready(msg, msg.round, str(out_dir), metrics)
+
+    def _start_round(self, msg: Any) -> tuple[Path, AdapterReady | None]:
+        """Check a TrainRequest -> (its adapter folder, the reply when the round
+        was already trained: a re-sent request gets that adapter and its saved
+        metrics, without training again)."""
+        if not isinstance(msg, TrainRequest):
+            raise TypeError(f"{type(self).__name__} cannot handle {type(msg).__name__}; accepts {self.accepts}")
+        if msg.round < 1:
+            raise ValueError(f"TrainRequest {msg.request_id}: round must be >= 1 (0 is the base), got {msg.round}")
+        out_dir = self.adapters_dir / f"v{msg.round}"
+        if not (out_dir / "adapter_config.json").exists():
+            return out_dir, None
+        metrics_file = out_dir / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        return out_dir, self._ready(msg, msg.round, str(out_dir), {**metrics, "cached": 1})
 
     @staticmethod
     def _ready(msg: TrainRequest, version: int, path: str, metrics: dict) -> AdapterReady:

@@ -1,56 +1,30 @@
 """The exact verifier for the "dsl" task: runs candidate programs on the problem's inputs.
 
-Pure Python (no torch): one VerifyRequest (a problem and its candidates) in, one
-Verdicts reply out, one Verdict per candidate in the same order. Every candidate
-failure (parse error, runtime error, timeout) is a typed Verdict, so ``handle``
-only raises for a malformed request (a problem of another task family).
-Verification is a pure function of (problem, candidate), so a re-sent request
-yields the same verdicts.
+Pure Python (no torch): one Verdict per candidate, in request order (see
+roles/verifier_base.py). Verification is a pure function of (problem,
+candidate), so a re-sent request yields the same verdicts.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from constellation.config import Config
-from constellation.messages import Verdicts, VerifyRequest
-from roles.base import Role
+from constellation.messages import Candidate, Problem, Verdict
+from roles.verifier_base import CandidateVerifier
 from verifiers.dsl import verify
 
 
-class DslVerifier(Role):
-    name = "verifier"
-    accepts = (VerifyRequest,)
+class DslVerifier(CandidateVerifier):
+    task = "dsl"
 
     def __init__(self, cfg: Config, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
         self.step_limit = cfg.verifier.step_limit
-        self.verified = 0  # candidates verified since start
-        self.busy_seconds = 0.0  # time spent inside handle()
-        self.by_status: dict[str, int] = {}
 
     def setup(self) -> dict[str, Any]:
-        return {"task": "dsl", "step_limit": self.step_limit}
+        return {**super().setup(), "step_limit": self.step_limit}
 
-    def handle(self, msg: VerifyRequest) -> Verdicts:
-        if not isinstance(msg, VerifyRequest):
-            raise TypeError(f"DslVerifier handles VerifyRequest, got {type(msg).__name__}")
-        if msg.problem.task != "dsl":
-            raise ValueError(f"DslVerifier verifies task 'dsl', got problem {msg.problem.id} "
-                             f"of task {msg.problem.task!r}")
-        t0 = time.perf_counter()
-        items = [verify(msg.problem, c, self.step_limit) for c in msg.candidates]
-        seconds = time.perf_counter() - t0
-        self.verified += len(items)
-        self.busy_seconds += seconds
-        for v in items:
-            self.by_status[v.status] = self.by_status.get(v.status, 0) + 1
-        return Verdicts(request_id=msg.request_id, items=items, seconds=seconds)
-
-    def stats(self) -> dict[str, float]:
-        out = {"done": float(self.verified),
-               "per_second": self.verified / self.busy_seconds if self.busy_seconds > 0 else 0.0}
-        out.update({f"status_{k}": float(n) for k, n in self.by_status.items()})
-        return out
+    def verify_one(self, problem: Problem, candidate: Candidate) -> Verdict:
+        return verify(problem, candidate, self.step_limit)

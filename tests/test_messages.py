@@ -49,3 +49,16 @@ def test_malformed_payloads_raise_decode_error(payload):
 def test_wrong_frame_count_is_rejected():
     with pytest.raises(m.DecodeError, match="expected 2 frames"):
         m.decode([m.HEADER])
+
+
+def test_preference_messages_round_trip_and_pairs_default_for_old_senders():
+    pair = m.PreferencePair(problem_id="P", prompt="x=>", chosen="upper(x)", rejected="x", source="critic",
+                            margin=0.4, round=2, weight=0.5)
+    msgs = [m.TrainRequest(request_id="t", round=2, examples=[], pairs=[pair]),
+            m.JudgeRequest(request_id="j", round=2, items=[m.JudgeItem(candidate_id="c", problem_id="P",
+                                                                        prompt="x=>", text="upper(x)")]),
+            m.Judgments(request_id="j", candidate_ids=["c", "d"], scores=[-0.5, None], method="likelihood")]
+    for msg in msgs:
+        assert m.decode(m.encode(msg)) == msg
+    old = msgspec.msgpack.encode({"kind": "train", "request_id": "t", "round": 1, "examples": []})
+    assert m.decode([m.HEADER, old]).pairs == []

@@ -1,0 +1,57 @@
+"""End to end with the DPO trainer: `constellation up --preset smoke --set trainer.impl=dpo`.
+
+Real processes, real sockets, a tiny model; slow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("model-cache")
+
+
+def _up(tmp_path: Path, cache: Path, *sets: str) -> tuple[Path, list[dict]]:
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "constellation.cli", "up", "--preset", "smoke",
+           "--set", f'run.runs_dir="{runs}"', "--set", f'model.cache_dir="{cache}"', "--set", 'trainer.impl="dpo"']
+    for s in sets:
+        cmd += ["--set", s]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = next(d for d in runs.iterdir() if d.is_dir())
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    return run_dir, events
+
+
+def test_dpo_critic_pairs_two_iterative_rounds(tmp_path, model_cache):
+    run_dir, events = _up(tmp_path, model_cache, 'pairs.source="critic"', 'pairs.among="all"', "run.rounds=2",
+                          "pairs.mix_rounds=1")
+    assert [e["model"] for e in events if e["event"] == "eval"] == ["base", "round-1", "round-2"]
+    pairs = {e["round"]: e for e in events if e["event"] == "pairs"}
+    assert set(pairs) == {1, 2} and pairs[1]["n_pairs"] > 0 and pairs[1]["source"] == "critic"
+    assert pairs[2]["n_earlier"] == pairs[1]["n_pairs"]  # round 1's pairs mixed into round 2
+    trainer = {e["round"]: e for e in events if e["event"] == "trainer"}
+    assert trainer[1]["version"] == 1 and trainer[1]["init_version"] == 0
+    assert trainer[2]["version"] == 2 and trainer[2]["init_version"] == 1  # M1 -> M2
+    for key in ("reward_margin", "reward_accuracy", "chosen_logp_shift", "rejected_logp_shift", "n_pairs_critic"):
+        assert key in trainer[1], key
+    assert (run_dir / "pairs" / "round-2.msgpack").exists()
+    assert events[-1]["event"] == "run_end"
+
+
+def test_dpo_self_judge_round(tmp_path, model_cache):
+    _, events = _up(tmp_path, model_cache, 'pairs.source="self_judge"', 'pairs.among="all"')
+    pairs = next(e for e in events if e["event"] == "pairs")
+    assert pairs["judge_method"] == "likelihood" and pairs["n_judged"] == pairs["n_judge_items"] > 0
+    trainer = next(e for e in events if e["event"] == "trainer")
+    assert trainer.get("skipped") == 1 or trainer["n_pairs_self_judge"] == pairs["n_pairs"]
+    assert events[-1]["event"] == "run_end"

@@ -1,0 +1,84 @@
+"""End to end on the other tasks: arithmetic with STaR rationalization, and the
+JSONL code task with the sandboxed code verifier (`constellation up --preset smoke`
+plus overrides, all five role processes, a real tiny model)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+ARITHMETIC = ['task.impl="arithmetic"', 'verifier.impl="arithmetic"', "coordinator.rationalize=true",
+              "task.depths=[1,2]", "task.labeled_max_depth=2", "task.n_labeled=2000", "model.warm_start_seconds=40",
+              "sampling.max_new_tokens=180", "coordinator.k=2", "coordinator.problems_per_round=30"]
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("model-cache")
+
+
+def up(tmp_path: Path, cache: Path, *sets: str) -> tuple[Path, list[dict]]:
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "constellation.cli", "up", "--preset", "smoke",
+           "--set", f'run.runs_dir="{runs}"', "--set", f'model.cache_dir="{cache}"']
+    for s in sets:
+        cmd += ["--set", s]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = next(d for d in runs.iterdir() if d.is_dir())
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "run_end" and events[-1]["ok"]
+    return run_dir, events
+
+
+def rationale_rows(run_dir: Path) -> list[tuple[str, str, str]]:
+    """(selected problem id, its prompt, the candidate's problem id) of rationalized selections."""
+    db = sqlite3.connect(run_dir / "run.sqlite")
+    rows = db.execute("SELECT s.problem_id, p.prompt, c.problem_id FROM selections s "
+                      "JOIN candidates c ON c.id = s.candidate_id JOIN problems p ON p.id = s.problem_id "
+                      "WHERE c.phase = 'rationalize'").fetchall()
+    db.close()
+    return rows
+
+
+def test_arithmetic_with_rationalization_counts_attempts_and_rationales(tmp_path, model_cache):
+    run_dir, events = up(tmp_path, model_cache, *ARITHMETIC)
+    assert [e for e in events if e["event"] == "rationalize"][0]["enabled"] is True
+    [end] = [e for e in events if e["event"] == "round_end"]
+    assert end["n_rationalize_attempts"] > 0  # a 40 s model fails some 2-digit problems
+    assert end["n_rationalized"] == len(rationale_rows(run_dir))
+    assert [e["model"] for e in events if e["event"] == "eval"] == ["base", "round-1"]
+
+
+def test_rationales_are_trained_on_without_the_hint(tmp_path, model_cache):
+    run_dir, events = up(tmp_path, model_cache, *ARITHMETIC, 'generator.impl="tests.slow_roles:HintReadingGenerator"')
+    [end] = [e for e in events if e["event"] == "round_end"]
+    rows = rationale_rows(run_dir)
+    # the hint-reading generator answers every hinted prompt correctly: every attempt is kept
+    assert end["n_rationalized"] == end["n_rationalize_attempts"] == len(rows) > 0
+    for pid, prompt, cand_pid in rows:
+        assert cand_pid == pid + "#hint" and "(" not in prompt and prompt.startswith("Q: ")
+    [trainer] = [e for e in events if e["event"] == "trainer"]
+    assert trainer["n_examples"] == end["n_train_examples"] >= end["n_rationalized"]
+
+
+def test_jsonl_code_task_completes_and_reports(tmp_path, model_cache):
+    run_dir, events = up(tmp_path, model_cache, 'task.impl="jsonl"', f'task.path="{ROOT / "examples" / "code.jsonl"}"',
+                         'verifier.impl="code"', "task.n_eval=4", "task.n_train=6", "task.n_labeled=6",
+                         "coordinator.problems_per_round=6", "verifier.code_timeout=2.0",
+                         "coordinator.rationalize=true")
+    assert [e for e in events if e["event"] == "rationalize"][0]["enabled"] is False  # code has no answer to hint
+    evals = [e for e in events if e["event"] == "eval"]
+    assert [e["model"] for e in evals] == ["base", "round-1"]
+    assert all(0.0 <= v <= 1.0 for e in evals for v in e["pass_at_k"].values())
+    db = sqlite3.connect(run_dir / "run.sqlite")
+    statuses = dict(db.execute("SELECT status, COUNT(*) FROM verdicts GROUP BY status").fetchall())
+    assert sum(statuses.values()) == 4 * 8 * 2 + 6 * 4 and set(statuses) <= {"pass", "fail", "timeout", "crash", "memory"}
