@@ -150,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="study", help="study directory: runs/seed-<s>/, report.md, figures")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per interval")
     p.add_argument("--report-only", action="store_true", help="do not run anything; report on finished seeds")
-    p.add_argument("--parallel", type=int, default=1,
-                   help="trajectories run at the same time (2 suits 2 cores: each role uses 1 thread)")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="trajectories run at the same time (default: the preset's study.parallel; the study "
+                        "preset says 2, which suits 2 cores since each role uses 1 thread)")
     p.set_defaults(fn=_cmd_study)
     p = sub.add_parser("probe", help="is the task in the zone of proximal development for the base model?")
     with_config(p)

@@ -160,6 +160,10 @@ class GuardConfig(_Section):
     diversity_floor: Annotated[float, _h("stop when distinct held-out outputs per problem fall below this fraction of the base's")] = 0.5
 
 
+class StudyConfig(_Section):
+    parallel: Annotated[int, _h("constellation study: trajectories run at the same time (each role uses its own threads; 2 suits 2 cores)")] = 1
+
+
 class SupervisorConfig(_Section):
     ready_timeout: Annotated[float, _h("seconds a role has to announce READY")] = 120.0
     heartbeat_interval: Annotated[float, _h("seconds between heartbeats")] = 1.0
@@ -181,6 +185,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     coordinator: CoordinatorConfig = msgspec.field(default_factory=CoordinatorConfig)
     eval: EvalConfig = msgspec.field(default_factory=EvalConfig)
     guard: GuardConfig = msgspec.field(default_factory=GuardConfig)
+    study: StudyConfig = msgspec.field(default_factory=StudyConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
 
     def task_seed(self) -> int:

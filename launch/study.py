@@ -35,11 +35,14 @@ def seed_overrides(overrides: list[str], seed: int) -> list[str]:
 
 
 def run_study(preset: str, seeds: int, overrides: list[str], out: Path, console: Console,
-              first_seed: int = 0, n_boot: int = 1000, report_only: bool = False, parallel: int = 1) -> Report:
+              first_seed: int = 0, n_boot: int = 1000, report_only: bool = False,
+              parallel: int | None = None) -> Report:
     from launch.supervisor import Supervisor
 
     if seeds < 1:
         raise StudyError(f"--seeds must be >= 1, got {seeds}")
+    if parallel is None:  # the preset's study.parallel
+        parallel = config_mod.load(preset, overrides).study.parallel
     if parallel < 1:
         raise StudyError(f"--parallel must be >= 1, got {parallel}")
     out = out.resolve()
