@@ -255,7 +255,10 @@ def base_model_key(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: list
     labeled_digest = hashlib.sha256(
         json.dumps([[p.prompt, p.reference] + ([p.data["solution"]] if "solution" in p.data else [])
                     for p in labeled]).encode()).hexdigest()
-    blob = json.dumps({"code": CODE_VERSION, "model": model_fields, "task": msgspec.to_builtins(tcfg),
+    task_fields = msgspec.to_builtins(tcfg)
+    if not task_fields.get("path"):  # "jsonl" tasks only; absent from keys made before it existed
+        task_fields.pop("path", None)
+    blob = json.dumps({"code": CODE_VERSION, "model": model_fields, "task": task_fields,
                        "seed": seed, "labeled": labeled_digest, "tokens": sorted(dsl_tokens)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
