@@ -5,6 +5,7 @@
   constellation roles
   constellation config [--preset tiny] [--set ...]   (print the resolved config)
   constellation table RUN_DIR                        (the pass@k table of a run)
+  constellation verify --verifier math FILE.jsonl    (verify {gold, pred} lines)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from constellation import config as config_mod
+from constellation import verify_cli
 from constellation.registry import ROLES, TASKS
 
 
@@ -111,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("table", help="print the pass@k table of a run")
     p.add_argument("run_dir")
     p.set_defaults(fn=_cmd_table)
+    verify_cli.add_parser(sub)
     return ap
 
 
