@@ -75,9 +75,11 @@ class GeneratorConfig(_Section):
 
 
 class VerifierConfig(_Section):
-    impl: Annotated[str, _h('"dsl" or "package.module:Class"')] = "dsl"
+    impl: Annotated[str, _h('"dsl", "math" or "package.module:Class"')] = "dsl"
     threads: Annotated[int, _h("torch threads (unused by the pure-Python DSL verifier)")] = 1
     step_limit: Annotated[int, _h("interpreter steps per program run before a timeout verdict")] = 10_000
+    math_timeout: Annotated[float, _h("math verifier: hard deadline per candidate in seconds (worker killed after it)")] = 1.0
+    math_workers: Annotated[int, _h("math verifier: isolated checker processes working in parallel")] = 1
 
 
 class CriticConfig(_Section):

@@ -17,6 +17,7 @@ ROLES: dict[str, dict[str, tuple[str, str]]] = {
     },
     "verifier": {
         "dsl": ("roles.verifier_dsl:DslVerifier", "exact verifier of the string DSL (own safe interpreter)"),
+        "math": ("roles.verifier_math:MathVerifier", "final math answers against Problem.reference (sympy, isolated workers)"),
     },
     "critic": {
         "learned": ("roles.critic_learned:LearnedCritic", "tiny transformer + scalar head, trained online on verifier labels"),

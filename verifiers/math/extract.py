@@ -37,10 +37,15 @@ _NUMBER = re.compile(r"[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\
 
 
 def last_boxed(text: str) -> str | None:
-    """The content of the last \\boxed{...} with balanced braces, else None."""
+    """The content of the last \\boxed{...} with balanced braces, else None.
+
+    Linear time: when a later \\boxed never closes, an earlier one can only
+    close before the later one starts (past it, its depth never returns to
+    zero), so each scan stops where the previously tried one began."""
+    limit = len(text)
     for m in reversed(list(_BOX.finditer(text))):
         depth, start = 1, m.end()
-        for i in range(start, len(text)):
+        for i in range(start, limit):
             ch = text[i]
             if ch == "{" and text[i - 1] != "\\":
                 depth += 1
@@ -48,7 +53,7 @@ def last_boxed(text: str) -> str | None:
                 depth -= 1
                 if depth == 0:
                     return text[start:i]
-        # unbalanced: try the one before it
+        limit = m.start()  # unbalanced: try the one before it, up to here
     return None
 
 

@@ -43,7 +43,7 @@ _STYLE = re.compile(r"\\(?:mathrm|mathbf|mathit|textbf|textit|textrm|boldsymbol|
 _THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,]|\.\d)|(?<![\d.,])\d{1,3}(?:,\d{3})+\.\d+")
 _MIXED_LATEX = re.compile(r"(?<![\d.^_}a-zA-Z\\])(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}")
 _MIXED_PLAIN = re.compile(r"(?<![\d./^])(\d+) (\d+)/(\d+)(?![\d/.])")
-_UNIT = re.compile(r"(?<=[\d}).])\s*(?:[a-zA-Z]{2,}\.?(?:\^\{?[23]\}?)?|[a-zA-Z]\^\{?[23]\}?|m|g|s|l)\s*$")
+_UNIT = re.compile(r"(?<=[\d}).])\s*((?:[a-zA-Z]{2,}\.?\s*)+(?:\^\s*\{?[23]\}?)?|[a-zA-Z]\s*\^\s*\{?[23]\}?|[mgsl])\s*$")
 # words that must never be taken for a unit
 _MATH_WORDS = {"pi", "sin", "cos", "tan", "sec", "csc", "cot", "log", "ln", "exp", "sqrt", "infty", "inf",
                "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "or", "and"}
@@ -80,12 +80,10 @@ def choice_letter(text: str) -> str | None:
 
 
 def _strip_units(s: str) -> str:
-    for _ in range(3):  # "12 \text{ square meters}" has two unit words
-        m = _UNIT.search(s)
-        if m is None or m.group(0).strip().split("^")[0].rstrip(".").lower() in _MATH_WORDS:
-            break
-        s = s[:m.start()].rstrip()
-    return s
+    m = _UNIT.search(s)
+    if m is None or any(w.rstrip(".").lower() in _MATH_WORDS for w in re.findall(r"[a-zA-Z.]+", m.group(1))):
+        return s
+    return s[:m.start()].rstrip()
 
 
 def normalize_text(answer: str) -> str:

@@ -118,6 +118,8 @@ def safe_pow(base: Any, exp: Any) -> Any:
     """base**exp, refusing powers whose exact value would be huge (10^{10^{10}})."""
     if not isinstance(base, sp.Expr) or not isinstance(exp, sp.Expr):
         raise ParseError("power of a non-number")
+    if (base.free_symbols or exp.free_symbols) and _tower_height(exp) >= 2:
+        raise TooLarge("symbolic power tower of height 4 or more")  # x^{x^{x^x}}: evaluating it overflows
     if exp.is_Number and abs(exp) > 1 and base.is_number:
         mag = abs(sp.N(base, 15)) if not base.is_Rational else None
         if base.is_Rational:
@@ -127,6 +129,13 @@ def safe_pow(base: Any, exp: Any) -> Any:
         elif mag is not None and mag.is_finite and mag != 0 and float(abs(exp)) * abs(float(sp.log(mag, 2))) > MAX_BITS:
             raise TooLarge("power beyond 10^100000")
     return guard(sp.Pow(base, exp))
+
+
+def _tower_height(e: Any) -> int:
+    """How many powers are stacked in e's exponents (x: 0, x^y: 1, x^{y^z}: 2)."""
+    if isinstance(e, sp.Pow):
+        return 1 + _tower_height(e.exp)
+    return max((_tower_height(a) for a in getattr(e, "args", ())), default=0)
 
 
 def rational_of(num: str) -> sp.Rational:
@@ -189,6 +198,7 @@ class Parser:
         while self.at(r"\cup"):
             self.take()
             right = self.sum()
+            left, right = _open_interval(left), _open_interval(right)
             if not isinstance(left, Intervals) or not isinstance(right, Intervals):
                 raise ParseError("\\cup of non-intervals")
             left = Intervals(left.pieces + right.pieces)
@@ -245,7 +255,7 @@ class Parser:
             self.take()
             if not (isinstance(value, sp.Integer) and 0 <= value <= MAX_FACTORIAL):
                 if isinstance(value, sp.Integer) and value > MAX_FACTORIAL:
-                    raise TooLarge(f"factorial of {value}")
+                    raise TooLarge(f"factorial of a number above {MAX_FACTORIAL}")
                 raise ParseError("factorial of a non-integer")
             value = sp.factorial(value)
         return value
@@ -308,7 +318,14 @@ class Parser:
         name = val
         if self.at("_"):
             self.take()
-            sub = self.group("}") if self.at("{") and self.take() else self.take()
+            if self.at("{"):  # x_{12}, x_{ab}: the subscript's raw tokens, never a computed value
+                self.take()
+                sub = ""
+                while not self.at("}"):
+                    sub += self.take()
+                self.take("}")
+            else:
+                sub = self.take()
             name = f"{val}_{sub}"
         if name == "e":
             return sp.E
@@ -416,6 +433,13 @@ def _bracketed(open_: str, inner: Any, close: str) -> Any:
     return Intervals(((inner.items[0], inner.items[1], open_ == "[", close == "]"),))
 
 
+def _open_interval(value: Any) -> Any:
+    """(a, b) next to \\cup is the open interval, not a point."""
+    if isinstance(value, Seq) and value.kind == "tuple" and len(value.items) == 2:
+        return Intervals(((value.items[0], value.items[1], False, False),))
+    return value
+
+
 def _chain_interval(chain: list[Any]) -> Intervals:
     """a < x <= b as the interval (a, b]; a > x > b as (b, a)."""
     low, op1, _var, op2, high = chain
@@ -436,5 +460,5 @@ def parse_answer(text: str) -> Any:
         return Parser(text).parse()
     except RecursionError as e:
         raise ParseError("nesting too deep") from e
-    except (TypeError, AttributeError, ZeroDivisionError, sp.SympifyError) as e:
+    except (TypeError, AttributeError, ZeroDivisionError, sp.SympifyError, OverflowError) as e:
         raise ParseError(f"cannot evaluate: {type(e).__name__}") from e

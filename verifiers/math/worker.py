@@ -9,15 +9,29 @@ when a request runs too long; the child never needs a timer of its own.
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
+import threading
+import time
 
 import msgspec
 
 MEMORY_LIMIT = 2 << 30  # bytes of address space: a runaway sympy computation dies with MemoryError
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when its parent is gone, even in the middle of a long sympy
+    call (stdin EOF is only seen between requests). PR_SET_PDEATHSIG is not used:
+    it fires when the parent *thread* that started us ends, and MathChecker
+    starts replacement workers from short-lived pool threads."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
 def main() -> None:
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     except (ValueError, OSError):  # a lower hard limit is already in place
