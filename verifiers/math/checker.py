@@ -96,7 +96,10 @@ class _Worker:
             self.proc.kill()
         self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout):
-            stream.close()
+            try:
+                stream.close()
+            except OSError:  # unflushed bytes to a dead worker: nothing to deliver them to
+                pass
 
 
 class MathChecker:
