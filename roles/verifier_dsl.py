@@ -17,6 +17,7 @@ from typing import Any
 from constellation.config import Config
 from constellation.messages import Verdicts, VerifyRequest
 from roles.base import Role
+from roles.verdict_counter import VerdictCounter
 from verifiers.dsl import verify
 
 
@@ -27,9 +28,7 @@ class DslVerifier(Role):
     def __init__(self, cfg: Config, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
         self.step_limit = cfg.verifier.step_limit
-        self.verified = 0  # candidates verified since start
-        self.busy_seconds = 0.0  # time spent inside handle()
-        self.by_status: dict[str, int] = {}
+        self.counter = VerdictCounter()
 
     def setup(self) -> dict[str, Any]:
         return {"task": "dsl", "step_limit": self.step_limit}
@@ -43,14 +42,8 @@ class DslVerifier(Role):
         t0 = time.perf_counter()
         items = [verify(msg.problem, c, self.step_limit) for c in msg.candidates]
         seconds = time.perf_counter() - t0
-        self.verified += len(items)
-        self.busy_seconds += seconds
-        for v in items:
-            self.by_status[v.status] = self.by_status.get(v.status, 0) + 1
+        self.counter.record(items, seconds)
         return Verdicts(request_id=msg.request_id, items=items, seconds=seconds)
 
     def stats(self) -> dict[str, float]:
-        out = {"done": float(self.verified),
-               "per_second": self.verified / self.busy_seconds if self.busy_seconds > 0 else 0.0}
-        out.update({f"status_{k}": float(n) for k, n in self.by_status.items()})
-        return out
+        return self.counter.stats()

@@ -24,6 +24,7 @@ from typing import Any
 from constellation.config import Config
 from constellation.messages import Verdict, Verdicts, VerifyRequest
 from roles.base import Role
+from roles.verdict_counter import VerdictCounter
 
 _STATUS = {"correct": "pass", "incorrect": "fail", "no_answer": "fail", "parse_error": "parse_error",
            "timeout": "timeout"}
@@ -48,9 +49,7 @@ class MathVerifier(Role):
         self.timeout = cfg.verifier.math_timeout
         self.workers = cfg.verifier.math_workers
         self.checker = None
-        self.verified = 0
-        self.busy_seconds = 0.0
-        self.by_status: dict[str, int] = {}
+        self.counter = VerdictCounter()
 
     def setup(self) -> dict[str, Any]:
         from verifiers.math import MathChecker
@@ -73,14 +72,8 @@ class MathVerifier(Role):
         results = self.checker.check_many([(msg.problem.reference, c.text) for c in msg.candidates], jobs=self.workers)
         items = [to_verdict(c.id, msg.problem.id, r) for c, r in zip(msg.candidates, results)]
         seconds = time.perf_counter() - t0
-        self.verified += len(items)
-        self.busy_seconds += seconds
-        for v in items:
-            self.by_status[v.status] = self.by_status.get(v.status, 0) + 1
+        self.counter.record(items, seconds)
         return Verdicts(request_id=msg.request_id, items=items, seconds=seconds)
 
     def stats(self) -> dict[str, float]:
-        out = {"done": float(self.verified),
-               "per_second": self.verified / self.busy_seconds if self.busy_seconds > 0 else 0.0}
-        out.update({f"status_{k}": float(n) for k, n in self.by_status.items()})
-        return out
+        return self.counter.stats()
