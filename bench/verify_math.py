@@ -72,7 +72,11 @@ def load_gsm8k(limit: int) -> list[dict]:
 # -- math-verify in a child process -------------------------------------------------
 
 def _math_verify_loop(conn) -> None:
+    import logging
+
     from math_verify import parse, verify
+
+    logging.disable(logging.CRITICAL)  # it logs every timeout with the whole (megabyte) input
 
     conn.send("ready")
     while True:
