@@ -138,6 +138,8 @@ HOSTILE = [
     "\\boxed{" + "\\frac{" * 300 + "1", "\\boxed{}}}}{{{", "", "\x00\xff\xfe junk \x1b[31m",
     "9" * 1_000_000, "\\boxed{" * 100_000 + "1", bytes(range(256)).decode("latin-1") * 4096,
     "\\boxed{1.5e100000000}", "\\boxed{\\infty-\\infty}", "\\boxed{\\frac{0}{0}}",
+    "\\(" * 300_000, "the answer is " * 100_000, "\\boxed{1 " + "a" * 1900 + "!}",  # quadratic/exponential regex bait
+    "\\boxed{1 " + "ab " * 600 + "}", "$5 and more words " * 50_000,
 ]
 
 

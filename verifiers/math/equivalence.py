@@ -243,9 +243,14 @@ def judge(gold: str, pred_text: str) -> dict[str, Any]:
     Never raises for any pair of strings; may run long on adversarial sympy
     input, which is why callers run it under worker.py's deadline."""
     boxed = last_boxed(gold)
-    gold_text = normalize_text(boxed if boxed is not None else gold)
     extracted = extract_answer(pred_text)
-    out: dict[str, Any] = {"extracted": extracted, "gold_normalized": gold_text[:MAX_PRINT_CHARS], "pred_normalized": None}
+    out: dict[str, Any] = {"extracted": extracted, "gold_normalized": None, "pred_normalized": None}
+    try:
+        check_static(boxed if boxed is not None else gold)
+    except AnswerTooHostile as e:
+        return {**out, "verdict": "parse_error", "equal": False, "error": f"gold answer: {e}"}
+    gold_text = normalize_text(boxed if boxed is not None else gold)
+    out["gold_normalized"] = gold_text[:MAX_PRINT_CHARS]
     if extracted is None:
         return {**out, "verdict": "no_answer", "equal": False}
     gold_choice = choice_letter(gold_text) if len(gold_text) <= 40 else None
@@ -263,7 +268,6 @@ def judge(gold: str, pred_text: str) -> dict[str, Any]:
     if _text_key(gold_text) == _text_key(pred_norm):
         return {**out, "verdict": "correct", "equal": True}
     try:
-        check_static(gold_text)
         gold_value = parse_answer(gold_text)
     except (ParseError, AnswerTooHostile):
         return {**out, "verdict": "incorrect", "equal": False}  # text gold: the texts differ

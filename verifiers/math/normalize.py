@@ -43,7 +43,8 @@ _STYLE = re.compile(r"\\(?:mathrm|mathbf|mathit|textbf|textit|textrm|boldsymbol|
 _THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,]|\.\d)|(?<![\d.,])\d{1,3}(?:,\d{3})+\.\d+")
 _MIXED_LATEX = re.compile(r"(?<![\d.^_}a-zA-Z\\])(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}")
 _MIXED_PLAIN = re.compile(r"(?<![\d./^])(\d+) (\d+)/(\d+)(?![\d/.])")
-_UNIT = re.compile(r"(?<=[\d}).])\s*((?:[a-zA-Z]{2,}\.?\s*)+(?:\^\s*\{?[23]\}?)?|[a-zA-Z]\s*\^\s*\{?[23]\}?|[mgsl])\s*$")
+# possessive letter runs: without them "1 aaaa...a!" backtracks exponentially
+_UNIT = re.compile(r"(?<=[\d}).])\s*((?:[a-zA-Z]{2,}+\.?\s*)+(?:\^\s*\{?[23]\}?)?|[a-zA-Z]\s*\^\s*\{?[23]\}?|[mgsl])\s*$")
 # words that must never be taken for a unit
 _MATH_WORDS = {"pi", "sin", "cos", "tan", "sec", "csc", "cot", "log", "ln", "exp", "sqrt", "infty", "inf",
                "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "or", "and"}

@@ -205,26 +205,32 @@ class Parser:
         return left
 
     def sum(self) -> Any:
-        left = self.product()
+        first = self.product()
+        if not self.at("+", "-"):
+            return first
+        terms = [first]
         while self.at("+", "-"):
             op = self.take()
-            right = self.product()
-            left = _arith(left, right, op)
-        return left
+            term = self.product()
+            terms.append(_arith(sp.Integer(0), term, "-") if op == "-" else term)
+        return _combine(terms, sp.Add)
 
     def product(self) -> Any:
-        left = self.unary()
+        first = self.unary()
+        factors = [first]
         while True:
             t = self.peek()
             if t is None:
-                return left
+                break
             if t[1] in _PRODUCT_OPS:
                 op = self.take()
-                left = _arith(left, self.unary(), "/" if op in ("/", r"\div") else "*")
+                factor = self.unary()
+                factors.append(_arith(sp.Integer(1), factor, "/") if op in ("/", r"\div") else factor)
             elif self._starts_atom(t):
-                left = _arith(left, self.power(), "*")
+                factors.append(self.power())
             else:
-                return left
+                break
+        return first if len(factors) == 1 else _combine(factors, sp.Mul)
 
     def _starts_atom(self, t: tuple[str, str]) -> bool:
         kind, val = t
@@ -406,6 +412,22 @@ class Parser:
         if len({len(r) for r in rows}) != 1:
             raise ParseError("ragged matrix")
         return Matrix(tuple(rows))
+
+
+def _combine(items: list[Any], op: type) -> Any:
+    """sp.Add or sp.Mul of many items in one call (folding them one by one is
+    quadratic in sympy), with the exact numbers folded first under the size guard."""
+    for x in items:
+        if not isinstance(x, sp.Expr):
+            raise ParseError(f"arithmetic on a {type(x).__name__}")
+    number = sp.Integer(0 if op is sp.Add else 1)
+    rest = []
+    for x in items:
+        if x.is_Rational:
+            number = guard(number + x if op is sp.Add else number * x)
+        else:
+            rest.append(x)
+    return guard(op(number, *rest)) if rest else number
 
 
 def _arith(a: Any, b: Any, op: str) -> Any:
