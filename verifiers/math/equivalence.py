@@ -32,7 +32,7 @@ from typing import Any
 import sympy as sp
 
 from verifiers.math.extract import extract_answer, last_boxed
-from verifiers.math.normalize import AnswerTooHostile, check_static, choice_letter, normalize_text
+from verifiers.math.normalize import AnswerTooHostile, check_static, choice_letter, gold_choice, normalize_text
 from verifiers.math.parse import Intervals, Matrix, ParseError, Relation, Seq, TooLarge, parse_answer
 
 MAX_PRINT_CHARS = 300  # normalised forms longer than this are cut (never str() a huge object unguarded)
@@ -253,11 +253,11 @@ def judge(gold: str, pred_text: str) -> dict[str, Any]:
     out["gold_normalized"] = gold_text[:MAX_PRINT_CHARS]
     if extracted is None:
         return {**out, "verdict": "no_answer", "equal": False}
-    gold_choice = choice_letter(gold_text) if len(gold_text) <= 40 else None
-    if gold_choice is not None and len(gold_text.strip("()\\textbf{} .")) <= 1:
+    letter_of_gold = gold_choice(gold_text)
+    if letter_of_gold is not None:
         letter = choice_letter(normalize_text(extracted)) if len(extracted) <= MAX_PRINT_CHARS else None
-        out.update(gold_normalized=gold_choice, pred_normalized=letter)
-        equal = letter == gold_choice
+        out.update(gold_normalized=letter_of_gold, pred_normalized=letter)
+        equal = letter == letter_of_gold
         return {**out, "verdict": "correct" if equal else "incorrect", "equal": equal}
     try:
         check_static(extracted)

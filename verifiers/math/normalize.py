@@ -70,6 +70,15 @@ def check_static(text: str) -> None:
             depth = max(0, depth - 1)
 
 
+_GOLD_CHOICE = re.compile(r"^\s*(?:\(([A-Ea-e])\)|([A-E]))\s*$")
+
+
+def gold_choice(text: str) -> str | None:
+    """The letter if a (normalised) gold answer is a bare choice: ``B``, ``(B)``, ``(b)``."""
+    m = _GOLD_CHOICE.match(text)
+    return (m.group(1) or m.group(2)).upper() if m else None
+
+
 def choice_letter(text: str) -> str | None:
     """The multiple-choice letter A-E of a dressed answer, or None.
 
