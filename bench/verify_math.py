@@ -6,7 +6,7 @@
 Cases:
 - bench/data/math_heldout.jsonl: 287 hand-checked (gold, prediction, equal) cases
   across the format categories of issue 5, 40% non-equivalent;
-- bench/data/math_adversarial.jsonl: 72 non-equivalent or hostile cases (plus four
+- bench/data/math_adversarial.jsonl: 86 non-equivalent or hostile cases (four of them
   megabyte inputs built here), where any "equal" is a wrong accept;
 - the 5,276 labeled GSM8K model solutions of /work/shared/data/gsm8k (if present).
 

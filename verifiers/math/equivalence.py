@@ -177,10 +177,10 @@ def values_equal(gold: Any, pred: Any) -> bool:
     if isinstance(gold, Relation):
         if gold.op != "=" or pred.op != "=":
             return gold.op == pred.op and values_equal(gold.lhs, pred.lhs) and values_equal(gold.rhs, pred.rhs)
+        if _is_symbol(gold.lhs) and gold.lhs == pred.lhs:  # D = (0, 1) against D = (0, 1.0)
+            return values_equal(gold.rhs, pred.rhs)
         if not all(isinstance(x, sp.Expr) for x in (gold.lhs, gold.rhs, pred.lhs, pred.rhs)):
             return False
-        if _is_symbol(gold.lhs) and gold.lhs == pred.lhs:
-            return scalar_equal(gold.rhs, pred.rhs)
         d_gold, d_pred = gold.lhs - gold.rhs, pred.lhs - pred.rhs
         if d_gold == 0 or d_pred == 0:
             return d_gold == d_pred
