@@ -174,7 +174,10 @@ class MathChecker:
                                pred_normalized=fields.get("pred_normalized"), seconds=seconds,
                                error=fields.get("error", ""))
         finally:
-            self._idle.put(worker)
+            if self._closed:  # closed while this check ran: nobody will borrow the worker again
+                worker.kill()
+            else:
+                self._idle.put(worker)
 
     def check_many(self, pairs: Iterable[tuple[str, str]], jobs: int | None = None) -> list[MathVerdict]:
         """Verdicts for (gold, pred) pairs, in input order, on up to ``jobs`` workers at once."""

@@ -77,6 +77,7 @@ def _differs_at_probe(expr: sp.Expr, symbols: set, tol: float = 1e-20) -> bool:
 
 
 def scalar_equal(a: sp.Expr, b: sp.Expr) -> bool:
+    """Exact value equality of two scalar expressions (module conventions); False when unproven."""
     if a == b:
         return True
     if a.is_Rational and b.is_Rational:
