@@ -7,6 +7,7 @@
   constellation table RUN_DIR                        (the pass@k table of a run)
   constellation study [--preset study] [--seeds 4] [--out study] [--report-only]
   constellation probe [--preset tiny] [--problems 100] [--samples 8]   (is the task in the ZPD?)
+  constellation verify --verifier math FILE.jsonl    (verify {gold, pred} lines)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from constellation import config as config_mod
+from constellation import verify_cli
 from constellation.registry import ROLES, TASKS, plugins
 
 
@@ -159,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problems", type=int, default=100, help="evaluation problems sampled")
     p.add_argument("--samples", type=int, default=8, help="samples per problem")
     p.set_defaults(fn=_cmd_probe)
+    verify_cli.add_parser(sub)
     return ap
 
 

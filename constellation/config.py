@@ -77,11 +77,13 @@ class GeneratorConfig(_Section):
 
 
 class VerifierConfig(_Section):
-    impl: Annotated[str, _h('"dsl", "code", "arithmetic", a plugin name or "package.module:Class"')] = "dsl"
+    impl: Annotated[str, _h('"dsl", "code", "arithmetic", "math", a plugin name or "package.module:Class"')] = "dsl"
     threads: Annotated[int, _h("torch threads (unused by the pure-Python DSL verifier)")] = 1
     step_limit: Annotated[int, _h("interpreter steps per program run before a timeout verdict")] = 10_000
     code_timeout: Annotated[float, _h('"code" verifier: wall-clock seconds per candidate (the CPU-seconds limit is this, rounded up)')] = 5.0
     code_memory_mb: Annotated[int, _h('"code" verifier: address-space limit of the sandboxed child, MiB')] = 512
+    math_timeout: Annotated[float, _h("math verifier: hard deadline per candidate in seconds (worker killed after it)")] = 1.0
+    math_workers: Annotated[int, _h("math verifier: isolated checker processes working in parallel")] = 1
 
 
 class CriticConfig(_Section):

@@ -26,6 +26,7 @@ ROLES: dict[str, dict[str, tuple[str, str]]] = {
         "dsl": ("roles.verifier_dsl:DslVerifier", "exact verifier of the string DSL (own safe interpreter)"),
         "code": ("roles.verifier_code:CodeVerifier", "Python code against tests in a sandboxed child (rlimits, deadline)"),
         "arithmetic": ("roles.verifier_arithmetic:ArithmeticVerifier", "the arithmetic task: the last answer line against the true result"),
+        "math": ("roles.verifier_math:MathVerifier", "final math answers against Problem.reference (sympy, isolated workers)"),
     },
     "critic": {
         "small": ("roles.critic_learned:SmallCritic", "own tiny byte-level transformer + scalar head, trained online on verifier labels"),

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from constellation.config import Config
 from constellation.messages import Candidate, Problem, Verdict, Verdicts, VerifyRequest
 from roles.base import Role
+from roles.verdict_counter import VerdictCounter
 
 
 class CandidateVerifier(Role):
@@ -27,9 +28,7 @@ class CandidateVerifier(Role):
 
     def __init__(self, cfg: Config, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
-        self.verified = 0  # candidates verified since start
-        self.busy_seconds = 0.0  # time spent inside handle()
-        self.by_status: dict[str, int] = {}
+        self.counter = VerdictCounter()
 
     def setup(self) -> dict[str, Any]:
         return {"task": self.task}
@@ -47,14 +46,8 @@ class CandidateVerifier(Role):
         t0 = time.perf_counter()
         items = [self.verify_one(msg.problem, c) for c in msg.candidates]
         seconds = time.perf_counter() - t0
-        self.verified += len(items)
-        self.busy_seconds += seconds
-        for v in items:
-            self.by_status[v.status] = self.by_status.get(v.status, 0) + 1
+        self.counter.record(items, seconds)
         return Verdicts(request_id=msg.request_id, items=items, seconds=seconds)
 
     def stats(self) -> dict[str, float]:
-        out = {"done": float(self.verified),
-               "per_second": self.verified / self.busy_seconds if self.busy_seconds > 0 else 0.0}
-        out.update({f"status_{k}": float(n) for k, n in self.by_status.items()})
-        return out
+        return self.counter.stats()

@@ -1,0 +1,112 @@
+"""``constellation verify --verifier math FILE.jsonl``: verify a file of answers.
+
+Each input line is ``{"gold": str, "pred": str}``; each output line (stdout, in
+input order) is ``{"verdict", "equal", "extracted", "seconds"}``, plus ``"error"``
+when there is one. A malformed line (not JSON, not an object, a missing or
+non-string field) gets ``{"verdict": "parse_error", "error": ...}`` and the
+rest go on. A summary (count per verdict, median / p99 / max seconds) goes to
+stderr at the end. Exit code 0 when the file was read, 2 when it could not be.
+
+sympy is imported only by the worker processes, never by this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+CHUNK = 256  # lines verified per batch: output streams and memory stays bounded
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("verify", help="verify a JSONL file of {gold, pred} answers; one verdict line each")
+    p.add_argument("file", help="JSONL input, one {\"gold\": ..., \"pred\": ...} object per line ('-' = stdin)")
+    p.add_argument("--verifier", choices=["math"], default="math", help="which verifier (default: math)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes checking in parallel (default: 1)")
+    p.add_argument("--timeout", type=float, default=1.0, help="hard deadline per answer in seconds (default: 1.0)")
+    p.set_defaults(fn=run)
+
+
+def parse_line(line: str) -> tuple[str, str] | str:
+    """(gold, pred) of one input line, or the reason it is malformed."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        return f"not JSON: {e.msg} at column {e.colno}"
+    if not isinstance(obj, dict):
+        return f"not a JSON object but a {type(obj).__name__}"
+    for key in ("gold", "pred"):
+        if key not in obj:
+            return f"missing field {key!r}"
+        if not isinstance(obj[key], str):
+            return f"field {key!r} is a {type(obj[key]).__name__}, not a string"
+    return obj["gold"], obj["pred"]
+
+
+def _chunks(lines: Iterator[str]) -> Iterator[list[tuple[int, str]]]:
+    """Batches of (line number, line), blank lines left out (a trailing newline is not a record)."""
+    chunk: list[tuple[int, str]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        chunk.append((number, line))
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    seconds = sorted(row["seconds"] for row in rows)
+    if not seconds:
+        return "0 lines"
+    p99 = seconds[min(len(seconds) - 1, int(0.99 * len(seconds)))]
+    parts = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
+    return (f"{len(rows)} lines: {parts}; seconds median {statistics.median(seconds):.4f}, "
+            f"p99 {p99:.4f}, max {seconds[-1]:.4f}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from verifiers.math import MathChecker, MathCheckerError
+
+    if args.jobs < 1 or not args.timeout > 0:
+        print(f"error: --jobs must be >= 1 and --timeout > 0, got {args.jobs} and {args.timeout}", file=sys.stderr)
+        return 2
+    try:
+        stream = sys.stdin if args.file == "-" else Path(args.file).open(encoding="utf-8", errors="replace")
+    except OSError as e:
+        print(f"error: cannot read {args.file}: {e}", file=sys.stderr)
+        return 2
+    rows: list[dict[str, Any]] = []
+    try:
+        with stream, MathChecker(workers=args.jobs, timeout=args.timeout) as checker:
+            for chunk in _chunks(stream):
+                parsed = [(number, parse_line(line)) for number, line in chunk]
+                pairs = [p for _, p in parsed if isinstance(p, tuple)]
+                verdicts = iter(checker.check_many(pairs, jobs=args.jobs))
+                for number, item in parsed:
+                    if isinstance(item, str):
+                        row = {"verdict": "parse_error", "equal": False, "extracted": None, "seconds": 0.0,
+                               "error": f"line {number}: {item}"}
+                    else:
+                        v = next(verdicts)
+                        row = {"verdict": v.verdict, "equal": v.equal, "extracted": v.extracted,
+                               "seconds": round(v.seconds, 6)}
+                        if v.error:
+                            row["error"] = v.error
+                    rows.append(row)
+                    print(json.dumps(row, ensure_ascii=False))
+                sys.stdout.flush()
+    except MathCheckerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary(rows), file=sys.stderr)
+    return 0
