@@ -490,7 +490,8 @@ class Coordinator:
         n_val = g.val_problems if g.enabled else 0
         if n_val < 0 or n_val >= len(self.split.train):
             raise CoordinatorError(f"guard.val_problems = {n_val} must be >= 0 and below the training pool "
-                                   f"size ({len(self.split.train)} problems, task.n_train)")
+                                   f"size ({len(self.split.train)} problems, task.n_train); lower guard.val_problems or "
+                                   f"set guard.enabled=false")
         cut = len(self.split.train) - n_val
         self.train_pool, self.val_problems = self.split.train[:cut], self.split.train[cut:]
         self.guard = CollapseGuard(patience=g.patience, tolerance=g.tolerance, diversity_floor=g.diversity_floor)

@@ -74,11 +74,27 @@ def test_jsonl_code_task_completes_and_reports(tmp_path, model_cache):
     run_dir, events = up(tmp_path, model_cache, 'task.impl="jsonl"', f'task.path="{ROOT / "examples" / "code.jsonl"}"',
                          'verifier.impl="code"', "task.n_eval=4", "task.n_train=6", "task.n_labeled=6",
                          "coordinator.problems_per_round=6", "verifier.code_timeout=2.0",
-                         "coordinator.rationalize=true")
+                         "coordinator.rationalize=true", "guard.val_problems=2")
     assert [e for e in events if e["event"] == "rationalize"][0]["enabled"] is False  # code has no answer to hint
     evals = [e for e in events if e["event"] == "eval"]
     assert [e["model"] for e in evals] == ["base", "round-1"]
     assert all(0.0 <= v <= 1.0 for e in evals for v in e["pass_at_k"].values())
     db = sqlite3.connect(run_dir / "run.sqlite")
     statuses = dict(db.execute("SELECT status, COUNT(*) FROM verdicts GROUP BY status").fetchall())
-    assert sum(statuses.values()) == 4 * 8 * 2 + 6 * 4 and set(statuses) <= {"pass", "fail", "timeout", "crash", "memory"}
+    # eval: 4 problems x 8 samples, twice; train: the 4 problems left after the
+    # 2 validation ones, x 4; validation: 2 x 4, twice
+    assert sum(statuses.values()) == 4 * 8 * 2 + 4 * 4 + 2 * 4 * 2 and set(statuses) <= {"pass", "fail", "timeout", "crash", "memory"}
+
+
+def test_jsonl_math_task_with_the_math_verifier_completes(tmp_path, model_cache):
+    run_dir, events = up(tmp_path, model_cache, 'task.impl="jsonl"', f'task.path="{ROOT / "examples" / "math.jsonl"}"',
+                         'verifier.impl="math"', "task.n_eval=4", "task.n_train=5", "task.n_labeled=3",
+                         "guard.val_problems=2", "coordinator.rationalize=true")
+    assert [e for e in events if e["event"] == "rationalize"][0]["enabled"] is True  # math answers can be hinted
+    assert [e["model"] for e in events if e["event"] == "eval"] == ["base", "round-1"]
+    db = sqlite3.connect(run_dir / "run.sqlite")
+    details = {d for (d,) in db.execute("SELECT detail FROM verdicts")}
+    # the math verifier decided every candidate with one of its typed verdicts
+    assert details and details <= {"correct", "incorrect", "no_answer", "parse_error", "timeout"}
+    assert db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0] == db.execute(
+        "SELECT COUNT(*) FROM candidates").fetchone()[0]
