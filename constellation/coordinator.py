@@ -20,62 +20,40 @@ and the store's inserts are idempotent, so nothing is lost or counted twice.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
 import zlib
 from collections import defaultdict, deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from constellation import messages as m
 from constellation import pairs as pairs_lib
-from constellation.config import Config
 from constellation import rationalize
+from constellation.config import Config
 from constellation.guard import CollapseGuard, Reading, diversity
 from constellation.passk import crossover, mean_pass_at_k
-from constellation.registry import WORKER_ROLES, resolve_task
+from constellation.registry import resolve_task
 from constellation.selection import (Scored, agreement, group_results, select_training_examples,
                                      selection_accuracy, selection_table)
+from constellation.requests import CoordinatorError, Interrupted, RequestLoop
 from constellation.store import RunStore, candidate_order, load_split
 from constellation.transport import Link
 
 log = logging.getLogger("coordinator")
 
 POLICIES = ("best_of_k", "critic", "majority", "critic_vote", "oracle")
-MAX_ATTEMPTS = 3
+__all__ = ["Coordinator", "CoordinatorError", "Interrupted"]
 
 
-class CoordinatorError(RuntimeError):
-    pass
-
-
-class Interrupted(Exception):
-    pass
-
-
-@dataclass
-class Pending:
-    role: str
-    msg: Any
-    sent_at: float
-    attempts: int = 1
-
-
-class Coordinator:
+class Coordinator(RequestLoop):
     def __init__(self, cfg: Config, run_dir: Path, hub: Link, stop: threading.Event | None = None) -> None:
-        self.cfg, self.run_dir, self.hub = cfg, Path(run_dir), hub
-        self.stop = stop or threading.Event()
+        super().__init__(hub, stop or threading.Event(), cfg.coordinator.request_timeout)
+        self.cfg, self.run_dir = cfg, Path(run_dir)
         self.store = RunStore(run_dir)
         self.use_critic = cfg.critic.impl != "none"
-        self.pending: dict[str, Pending] = {}
-        self.ready: set[str] = set()
-        self.pids: dict[str, int] = {}  # role -> pid of the process that announced Ready
         self.gen_queue: deque[m.GenerateRequest] = deque()
-        self._next_id = 0
-        self._incarnation = f"{os.getpid()}.{int(time.time()) % 100000}"
         self._handlers: dict[type, Callable[[Any], None]] = {
             m.Candidates: self._on_candidates, m.Verdicts: self._on_verdicts, m.Scores: self._on_scores,
             m.AdapterReady: self._on_reply, m.AdapterLoaded: self._on_reply, m.CriticTrained: self._on_reply,
@@ -90,107 +68,33 @@ class Coordinator:
         self.served_version, self.served_path = 0, ""  # adapter the generator serves
         self.critic_version = 0
         self.hint: Callable[[m.Problem], str] | None = None  # the task's hint_prompt, when rationalizing
-        self._replies: dict[str, Any] = {}  # request_id -> reply, for one-off requests
-        self._unawaited: set[str] = set()  # requests whose reply nobody waits for
-        self.counters: dict[str, int] = defaultdict(int)
         self._last_progress = 0.0
         self._expected = 0
 
     # ------------------------------------------------------------------
-    # messaging engine
+    # hooks of the request loop (constellation/requests.py)
     # ------------------------------------------------------------------
-    def _rid(self, kind: str) -> str:
-        """Unique across coordinator incarnations: a late reply addressed to a
-        dead predecessor must never match a request of its successor."""
-        self._next_id += 1
-        return f"{kind}-{self._incarnation}-{self._next_id}"
+    def _before_poll(self) -> None:
+        self._fill_generation_window()
 
-    def _submit(self, role: str, msg: Any) -> None:
-        self.pending[msg.request_id] = Pending(role, msg, time.monotonic())
-        self.hub.send(msg, peer=role)
+    def _after_dispatch(self) -> None:
+        self._report_progress()
 
-    def _pump(self, done: Callable[[], bool]) -> None:
-        """Serve messages until ``done()``: the coordinator's only loop."""
-        while not done():
-            if self.stop.is_set():
-                raise Interrupted()
-            self._fill_generation_window()
-            env = self.hub.recv(timeout=0.5)
-            if env is None:
-                self._resend_timed_out()
-                continue
-            self._dispatch(env.peer, env.msg)
-            self._report_progress()
-
-    def _dispatch(self, peer: str | None, msg: Any) -> None:
-        if isinstance(msg, m.Ready):
-            return self._on_ready(peer or msg.role, msg)
-        rid = getattr(msg, "request_id", "")
-        pending = self.pending.pop(rid, None)
-        if pending is None:  # a duplicate after a re-send, or a decode error of ours
-            self.counters["ignored_replies"] += 1
-            log.warning("ignoring %s from %s for request %r (not pending)", type(msg).__name__, peer, rid)
-            return
-        if isinstance(msg, m.Error):
-            return self._on_error(pending, msg)
-        handler = self._handlers.get(type(msg))
-        if handler is None:
-            raise CoordinatorError(f"unexpected {type(msg).__name__} from {peer}")
-        handler(msg)
-
-    def _on_ready(self, role: str, msg: m.Ready) -> None:
-        previous = self.pids.get(role)
-        self.ready.add(role)
-        self.pids[role] = msg.pid
-        if previous is None:
-            log.info("%s ready (pid %d, impl %s)", role, msg.pid, msg.impl)
-            return
-        if previous == msg.pid:  # the same process answering a Hello
-            return
-        # a restarted role: it lost its in-flight work (and the generator its adapter)
-        mine = sorted((rid for rid, p in self.pending.items() if p.role == role), key=lambda r: int(r.split("-")[-1]))
-        log.warning("%s restarted (pid %d): re-sending %d in-flight requests", role, msg.pid, len(mine))
-        self.counters[f"restarts_{role}"] += 1
-        self.store.event("role_restart", self.round, role=role, pid=msg.pid, resent=len(mine))
+    def _on_role_restart(self, role: str, pid: int, resent: list[str]) -> None:
+        """Before the restarted role's requests are re-sent: record it, and
+        give a restarted generator back the adapter it served (the dealer keeps
+        order, so the reload arrives before any re-sent generation)."""
+        self.store.event("role_restart", self.round, role=role, pid=pid, resent=len(resent))
         if role == "generator" and self.served_version:
-            # restore the adapter before any re-sent generation (the dealer keeps order)
             load = m.LoadAdapter(request_id=self._rid("reload"), version=self.served_version, path=self.served_path)
             self._submit("generator", load)
             self._unawaited.add(load.request_id)
-        for rid in mine:
-            p = self.pending[rid]
-            p.attempts, p.sent_at = p.attempts + 1, time.monotonic()
-            self.hub.send(p.msg, peer=role)
-        self.counters["resent"] += len(mine)
-
-    def _on_error(self, pending: Pending, err: m.Error) -> None:
-        log.error("%s failed request %s (attempt %d): %s", pending.role, err.request_id, pending.attempts, err.message)
-        if pending.attempts >= MAX_ATTEMPTS:
-            raise CoordinatorError(f"{pending.role} failed request {err.request_id} {pending.attempts} times: {err.message}")
-        pending.attempts += 1
-        pending.sent_at = time.monotonic()
-        self.pending[err.request_id] = pending
-        self.hub.send(pending.msg, peer=pending.role)
-
-    def _resend_timed_out(self) -> None:
-        now = time.monotonic()
-        for rid, p in list(self.pending.items()):
-            if now - p.sent_at > self.cfg.coordinator.request_timeout:
-                log.warning("request %s to %s timed out; re-sending", rid, p.role)
-                p.sent_at, p.attempts = now, p.attempts + 1
-                self.hub.send(p.msg, peer=p.role)
 
     def _fill_generation_window(self) -> None:
         in_flight = sum(1 for p in self.pending.values() if isinstance(p.msg, m.GenerateRequest))
         while self.gen_queue and in_flight < self.cfg.coordinator.window:
             self._submit("generator", self.gen_queue.popleft())
             in_flight += 1
-
-    def _request(self, role: str, msg: Any) -> Any:
-        """Send one request and serve messages until its reply arrives."""
-        self._submit(role, msg)
-        self._pump(lambda: msg.request_id in self._replies)
-        return self._replies.pop(msg.request_id)
 
     # ------------------------------------------------------------------
     # handlers
@@ -222,13 +126,6 @@ class Coordinator:
         fresh = [(c, s) for c, s in zip(msg.candidate_ids, msg.scores) if c not in self.scores]
         self.store.add_scores([c for c, _ in fresh], [s for _, s in fresh], msg.critic_version)
         self.scores.update(fresh)
-
-    def _on_reply(self, msg: m.AdapterReady | m.AdapterLoaded | m.CriticTrained | m.Judgments) -> None:
-        """Replies that a phase waits for by request id (see _request)."""
-        if msg.request_id in self._unawaited:
-            self._unawaited.discard(msg.request_id)
-            return
-        self._replies[msg.request_id] = msg
 
     def _route_unfinished(self) -> None:
         """Send recorded-but-unverified candidates to the verifier and
@@ -519,22 +416,6 @@ class Coordinator:
                              falls=decision.falls, diversity_ratio=decision.diversity_ratio,
                              best_round=decision.best_round)
         return decision
-
-    def _wait_for_workers(self) -> None:
-        """Workers announce Ready when they start; a restarted coordinator
-        missed that, so it asks (Hello) every second until all have answered."""
-        log.info("waiting for workers: %s", ", ".join(WORKER_ROLES))
-        last_hello = 0.0
-        while not self.ready >= set(WORKER_ROLES):
-            if self.stop.is_set():
-                raise Interrupted()
-            if time.monotonic() - last_hello > 1.0:
-                for role in set(WORKER_ROLES) - self.ready:
-                    self.hub.send(m.Hello(), peer=role)
-                last_hello = time.monotonic()
-            env = self.hub.recv(timeout=0.2)
-            if env is not None:
-                self._dispatch(env.peer, env.msg)
 
     def close(self) -> None:
         self.store.close()

@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from constellation import study_figures
 from constellation.passk import TIE_EPSILON, pass_at_k
 from constellation.selection import AGREE, DISAGREE, POLICIES, group_results
 from constellation.store import connect, read_events, read_pools
@@ -328,7 +329,7 @@ def build_report(trajs: list[Trajectory], out_dir: Path, n_boot: int = 1000, sel
             findings["selection"] = "inconclusive"
             lines += ["The run had no critic (critic.impl = \"none\"): finding 1 cannot be tested.", ""]
         if figures:
-            _figure_selection(out_dir / "selection.png", sel, policies)
+            study_figures.selection(out_dir / "selection.png", sel, policies, CLASSES)
             lines += ["![selection](selection.png)", ""]
 
     # ---- 2. gain vs headroom -----------------------------------------
@@ -366,7 +367,7 @@ def build_report(trajs: list[Trajectory], out_dir: Path, n_boot: int = 1000, sel
                   f"mean gains: "
                   f"{', '.join(f'{100 * g:+.1f}' for g in gains)}).", ""]
         if figures:
-            _figure_headroom(out_dir / "gain_headroom.png", points, trajs, sizes, n_boot)
+            _draw_headroom(out_dir / "gain_headroom.png", points, trajs, sizes, n_boot)
             lines += ["![gain vs headroom](gain_headroom.png)", ""]
 
     # ---- 3. pass@k curves and crossover ------------------------------
@@ -421,7 +422,7 @@ def build_report(trajs: list[Trajectory], out_dir: Path, n_boot: int = 1000, sel
     lines += [f"Finding 3 (trained ahead at pass@8, base overtakes at pass@{ks[-1]}): **{findings['crossover']}** "
               f"(reproduced = final-minus-base interval at k=8 above 0, and base ahead at k={ks[-1]}).", ""]
     if figures:
-        _figure_passk(out_dir / "passk.png", curves, ks)
+        study_figures.pass_at_k(out_dir / "passk.png", curves, ks)
         lines += ["![pass@k](passk.png)", ""]
 
     # ---- per trajectory, and the collapse guard ----------------------
@@ -440,6 +441,16 @@ def build_report(trajs: list[Trajectory], out_dir: Path, n_boot: int = 1000, sel
     return Report(markdown, findings, numbers)
 
 
+def _draw_headroom(path: Path, points, trajs: list[Trajectory], sizes: list[int], n_boot: int) -> None:
+    """The fitted line and its band (the line refitted on each resample)."""
+    xs = np.linspace(min(p[1] for p in points), max(p[1] for p in points), 50)
+    slope, intercept = fit_line(points)
+    refits = [fit_line(round_points(trajs, plan)) for plan in resample_plans(sizes, n_boot, np.random.default_rng(2))]
+    lines = np.array([b + a * xs for a, b in refits if np.isfinite(a)])
+    band = tuple(np.percentile(lines, [2.5, 97.5], axis=0)) if len(lines) else None
+    study_figures.gain_vs_headroom(path, points, xs, intercept + slope * xs if np.isfinite(slope) else None, band)
+
+
 def _mean_gain(points: list[tuple[int, float, float]], r: int) -> float:
     gains = [g for rr, _, g in points if rr == r]
     return float(np.mean(gains)) if gains else math.nan
@@ -448,89 +459,3 @@ def _mean_gain(points: list[tuple[int, float, float]], r: int) -> float:
 def _class_share(trajs: list[Trajectory], k: int, c: int) -> float:
     counts = sum(t.sel_count[r][k].sum(axis=0) for t in trajs for r in t.rounds if r >= 1 and k in t.sel_count[r])
     return float(counts[c] / counts[0]) if counts[0] else math.nan
-
-
-# --------------------------------------------------------------------------
-# Figures (matplotlib, imported only here)
-# --------------------------------------------------------------------------
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _figure_selection(path: Path, sel: dict[int, tuple], policies: tuple[str, ...]) -> None:
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
-    ks = sorted(sel)
-    width = 0.8 / len(ks)
-    for c, ax in enumerate(axes):
-        for j, k in enumerate(ks):
-            est, lo, hi = sel[k]
-            x = np.arange(len(policies)) + (j - (len(ks) - 1) / 2) * width
-            y = 100 * est[:, c]
-            err = 100 * np.array([est[:, c] - lo[:, c], hi[:, c] - est[:, c]])
-            ax.bar(x, y, width, yerr=np.nan_to_num(err), capsize=2, label=f"k={k}")
-        ax.set_xticks(np.arange(len(policies)), policies, rotation=20)
-        ax.set_title(f"{CLASSES[c]} groups")
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("held-out accuracy of the pick (%)")
-    axes[0].legend()
-    fig.suptitle("Selection policies on the same candidates (95% bootstrap CI)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _figure_headroom(path: Path, points, trajs, sizes, n_boot) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for r in sorted({p[0] for p in points}):
-        pts = [p for p in points if p[0] == r]
-        ax.scatter([100 * p[1] for p in pts], [100 * p[2] for p in pts], label=f"round {r}")
-    xs = np.linspace(min(p[1] for p in points), max(p[1] for p in points), 50)
-    rng = np.random.default_rng(2)
-    lines = []
-    for plan in resample_plans(sizes, n_boot, rng):
-        slope, intercept = fit_line(round_points(trajs, plan))
-        if np.isfinite(slope):
-            lines.append(intercept + slope * xs)
-    slope, intercept = fit_line(points)
-    if np.isfinite(slope):
-        ax.plot(100 * xs, 100 * (intercept + slope * xs), color="black", label="least squares")
-        if lines:
-            lo, hi = np.percentile(np.array(lines), [2.5, 97.5], axis=0)
-            ax.fill_between(100 * xs, 100 * lo, 100 * hi, color="gray", alpha=0.25, label="95% CI")
-    ax.axhline(0, color="gray", lw=0.5)
-    ax.set_xlabel("headroom: 100 - pass@1 of the previous round (points)")
-    ax.set_ylabel("pass@1 gain of the round (points)")
-    _save(fig, ax, path)
-
-
-def _figure_passk(path: Path, curves: dict[int, tuple], ks: tuple[int, ...]) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r, (est, lo, hi) in curves.items():
-        if np.all(np.isnan(est)):
-            continue
-        label = "base" if r == 0 else f"round {r}"
-        (line,) = ax.plot(ks, 100 * est, label=label, color="black" if r == 0 else None, lw=2 if r == 0 else 1.5)
-        ax.fill_between(ks, 100 * lo, 100 * hi, alpha=0.15, color=line.get_color())
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("k")
-    ax.set_ylabel("pass@k (%)")
-    ax.set_title("pass@k with 95% bootstrap bands")
-    _save(fig, ax, path)
-
-
-def _save(fig, ax, path: Path) -> None:
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)

@@ -41,6 +41,7 @@ CriticTrainRequest with the recorded reply instead of training twice.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import math
 import time
@@ -132,14 +133,17 @@ class OnlineCritic(Role):
     name = "critic"
     accepts = (ScoreRequest, CriticTrainRequest)
 
+    @abc.abstractmethod
     def build_net(self) -> nn.Module:
-        raise NotImplementedError
+        """The network: (collated inputs) -> one logit per text."""
 
+    @abc.abstractmethod
     def encode(self, text: str) -> list[int]:
-        raise NotImplementedError
+        """One text -> its input ids (cut to the network's length)."""
 
+    @abc.abstractmethod
     def collate(self, seqs: list[list[int]]) -> tuple[torch.Tensor, ...]:
-        raise NotImplementedError
+        """Encoded texts -> the network's positional inputs."""
 
     def setup(self) -> dict[str, Any]:
         c = self.cfg.critic
