@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from constellation.config import Config
-from constellation.messages import AdapterLoaded, Candidate, Candidates, GenerateRequest, LoadAdapter
-from roles.base import Role
-from roles.generator_hf import read_base_path, request_seed
+from constellation.messages import AdapterLoaded, Candidate, GenerateRequest, LoadAdapter
+from roles.generator_hf import GeneratorRole, read_base_path, request_seed
 
 # Linear layers vLLM's LoRA serves in Llama-family decoders (Llama, Qwen2/3, Mistral): q/k/v are packed
 # into qkv_proj and gate/up into gate_up_proj, which accept the separate peft names.
@@ -98,17 +97,12 @@ def check_lora_settings(max_lora_rank: int, trainer_rank: int, trainer_targets: 
                                  "vLLM: " + "; ".join(problems))
 
 
-class VllmGenerator(Role):
-    name = "generator"
-    accepts = (GenerateRequest, LoadAdapter)
-
+class VllmGenerator(GeneratorRole):
     def __init__(self, cfg: Config, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
         self.llm = self.tokenizer = None
-        self.version, self.adapter_path = 0, ""  # adapter being served (0, "" = base)
-        self.lora = None  # its LoRARequest
+        self.lora = None  # the LoRARequest of the adapter being served (None = base)
         self.next_lora_id = 1  # vLLM ids must be > 0 and never reused for a different adapter
-        self.generated, self.busy_seconds = 0, 0.0
 
     def setup(self) -> dict[str, Any]:
         g = self.cfg.generator
@@ -142,22 +136,12 @@ class VllmGenerator(Role):
                      * head_dim * torch.empty(0, dtype=vc.model_config.dtype).element_size())
         return {"kv_cache_tokens": tokens, "kv_cache_gib": round(tokens * per_token / 2**30, 3)}
 
-    def handle(self, msg: Any) -> Any:
-        if isinstance(msg, GenerateRequest):
-            return self._generate(msg)
-        if isinstance(msg, LoadAdapter):
-            return self._load_adapter(msg)
-        raise TypeError(f"VllmGenerator handles GenerateRequest and LoadAdapter, got {type(msg).__name__}")
-
-    def _generate(self, req: GenerateRequest) -> Candidates:
+    def candidates(self, req: GenerateRequest) -> list[Candidate]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         from roles.base_model import encode_example
 
-        if req.k < 1:
-            raise ValueError(f"GenerateRequest {req.request_id}: k must be >= 1, got {req.k}")
-        t0 = time.perf_counter()
         s = req.sampling
         params = SamplingParams(n=req.k, temperature=max(0.0, s.temperature), top_p=s.top_p,
                                 max_tokens=s.max_new_tokens, logprobs=0, detokenize=False,
@@ -173,10 +157,7 @@ class VllmGenerator(Role):
                 items.append(Candidate(id=f"{req.candidate_prefix}/{p.id}/{i}", problem_id=p.id,
                                        text=self.tokenizer.decode(ids, skip_special_tokens=True),
                                        logprob=float(c.cumulative_logprob or 0.0), adapter_version=self.version))
-        seconds = time.perf_counter() - t0
-        self.generated += len(items)
-        self.busy_seconds += seconds
-        return Candidates(request_id=req.request_id, items=items, seconds=seconds)
+        return items
 
     def _load_adapter(self, msg: LoadAdapter) -> AdapterLoaded:
         from vllm.lora.request import LoRARequest
@@ -209,8 +190,3 @@ class VllmGenerator(Role):
 
     def loras_held(self) -> int:
         return len(self.llm.llm_engine.list_loras())
-
-    def stats(self) -> dict[str, float]:
-        return {"done": float(self.generated),
-                "per_second": self.generated / self.busy_seconds if self.busy_seconds > 0 else 0.0,
-                "adapter_version": float(self.version)}
