@@ -64,6 +64,7 @@ class ModelConfig(_Section):
     threads: Annotated[int, _h("torch threads while building the base model")] = 1
     quantization: Annotated[str, _h('"none" or "nf4": the trainer (star, dpo) and the policy_head critic load the base in 4-bit NF4 with double quantization (bitsandbytes, QLoRA); the generator is not affected')] = "none"
     compute_dtype: Annotated[str, _h('"float32", "bfloat16" or "float16": compute dtype of the 4-bit layers, and the dtype of the vLLM engine')] = "float32"
+    gradient_checkpointing: Annotated[bool, _h("trainer and policy_head critic: recompute each layer's activations in the backward pass (less memory, ~30% more compute; for large bases on a GPU)")] = False
 
 
 class SamplingConfig(_Section):
@@ -73,7 +74,7 @@ class SamplingConfig(_Section):
 
 
 class GeneratorConfig(_Section):
-    impl: Annotated[str, _h('"hf" or "package.module:Class"')] = "hf"
+    impl: Annotated[str, _h('"hf", "vllm" (one vLLM engine with LoRA hot-swap) or "package.module:Class"')] = "hf"
     threads: Annotated[int, _h("torch threads of the generator process")] = 1
     batch_size: Annotated[int, _h("sequences decoded together in one generate() call")] = 64
     python: Annotated[str, _h('interpreter the supervisor starts this role with ("" = its own); vllm on CPU: ".venv-vllm/bin/python" (scripts/make_vllm_venv.sh)')] = ""

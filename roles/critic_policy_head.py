@@ -65,7 +65,7 @@ class PolicyHeadCritic(OnlineCritic):
 
         quantization = self.cfg.model.quantization
         causal_lm = prepare_for_lora(load_base_causal_lm(path, quantization, self.cfg.model.compute_dtype),
-                                     quantization)
+                                     quantization, self.cfg.model.gradient_checkpointing)
         backbone = causal_lm.get_decoder() if hasattr(causal_lm, "get_decoder") else causal_lm.model
         for p in backbone.parameters():
             p.requires_grad_(False)

@@ -333,8 +333,8 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
               lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.0,
               lora_targets: list[str] | None = None, lr: float = 2e-3, epochs: int = 3,
               max_seconds: float = 60.0, batch_size: int = 16, seed: int = 0,
-              progress: Progress = None, quantization: str = "none",
-              compute_dtype: str = "float32") -> dict[str, float]:
+              progress: Progress = None, quantization: str = "none", compute_dtype: str = "float32",
+              gradient_checkpointing: bool = False) -> dict[str, float]:
     """LoRA on the base (fresh, or continued from ``init_adapter``), loss on the
     completion tokens + eos only. Stops after ``epochs`` or ``max_seconds``
     (0 = no limit), whichever first; linear warmup + cosine decay over the
@@ -350,7 +350,8 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
     t0 = time.monotonic()
     model, tokenizer = load_lora_model(base_path, init_adapter, lora_r=lora_r, lora_alpha=lora_alpha,
                                        lora_dropout=lora_dropout, lora_targets=lora_targets, seed=seed,
-                                       quantization=quantization, compute_dtype=compute_dtype)
+                                       quantization=quantization, compute_dtype=compute_dtype,
+                                       gradient_checkpointing=gradient_checkpointing)
     max_len = getattr(model.config, "max_position_embeddings", 1 << 30)
     pairs = [encode_example(tokenizer, e.prompt, e.completion) for e in examples]
     kept = [p for p in pairs if len(p[0]) <= max_len]
@@ -412,7 +413,8 @@ def optimizer_step(opt, params, loss, where: str) -> float:
 
 def load_lora_model(base_path: str | Path, init_adapter: str | None = None, *, lora_r: int = 16,
                     lora_alpha: int = 32, lora_dropout: float = 0.0, lora_targets: list[str] | None = None,
-                    seed: int = 0, quantization: str = "none", compute_dtype: str = "float32"):
+                    seed: int = 0, quantization: str = "none", compute_dtype: str = "float32",
+                    gradient_checkpointing: bool = False):
     """-> (peft model with a trainable LoRA, tokenizer): a fresh LoRA on the base
     (seeded init), or the adapter at ``init_adapter`` made trainable. The base
     is float32, or 4-bit NF4 with ``quantization = "nf4"`` (roles/quant.py);
@@ -423,7 +425,8 @@ def load_lora_model(base_path: str | Path, init_adapter: str | None = None, *, l
     from roles.quant import load_base_causal_lm, prepare_for_lora
 
     tokenizer = load_tokenizer(base_path)
-    base = prepare_for_lora(load_base_causal_lm(base_path, quantization, compute_dtype), quantization)
+    base = prepare_for_lora(load_base_causal_lm(base_path, quantization, compute_dtype), quantization,
+                            gradient_checkpointing)
     torch.manual_seed(seed)
     if init_adapter:
         return PeftModel.from_pretrained(base, init_adapter, is_trainable=True), tokenizer

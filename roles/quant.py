@@ -2,7 +2,7 @@
 
     check_quantization(quantization, compute_dtype)   -> the torch dtype name; ValueError on a bad value
     load_base_causal_lm(path, quantization, compute_dtype) -> a causal LM, frozen when quantized
-    prepare_for_lora(model, quantization)             -> the model ready for get_peft_model
+    prepare_for_lora(model, quantization, gradient_checkpointing) -> the model ready for get_peft_model
 
 ``model.quantization = "nf4"`` loads every linear layer of the base (not the
 embeddings, the norms or, for a tied model, the LM head) as 4-bit NF4 with
@@ -67,14 +67,18 @@ def load_base_causal_lm(path: str | Path, quantization: str = "none", compute_dt
                                                 device_map={"": device})
 
 
-def prepare_for_lora(model, quantization: str):
+def prepare_for_lora(model, quantization: str, gradient_checkpointing: bool = False):
     """A quantized base gets peft's k-bit preparation: frozen 4-bit weights,
-    norms and the output layer upcast to float32 for stable training, input
+    norms and embeddings upcast to float32 for stable training, input
     gradients enabled so LoRA gradients flow through the frozen layers.
-    Gradient checkpointing stays off: at this project's sequence lengths the
-    activations are small next to the base (see the README's memory plan)."""
-    if quantization == "none":
-        return model
-    from peft import prepare_model_for_kbit_training
+    ``gradient_checkpointing`` (model.gradient_checkpointing) recomputes each
+    layer in the backward pass: what lets a 4B base train next to vLLM on one
+    24 GB card (README, memory plan)."""
+    if quantization != "none":
+        from peft import prepare_model_for_kbit_training
 
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()  # the frozen embeddings' output must carry grad for recomputation
+    return model

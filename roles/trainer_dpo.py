@@ -233,7 +233,8 @@ class DpoTrainer(StarTrainer):
                                            lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
                                            lora_targets=list(t.lora_targets), seed=seed,
                                            quantization=self.cfg.model.quantization,
-                                           compute_dtype=self.cfg.model.compute_dtype)
+                                           compute_dtype=self.cfg.model.compute_dtype,
+                                           gradient_checkpointing=self.cfg.model.gradient_checkpointing)
         max_len = min(self.cfg.model.max_len, getattr(model.config, "max_position_embeddings", 1 << 30))
         try:
             metrics = train_dpo(model, tokenizer, msg.pairs, beta=t.beta, loss_type=t.loss_type,

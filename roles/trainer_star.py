@@ -75,7 +75,8 @@ class StarTrainer(Role):
                             lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, lora_targets=list(t.lora_targets),
                             lr=t.lr, epochs=t.epochs, max_seconds=t.max_seconds, batch_size=t.batch_size,
                             seed=self.cfg.run.seed * 1000 + msg.round,
-                            quantization=self.cfg.model.quantization, compute_dtype=self.cfg.model.compute_dtype)
+                            quantization=self.cfg.model.quantization, compute_dtype=self.cfg.model.compute_dtype,
+                            gradient_checkpointing=self.cfg.model.gradient_checkpointing)
         self.train_seconds += time.perf_counter() - t0
         self.trained_rounds += 1
         self.examples_seen += len(msg.examples)
