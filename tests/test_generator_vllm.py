@@ -153,3 +153,29 @@ def test_vllm_role_hot_swaps_trained_adapters_and_tags_candidates(vllm_python, t
     assert rss[-1] - rss[1] < 50, rss  # flat over the swaps (MiB)
     assert {c[3] for c in out["back_to_base"]} == {0} and out["loras_held_on_base"] == 0
     assert out["back_to_base"] == base  # after all the swaps, the base samples exactly as at the start
+
+
+@pytest.mark.slow
+def test_constellation_up_runs_the_vllm_generator_from_its_own_venv(vllm_python, tmp_path):
+    """The supervisor starts the generator with generator.python (.venv-vllm) and every other role with its
+    own interpreter; the round's adapter reaches vLLM and tags the round's evaluation candidates."""
+    import sqlite3
+
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "constellation.cli", "up", "--preset", "smoke",
+           "--set", f'run.runs_dir="{runs}"', "--set", f'model.cache_dir="{tmp_path / "cache"}"',
+           # head_dim 32 (vLLM's CPU attention serves 32..512); a longer warm start, so round 1 has examples
+           "--set", "model.heads=2", "--set", "model.warm_start_steps=1500",
+           "--set", 'generator.impl="vllm"', "--set", f'generator.python="{vllm_python}"']
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "GPU memory check skipped: no CUDA device" in proc.stdout
+    run_dir = next(d for d in runs.iterdir() if d.is_dir())
+    status = json.loads((run_dir / "status.json").read_text())
+    generator_pid = status["roles"]["generator"]["pid"]
+    assert "LLM engine (v0.32.0)" in (run_dir / "logs" / "generator.log").read_text(), generator_pid
+    db = sqlite3.connect(run_dir / "run.sqlite")
+    versions = dict(db.execute("SELECT phase || '/' || round, MAX(adapter_version) FROM candidates GROUP BY 1"))
+    db.close()
+    assert versions["eval/0"] == 0
+    assert versions["eval/1"] == 1 and (run_dir / "adapters" / "v1" / "adapter_config.json").exists(), versions
