@@ -140,6 +140,7 @@ def test_vllm_role_hot_swaps_trained_adapters_and_tags_candidates(vllm_python, t
     assert len(base) == len(v1_out) == 8  # 2 problems x k = 4
     assert [c[0] for c in base] == [f"eval/0/p{i}/{j}" for i in range(2) for j in range(4)]
     assert out["base_again"] == base  # same request, same candidates
+    assert out["many"] == 240  # a request larger than one engine step (seeded, CPU) does not crash
     assert {c[3] for c in base} == {0} and {c[3] for c in v1_out} == {1}
     assert [c[1] for c in v1_out] != [c[1] for c in base]  # the adapter changes what is sampled
     assert all(c[2] < 0 for c in base + v1_out)  # summed log-probs

@@ -37,6 +37,12 @@ def main() -> None:
         return [[c.id, c.text, c.logprob, c.adapter_version] for c in role.handle(req).items]
 
     out = {"info": info, "base": generate("g0"), "base_again": generate("g0b")}
+    # more prompt tokens than one engine step takes (vLLM's CPU budget: 4096): would split prefills
+    many = [Problem(id=f"m{i}", task="toy", prompt=("redbluefastdata" * 3)[i % 7:][:40] + "=>", data={}, reference="")
+            for i in range(120)]
+    req = GenerateRequest(request_id="many", problems=many, k=2, sampling=Sampling(max_new_tokens=8, seed=5),
+                          adapter_version=0, candidate_prefix="eval/m")
+    out["many"] = len(role.handle(req).items)
     role.handle(LoadAdapter(request_id="l1", version=1, path=v1))
     out["v1"] = generate("g1")
     out["resent_seconds"] = role.handle(LoadAdapter(request_id="l1b", version=1, path=v1)).seconds
