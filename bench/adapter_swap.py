@@ -3,9 +3,9 @@
     .venv/bin/python bench/adapter_swap.py                 # both backends (vllm from .venv-vllm)
     .venv/bin/python bench/adapter_swap.py --swaps 10 --prompts 64 --k 8
 
-Set-up (main venv): the default tiny Llama shape (hidden 128, 4 layers, 4
-heads: 0.87M parameters, untrained: the timing does not depend on the
-weights), DSL evaluation prompts, and two LoRA adapters of the trainer's
+Set-up (main venv): a Llama of the default tiny shape (hidden 128, 4 layers,
+4 heads: 0.87M parameters; ``--hidden/--layers/--heads`` for larger ones;
+untrained: the timing does not depend on the weights), DSL evaluation prompts, and two LoRA adapters of the trainer's
 default shape (r 16 on all seven projections) made by ``roles.lm.train_sft``.
 
 Each backend then runs in its own child process with its own interpreter
@@ -43,7 +43,7 @@ from constellation.config import from_dict  # noqa: E402
 from constellation.messages import GenerateRequest, LoadAdapter, Problem, Sampling  # noqa: E402
 
 
-def build(work: Path, n_prompts: int) -> None:
+def build(work: Path, n_prompts: int, hidden: int, layers: int, heads: int) -> None:
     """Base folder, two adapters and prompts.json in ``work`` (main venv)."""
     import torch
 
@@ -57,13 +57,15 @@ def build(work: Path, n_prompts: int) -> None:
     split = make_split(tcfg, seed=0)
     tokenizer = base_model.build_tokenizer(base_model.default_dsl_tokens(tcfg))
     base = work / "base"
-    base_model.build_tiny_model(ModelConfig(), tokenizer, seed=0).save_pretrained(base)
+    mcfg = ModelConfig(hidden_size=hidden, layers=layers, heads=heads, intermediate_size=3 * hidden)
+    base_model.build_tiny_model(mcfg, tokenizer, seed=0).save_pretrained(base)
     tokenizer.save_pretrained(base)
     (work / "base_model.txt").write_text(str(base))
     examples = [TrainExample(problem_id=p.id, prompt=p.prompt, completion=p.reference) for p in split.labeled]
     for v in (1, 2):
         lm.train_sft(base, examples, work / "adapters" / f"v{v}", epochs=1, max_seconds=0, seed=v)
     (work / "prompts.json").write_text(json.dumps([p.prompt for p in split.eval]))
+    (work / "params.json").write_text(json.dumps(sum(p.numel() for p in lm.load_model(base)[0].parameters())))
 
 
 def child(impl: str, work: Path, swaps: int, k: int, new_tokens: int) -> None:
@@ -118,6 +120,9 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--hidden", type=int, default=128, help="model width (MLP 3x); head_dim = hidden / heads")
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
     ap.add_argument("--child", choices=["hf", "vllm"])
     ap.add_argument("--work")
@@ -128,10 +133,11 @@ def main() -> None:
         raise SystemExit(f"{args.vllm_python} missing: run scripts/make_vllm_venv.sh first")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        build(work, args.prompts)
+        build(work, args.prompts, args.hidden, args.layers, args.heads)
+        n_params = json.loads((work / "params.json").read_text())
         results = {impl: run_child(python, impl, work, args)
                    for impl, python in (("hf", sys.executable), ("vllm", args.vllm_python))}
-    print(f"tiny Llama 0.87M params, {args.prompts} prompts x k={args.k}, <= {args.new_tokens} new tokens, "
+    print(f"Llama {n_params / 1e6:.2f}M params (hidden {args.hidden}, {args.layers} layers), {args.prompts} prompts x k={args.k}, <= {args.new_tokens} new tokens, "
           f"{args.swaps} swaps, 1 thread")
     for r in results.values():
         print(f"  {r['impl']:<5} setup {r['setup_s']:5.1f} s | swap -> first candidate: median "
