@@ -85,6 +85,20 @@ def test_nf4_lora_training_lowers_the_loss_and_saves_a_plain_peft_adapter(tiny_b
 
 @needs_bnb
 @pytest.mark.slow
+def test_dpo_on_an_nf4_base_raises_the_chosen_over_rejected_margin(tiny_base):
+    from constellation.messages import PreferencePair
+    from roles.trainer_dpo import train_dpo
+
+    model, tokenizer = lm.load_lora_model(tiny_base, lora_r=8, lora_alpha=16, quantization="nf4")
+    pairs = [PreferencePair(problem_id=f"p{i}", prompt=f"{e.prompt}", chosen=e.completion,
+                            rejected=e.completion.replace("upper", "lower"), source="verifier")
+             for i, e in enumerate(examples(32))]
+    m = train_dpo(model, tokenizer, pairs, beta=0.1, lr=1e-2, epochs=4, batch_size=8, max_len=64)
+    assert m["loss_last"] < m["loss_first"] and m["reward_margin"] > 0 and m["reward_accuracy"] > 0.9, m
+
+
+@needs_bnb
+@pytest.mark.slow
 def test_policy_head_critic_trains_on_an_nf4_base(tiny_base, tmp_path):
     import bitsandbytes as bnb
 
