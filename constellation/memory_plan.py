@@ -194,7 +194,10 @@ def gpu_memory_check(cfg, base_path: Path, gpu: dict | None = None) -> str:
     gpu = probe_gpu() if gpu is None else gpu
     if not gpu["cuda"]:
         return "GPU memory check skipped: no CUDA device (CPU run)"
-    shape = model_shape(json.loads((Path(base_path) / "config.json").read_text()))
+    try:
+        shape = model_shape(json.loads((Path(base_path) / "config.json").read_text()))
+    except KeyError as e:  # not a decoder this arithmetic knows
+        return f"GPU memory check skipped: {base_path}/config.json has no {e} (not a Llama-style decoder)"
     items = plan_memory(cfg, shape, gpu["total"])
     check_plan(items, gpu["free"])
     need = sum(it.bytes for it in items) + MARGIN

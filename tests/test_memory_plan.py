@@ -49,6 +49,12 @@ def test_gpu_check_refuses_with_the_numbers_when_the_card_is_busy(tmp_path):
     assert "10.00 GiB are free" in str(e.value) and "vLLM reserve 0.40" in str(e.value)
 
 
+def test_gpu_check_of_an_unknown_architecture_is_skipped_with_the_reason(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 512}))
+    gpu = {"cuda": True, "free": 10 * GIB, "total": 24 * GIB, "name": "test card"}
+    assert "skipped" in gpu_memory_check(config.load("tiny"), tmp_path, gpu=gpu)
+
+
 def test_memory_plan_against_the_real_card(tmp_path):
     gpu = probe_gpu()
     if not gpu["cuda"]:
