@@ -112,21 +112,22 @@ class VllmGenerator(GeneratorRole):
             import vllm
         except ImportError as e:
             raise ImportError(INSTALL_HINT) from e
+        import torch
+
         from roles.lm import load_tokenizer
 
         base = read_base_path(self.run_dir)
         self.tokenizer = load_tokenizer(base)
-        import torch
-
         max_model_len = g.max_model_len or self.cfg.model.max_len
-        # On CPU, vLLM 0.32 crashes when a seeded request's prefill is split into chunks ("CPU Generator does
-        # not use offset": it rewinds the per-request generator of a partial prefill, which CPU generators
-        # cannot do). Without chunked prefill a prompt is never split; seeded requests are our reproducibility.
-        cpu_only = {} if torch.cuda.is_available() else {"enable_chunked_prefill": False}
-        self.llm = vllm.LLM(**cpu_only, model=str(base), tokenizer=str(base), enable_lora=True, max_lora_rank=g.max_lora_rank,
+        # CPU only: (1) vLLM 0.32 crashes when a seeded request's prefill is split into chunks ("CPU Generator
+        # does not use offset": it rewinds the per-request generator of a partial prefill, which CPU generators
+        # cannot do); without chunked prefill no prompt is split, and seeded requests are our reproducibility.
+        # (2) eager mode: no torch.compile at start-up. On a GPU both stay at vLLM's defaults (CUDA graphs).
+        cpu_only = {} if torch.cuda.is_available() else {"enable_chunked_prefill": False, "enforce_eager": True}
+        self.llm = vllm.LLM(model=str(base), tokenizer=str(base), enable_lora=True, max_lora_rank=g.max_lora_rank,
                             max_loras=1, max_cpu_loras=1, gpu_memory_utilization=g.gpu_memory_utilization,
                             max_model_len=max_model_len, dtype=self.cfg.model.compute_dtype, seed=self.cfg.run.seed,
-                            enforce_eager=True)
+                            **cpu_only)
         return {"base": str(base), "vllm": vllm.__version__, "adapter_version": self.version,
                 "max_model_len": max_model_len, **self.kv_cache_info()}
 
