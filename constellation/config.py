@@ -62,6 +62,9 @@ class ModelConfig(_Section):
     warm_start_batch: Annotated[int, _h("warm-start batch size")] = 8
     warm_start_prompt_loss: Annotated[float, _h("warm start: weight of the LM loss on prompt tokens (the visible examples) added to the completion loss; 0 = completion only")] = 0.5
     threads: Annotated[int, _h("torch threads while building the base model")] = 1
+    quantization: Annotated[str, _h('"none" or "nf4": the trainer (star, dpo) and the policy_head critic load the base in 4-bit NF4 with double quantization (bitsandbytes, QLoRA); the generator is not affected')] = "none"
+    compute_dtype: Annotated[str, _h('"float32", "bfloat16" or "float16": compute dtype of the 4-bit layers, and the dtype of the vLLM engine')] = "float32"
+    gradient_checkpointing: Annotated[bool, _h("trainer and policy_head critic: recompute each layer's activations in the backward pass (less memory, ~30% more compute; for large bases on a GPU)")] = False
 
 
 class SamplingConfig(_Section):
@@ -71,9 +74,13 @@ class SamplingConfig(_Section):
 
 
 class GeneratorConfig(_Section):
-    impl: Annotated[str, _h('"hf" or "package.module:Class"')] = "hf"
+    impl: Annotated[str, _h('"hf", "vllm" (one vLLM engine with LoRA hot-swap) or "package.module:Class"')] = "hf"
     threads: Annotated[int, _h("torch threads of the generator process")] = 1
     batch_size: Annotated[int, _h("sequences decoded together in one generate() call")] = 64
+    python: Annotated[str, _h('interpreter the supervisor starts this role with ("" = its own); vllm on CPU: ".venv-vllm/bin/python" (scripts/make_vllm_venv.sh)')] = ""
+    gpu_memory_utilization: Annotated[float, _h("vllm: fraction of the GPU's memory (on CPU: of RAM) the engine reserves for weights and KV cache")] = 0.15
+    max_model_len: Annotated[int, _h("vllm: max tokens of prompt + completion; 0 = model.max_len")] = 0
+    max_lora_rank: Annotated[int, _h("vllm: largest LoRA rank the engine serves (8, 16, 32, 64, 128, 256, 320 or 512); an adapter of higher rank is refused at LoadAdapter")] = 16
 
 
 class VerifierConfig(_Section):

@@ -21,6 +21,7 @@ from typing import Any
 ROLES: dict[str, dict[str, tuple[str, str]]] = {
     "generator": {
         "hf": ("roles.generator_hf:HfGenerator", "transformers sampling on CPU/GPU; hot-loads peft adapters"),
+        "vllm": ("roles.generator_vllm:VllmGenerator", "one vLLM engine; each adapter version hot-swapped as a LoRARequest"),
     },
     "verifier": {
         "dsl": ("roles.verifier_dsl:DslVerifier", "exact verifier of the string DSL (own safe interpreter)"),

@@ -27,6 +27,7 @@ from rich.console import Console
 
 from constellation import config as config_mod
 from constellation import messages as m
+from constellation.memory_plan import PlanDoesNotFit, gpu_memory_check
 from constellation.registry import ALL_ROLES
 from constellation.transport import Link, free_tcp_endpoint, ipc_endpoint
 from launch.console import ConsoleView
@@ -63,6 +64,19 @@ class RoleProc:
                 "log": str(self.log_path)}
 
 
+def role_python(cfg: config_mod.Config, role: str) -> str:
+    """The interpreter a role starts with: ``generator.python`` for the
+    generator (e.g. the vLLM venv), this process's own for everything else."""
+    python = cfg.generator.python if role == "generator" else ""
+    if not python:
+        return sys.executable
+    path = Path(python).expanduser()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        hint = " (create it with scripts/make_vllm_venv.sh)" if ".venv-vllm" in python else ""
+        raise SupervisorError(f"generator.python = {python!r} is not an executable file{hint}")
+    return str(path.absolute())  # not resolved: a venv's python is a symlink that must keep its venv
+
+
 def make_run_dir(cfg: config_mod.Config) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(cfg.run.runs_dir).resolve() / f"{cfg.run.name}-{stamp}"
@@ -89,22 +103,24 @@ class Supervisor:
                               "lifecycle": ipc_endpoint(str(run_dir), "lifecycle")}
         else:
             raise SupervisorError(f"run.transport must be 'ipc' or 'tcp', got {cfg.run.transport!r}")
+        role_python(cfg, "generator")  # a wrong generator.python fails here, before anything starts
         (run_dir / "config.toml").write_text(config_mod.to_toml(cfg))
         (run_dir / "endpoints.json").write_text(json.dumps(self.endpoints, indent=1))
         self.life = Link("pull", self.endpoints["lifecycle"], bind=True)
 
     # ------------------------------------------------------------------
-    def _spawn(self, args: list[str], log_path: Path) -> subprocess.Popen:
+    def _spawn(self, args: list[str], log_path: Path, python: str = sys.executable) -> subprocess.Popen:
         env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         with open(log_path, "ab") as logf:
-            return subprocess.Popen([sys.executable, *args], stdout=logf, stderr=subprocess.STDOUT,
+            return subprocess.Popen([python, *args], stdout=logf, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent,
                                     start_new_session=True)
 
     def start_role(self, name: str) -> None:
         rp = self.roles[name]
-        rp.popen = self._spawn(["-m", "roles.process", name, str(self.run_dir)], rp.log_path)
+        rp.popen = self._spawn(["-m", "roles.process", name, str(self.run_dir)], rp.log_path,
+                               role_python(self.cfg, name))
         rp.state, rp.ready, rp.last_heartbeat = "starting", False, time.time()
 
     def prepare_base_model(self) -> Path:
@@ -211,6 +227,10 @@ class Supervisor:
             self.view.header(self.cfg)
             base = self.prepare_base_model()
             self.console.print(f"base model: {base}")
+            try:
+                self.console.print(gpu_memory_check(self.cfg, base))
+            except PlanDoesNotFit as e:  # refuse before any role takes memory, with the numbers
+                raise SupervisorError(str(e)) from e
             for name in ALL_ROLES:
                 self.start_role(name)
             self.wait_ready()

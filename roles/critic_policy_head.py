@@ -40,22 +40,32 @@ class PolicyHeadNet(nn.Module):
         self.head = nn.Linear(hidden, 1)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """ids (B, T) right-padded, mask (B, T) -> logits (B,)."""
+        """ids (B, T) right-padded, mask (B, T) -> logits (B,) on the CPU.
+
+        With a 4-bit base on a GPU the backbone and head live there: inputs go
+        to them, the logits come back (the online trainer keeps its labels on
+        the CPU). The head reads float32 whatever the compute dtype."""
+        dev = self.head.weight.device
+        ids, mask = ids.to(dev), mask.to(dev)
         h = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
         last = mask.sum(1) - 1  # index of the last real token per row
-        return self.head(h[torch.arange(len(ids)), last]).squeeze(-1)
+        return self.head(h[torch.arange(len(ids), device=dev), last].float()).squeeze(-1).cpu()
 
 
 class PolicyHeadCritic(OnlineCritic):
     def build_net(self) -> nn.Module:
         from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         c = self.cfg.critic
         path = read_base_path(self.run_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        causal_lm = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
+        from roles.quant import load_base_causal_lm, prepare_for_lora
+
+        quantization = self.cfg.model.quantization
+        causal_lm = prepare_for_lora(load_base_causal_lm(path, quantization, self.cfg.model.compute_dtype),
+                                     quantization, self.cfg.model.gradient_checkpointing)
         backbone = causal_lm.get_decoder() if hasattr(causal_lm, "get_decoder") else causal_lm.model
         for p in backbone.parameters():
             p.requires_grad_(False)
@@ -66,7 +76,9 @@ class PolicyHeadCritic(OnlineCritic):
         lora = LoraConfig(r=c.lora_r, lora_alpha=2 * c.lora_r, lora_dropout=0.0,
                           target_modules=list(c.lora_targets))
         self.max_tokens = min(c.max_len, causal_lm.config.max_position_embeddings)
-        return PolicyHeadNet(get_peft_model(backbone, lora), causal_lm.config.hidden_size)
+        net = PolicyHeadNet(get_peft_model(backbone, lora), causal_lm.config.hidden_size)
+        net.head.to(causal_lm.device)  # the backbone's device (cuda:0 for a 4-bit base on a GPU)
+        return net
 
     def encode(self, text: str) -> list[int]:
         ids = self.tokenizer.encode(text, add_special_tokens=False)

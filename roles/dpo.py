@@ -117,25 +117,31 @@ def pair_logps(model, batch: PairBatch):
     import torch
 
     backbone = _backbone(model)
+    # a 4-bit base on a GPU (model.quantization = "nf4"): inputs go to its device, results come back to the
+    # CPU, where the reference log-probs and weights live (a no-op on CPU)
+    dev = model.device
+    batch = PairBatch(*(t.to(dev) for t in (batch.prompt_ids, batch.prompt_len, batch.completion_ids,
+                                            batch.completion_mask)))
     B, P = batch.prompt_ids.shape
     first = backbone(input_ids=batch.prompt_ids, use_cache=True)
     cache = first.past_key_values
     cache.batch_repeat_interleave(2)  # (2B, ...): rows 2i, 2i+1 share prompt i
     prompt_len = batch.prompt_len.repeat_interleave(2)  # (2B,)
     C = batch.completion_ids.shape[1]
-    prompt_mask = (torch.arange(P)[None] < prompt_len[:, None]).long()  # (2B, P)
+    prompt_mask = (torch.arange(P, device=dev)[None] < prompt_len[:, None]).long()  # (2B, P)
     second = backbone(input_ids=batch.completion_ids,
                       attention_mask=torch.cat([prompt_mask, batch.completion_mask], 1),
-                      position_ids=prompt_len[:, None] + torch.arange(C)[None], past_key_values=cache, use_cache=True)
+                      position_ids=prompt_len[:, None] + torch.arange(C, device=dev)[None], past_key_values=cache,
+                      use_cache=True)
     # the hidden state before completion token j: the prompt's last real token for j = 0, else token j-1
-    last_prompt = first.last_hidden_state[torch.arange(B), batch.prompt_len - 1].repeat_interleave(2, 0)  # (2B, H)
+    last_prompt = first.last_hidden_state[torch.arange(B, device=dev), batch.prompt_len - 1].repeat_interleave(2, 0)  # (2B, H)
     hidden = torch.cat([last_prompt[:, None], second.last_hidden_state[:, :-1]], 1)  # (2B, C, H)
     mask = batch.completion_mask.bool()
     logits = _lm_head(model)(hidden[mask]).float()  # (N, V), N = completion tokens
     targets = batch.completion_ids[mask]
     token_logps = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
-    per_token = torch.zeros(mask.shape, dtype=token_logps.dtype).masked_scatter(mask, token_logps)  # (2B, C)
-    sums, lengths = per_token.sum(-1), mask.sum(-1)
+    per_token = torch.zeros(mask.shape, dtype=token_logps.dtype, device=dev).masked_scatter(mask, token_logps)
+    sums, lengths, per_token = per_token.sum(-1).cpu(), mask.sum(-1).cpu(), per_token.cpu()  # per_token (2B, C)
     return sums[0::2], sums[1::2], lengths[0::2], lengths[1::2], per_token[0::2]
 
 

@@ -39,18 +39,52 @@ def request_seed(seed: int, candidate_prefix: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(candidate_prefix.encode())) % (2**63)
 
 
-class HfGenerator(Role):
+class GeneratorRole(Role):
+    """What every generator shares: the message dispatch, the k check, the
+    candidate count and throughput, the adapter version being served.
+    Subclasses implement ``candidates(req)`` and ``_load_adapter(msg)``."""
+
     name = "generator"
     accepts = (GenerateRequest, LoadAdapter)
 
     def __init__(self, cfg: Config, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
-        self.model = self.tokenizer = None
-        self.base_path: Path | None = None
         self.version = 0  # adapter version being served
         self.adapter_path = ""
         self.generated = 0
         self.busy_seconds = 0.0
+
+    def handle(self, msg: Any) -> Any:
+        if isinstance(msg, GenerateRequest):
+            if msg.k < 1:
+                raise ValueError(f"GenerateRequest {msg.request_id}: k must be >= 1, got {msg.k}")
+            t0 = time.perf_counter()
+            items = self.candidates(msg)
+            seconds = time.perf_counter() - t0
+            self.generated += len(items)
+            self.busy_seconds += seconds
+            return Candidates(request_id=msg.request_id, items=items, seconds=seconds)
+        if isinstance(msg, LoadAdapter):
+            return self._load_adapter(msg)
+        raise TypeError(f"{type(self).__name__} handles GenerateRequest and LoadAdapter, got {type(msg).__name__}")
+
+    def candidates(self, req: GenerateRequest) -> list[Candidate]:
+        raise NotImplementedError
+
+    def _load_adapter(self, msg: LoadAdapter) -> AdapterLoaded:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, float]:
+        return {"done": float(self.generated),
+                "per_second": self.generated / self.busy_seconds if self.busy_seconds > 0 else 0.0,
+                "adapter_version": float(self.version)}
+
+
+class HfGenerator(GeneratorRole):
+    def __init__(self, cfg: Config, run_dir: Path) -> None:
+        super().__init__(cfg, run_dir)
+        self.model = self.tokenizer = None
+        self.base_path: Path | None = None
 
     def setup(self) -> dict[str, Any]:
         set_torch_threads(self.cfg.generator.threads)
@@ -61,30 +95,16 @@ class HfGenerator(Role):
         n_params = sum(p.numel() for p in self.model.parameters())
         return {"base": str(self.base_path), "params": n_params, "adapter_version": self.version}
 
-    def handle(self, msg: Any) -> Any:
-        if isinstance(msg, GenerateRequest):
-            return self._generate(msg)
-        if isinstance(msg, LoadAdapter):
-            return self._load_adapter(msg)
-        raise TypeError(f"HfGenerator handles GenerateRequest and LoadAdapter, got {type(msg).__name__}")
-
-    def _generate(self, req: GenerateRequest) -> Candidates:
+    def candidates(self, req: GenerateRequest) -> list[Candidate]:
         from roles.lm import sample
 
-        if req.k < 1:
-            raise ValueError(f"GenerateRequest {req.request_id}: k must be >= 1, got {req.k}")
-        t0 = time.perf_counter()
         s = req.sampling
         outs = sample(self.model, self.tokenizer, [p.prompt for p in req.problems], k=req.k,
                       temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
                       seed=request_seed(s.seed, req.candidate_prefix), batch_size=self.cfg.generator.batch_size)
-        items = [Candidate(id=f"{req.candidate_prefix}/{p.id}/{i}", problem_id=p.id, text=text, logprob=logprob,
-                           adapter_version=self.version)
-                 for p, samples in zip(req.problems, outs) for i, (text, logprob) in enumerate(samples)]
-        seconds = time.perf_counter() - t0
-        self.generated += len(items)
-        self.busy_seconds += seconds
-        return Candidates(request_id=req.request_id, items=items, seconds=seconds)
+        return [Candidate(id=f"{req.candidate_prefix}/{p.id}/{i}", problem_id=p.id, text=text, logprob=logprob,
+                          adapter_version=self.version)
+                for p, samples in zip(req.problems, outs) for i, (text, logprob) in enumerate(samples)]
 
     def _load_adapter(self, msg: LoadAdapter) -> AdapterLoaded:
         from roles.lm import load_model
@@ -102,8 +122,3 @@ class HfGenerator(Role):
             self.model, self.tokenizer = model, tokenizer  # the previous model is dropped here
             self.version, self.adapter_path = (msg.version if path else 0), path
         return AdapterLoaded(request_id=msg.request_id, version=self.version, seconds=time.perf_counter() - t0)
-
-    def stats(self) -> dict[str, float]:
-        return {"done": float(self.generated),
-                "per_second": self.generated / self.busy_seconds if self.busy_seconds > 0 else 0.0,
-                "adapter_version": float(self.version)}

@@ -35,16 +35,24 @@ from roles.base_model import (Progress, build_tokenizer, collate, encode_example
                               length_bucketed_batches, lr_factor, offline)
 
 
-def load_model(path: str | Path, adapter_path: str | None = None):
-    """-> (model, tokenizer) in eval mode. A peft adapter is merged into the
-    weights, so the result is a plain causal LM (fast path, no peft overhead)."""
+def load_tokenizer(path: str | Path):
+    """The model folder's tokenizer, left-padding, pad = eos when it has no pad."""
     offline()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model(path: str | Path, adapter_path: str | None = None):
+    """-> (model, tokenizer) in eval mode. A peft adapter is merged into the
+    weights, so the result is a plain causal LM (fast path, no peft overhead)."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="float32")
     if adapter_path:
         from peft import PeftModel
@@ -325,21 +333,25 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
               lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.0,
               lora_targets: list[str] | None = None, lr: float = 2e-3, epochs: int = 3,
               max_seconds: float = 60.0, batch_size: int = 16, seed: int = 0,
-              progress: Progress = None) -> dict[str, float]:
+              progress: Progress = None, quantization: str = "none", compute_dtype: str = "float32",
+              gradient_checkpointing: bool = False) -> dict[str, float]:
     """LoRA on the base (fresh, or continued from ``init_adapter``), loss on the
     completion tokens + eos only. Stops after ``epochs`` or ``max_seconds``
     (0 = no limit), whichever first; linear warmup + cosine decay over the
     planned steps. Saves the adapter to ``out_dir`` atomically (temp + rename;
     an existing out_dir is replaced). Raises FloatingPointError on a NaN/inf
     loss without writing anything. -> {loss_first, loss_last, steps, seconds,
-    n_examples, n_too_long}."""
+    n_examples, n_too_long}. ``quantization = "nf4"``: QLoRA on a 4-bit base
+    (roles/quant.py)."""
     import torch
 
     if not examples:
         raise ValueError("train_sft: no examples")
     t0 = time.monotonic()
     model, tokenizer = load_lora_model(base_path, init_adapter, lora_r=lora_r, lora_alpha=lora_alpha,
-                                       lora_dropout=lora_dropout, lora_targets=lora_targets, seed=seed)
+                                       lora_dropout=lora_dropout, lora_targets=lora_targets, seed=seed,
+                                       quantization=quantization, compute_dtype=compute_dtype,
+                                       gradient_checkpointing=gradient_checkpointing)
     max_len = getattr(model.config, "max_position_embeddings", 1 << 30)
     pairs = [encode_example(tokenizer, e.prompt, e.completion) for e in examples]
     kept = [p for p in pairs if len(p[0]) <= max_len]
@@ -360,7 +372,8 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
             if max_seconds and elapsed >= max_seconds:
                 break
             schedule_lr(opt, lr, step, total, elapsed, max_seconds)
-            input_ids, mask, labels = collate([kept[i] for i in batch], tokenizer.pad_token_id)
+            input_ids, mask, labels = (t.to(model.device) for t in collate([kept[i] for i in batch],
+                                                                           tokenizer.pad_token_id))
             loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
             losses.append(optimizer_step(opt, params, loss, f"train_sft: step {step} (lr {lr})"))
             step += 1
@@ -400,13 +413,20 @@ def optimizer_step(opt, params, loss, where: str) -> float:
 
 def load_lora_model(base_path: str | Path, init_adapter: str | None = None, *, lora_r: int = 16,
                     lora_alpha: int = 32, lora_dropout: float = 0.0, lora_targets: list[str] | None = None,
-                    seed: int = 0):
+                    seed: int = 0, quantization: str = "none", compute_dtype: str = "float32",
+                    gradient_checkpointing: bool = False):
     """-> (peft model with a trainable LoRA, tokenizer): a fresh LoRA on the base
-    (seeded init), or the adapter at ``init_adapter`` made trainable."""
+    (seeded init), or the adapter at ``init_adapter`` made trainable. The base
+    is float32, or 4-bit NF4 with ``quantization = "nf4"`` (roles/quant.py);
+    either way the saved adapter is a plain peft adapter."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    base, tokenizer = load_model(base_path)
+    from roles.quant import load_base_causal_lm, prepare_for_lora
+
+    tokenizer = load_tokenizer(base_path)
+    base = prepare_for_lora(load_base_causal_lm(base_path, quantization, compute_dtype), quantization,
+                            gradient_checkpointing)
     torch.manual_seed(seed)
     if init_adapter:
         return PeftModel.from_pretrained(base, init_adapter, is_trainable=True), tokenizer

@@ -231,7 +231,10 @@ class DpoTrainer(StarTrainer):
         seed = self.cfg.run.seed * 1000 + msg.round
         model, tokenizer = load_lora_model(self.base_path, self.last_path or None, lora_r=t.lora_r,
                                            lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
-                                           lora_targets=list(t.lora_targets), seed=seed)
+                                           lora_targets=list(t.lora_targets), seed=seed,
+                                           quantization=self.cfg.model.quantization,
+                                           compute_dtype=self.cfg.model.compute_dtype,
+                                           gradient_checkpointing=self.cfg.model.gradient_checkpointing)
         max_len = min(self.cfg.model.max_len, getattr(model.config, "max_position_embeddings", 1 << 30))
         try:
             metrics = train_dpo(model, tokenizer, msg.pairs, beta=t.beta, loss_type=t.loss_type,

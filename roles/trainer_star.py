@@ -48,6 +48,9 @@ class StarTrainer(Role):
 
     def setup(self) -> dict[str, Any]:
         set_torch_threads(self.cfg.trainer.threads)
+        from roles.quant import check_quantization
+
+        check_quantization(self.cfg.model.quantization, self.cfg.model.compute_dtype)  # at start-up, not mid-run
         self.base_path = read_base_path(self.run_dir)
         self.adapters_dir.mkdir(parents=True, exist_ok=True)
         done = sorted((int(m.group(1)), p) for p in self.adapters_dir.iterdir()
@@ -71,7 +74,9 @@ class StarTrainer(Role):
         metrics = train_sft(self.base_path, msg.examples, out_dir, init_adapter=init, lora_r=t.lora_r,
                             lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, lora_targets=list(t.lora_targets),
                             lr=t.lr, epochs=t.epochs, max_seconds=t.max_seconds, batch_size=t.batch_size,
-                            seed=self.cfg.run.seed * 1000 + msg.round)
+                            seed=self.cfg.run.seed * 1000 + msg.round,
+                            quantization=self.cfg.model.quantization, compute_dtype=self.cfg.model.compute_dtype,
+                            gradient_checkpointing=self.cfg.model.gradient_checkpointing)
         self.train_seconds += time.perf_counter() - t0
         self.trained_rounds += 1
         self.examples_seen += len(msg.examples)
