@@ -35,7 +35,7 @@ from constellation.config import Config
 from constellation.guard import CollapseGuard, Reading, diversity
 from constellation.passk import crossover, mean_pass_at_k
 from constellation.registry import resolve_task
-from constellation.selection import (Scored, agreement, group_results, select_training_examples,
+from constellation.selection import (POLICIES, Scored, agreement, group_results, select_training_examples,
                                      selection_accuracy, selection_table)
 from constellation.requests import CoordinatorError, Interrupted, RequestLoop
 from constellation.store import RunStore, candidate_order, load_split
@@ -43,7 +43,6 @@ from constellation.transport import Link
 
 log = logging.getLogger("coordinator")
 
-POLICIES = ("best_of_k", "critic", "majority", "critic_vote", "oracle")
 __all__ = ["Coordinator", "CoordinatorError", "Interrupted"]
 
 

@@ -22,11 +22,6 @@ pytestmark = pytest.mark.slow
 ROLES = ("coordinator", "generator", "verifier", "critic", "trainer")
 
 
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("model-cache")
-
-
 def _up_cmd(runs: Path, cache: Path, *sets: str) -> list[str]:
     cmd = [sys.executable, "-m", "constellation.cli", "up", "--preset", "smoke",
            "--set", f'run.runs_dir="{runs}"', "--set", f'model.cache_dir="{cache}"']

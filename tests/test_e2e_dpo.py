@@ -4,32 +4,17 @@ Real processes, real sockets, a tiny model; slow."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from smoke_run import up_smoke
+
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("model-cache")
-
-
 def _up(tmp_path: Path, cache: Path, *sets: str) -> tuple[Path, list[dict]]:
-    runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "constellation.cli", "up", "--preset", "smoke",
-           "--set", f'run.runs_dir="{runs}"', "--set", f'model.cache_dir="{cache}"', "--set", 'trainer.impl="dpo"']
-    for s in sets:
-        cmd += ["--set", s]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_dir = next(d for d in runs.iterdir() if d.is_dir())
-    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    return run_dir, events
+    return up_smoke(tmp_path, cache, 'trainer.impl="dpo"', *sets)
 
 
 def test_dpo_critic_pairs_two_iterative_rounds(tmp_path, model_cache):

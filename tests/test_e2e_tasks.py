@@ -4,13 +4,12 @@ plus overrides, all five role processes, a real tiny model)."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from smoke_run import up_smoke
 
 pytestmark = pytest.mark.slow
 
@@ -20,23 +19,8 @@ ARITHMETIC = ['task.impl="arithmetic"', 'verifier.impl="arithmetic"', "coordinat
               "sampling.max_new_tokens=180", "coordinator.k=2", "coordinator.problems_per_round=30"]
 
 
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("model-cache")
-
-
 def up(tmp_path: Path, cache: Path, *sets: str) -> tuple[Path, list[dict]]:
-    runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "constellation.cli", "up", "--preset", "smoke",
-           "--set", f'run.runs_dir="{runs}"', "--set", f'model.cache_dir="{cache}"']
-    for s in sets:
-        cmd += ["--set", s]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_dir = next(d for d in runs.iterdir() if d.is_dir())
-    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert events[-1]["event"] == "run_end" and events[-1]["ok"]
-    return run_dir, events
+    return up_smoke(tmp_path, cache, *sets, timeout=600)
 
 
 def rationale_rows(run_dir: Path) -> list[tuple[str, str, str]]:

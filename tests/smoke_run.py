@@ -1,0 +1,26 @@
+"""`constellation up --preset smoke` in a child process, for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def up_smoke(tmp_path: Path, cache: Path, *sets: str, timeout: float = 900) -> tuple[Path, list[dict]]:
+    """Run the smoke preset with ``--set`` overrides, in tmp_path/runs, with the
+    base model cached in ``cache``; assert it ended ok -> (run dir, events)."""
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "constellation.cli", "up", "--preset", "smoke",
+           "--set", f'run.runs_dir="{runs}"', "--set", f'model.cache_dir="{cache}"']
+    for s in sets:
+        cmd += ["--set", s]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = next(d for d in runs.iterdir() if d.is_dir())
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    assert events[-1]["event"] == "run_end" and events[-1]["ok"]
+    return run_dir, events
