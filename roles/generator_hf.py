@@ -13,6 +13,7 @@ and its candidate prefix, so a re-sent request yields the same candidates.
 
 from __future__ import annotations
 
+import abc
 import time
 import zlib
 from pathlib import Path
@@ -68,11 +69,13 @@ class GeneratorRole(Role):
             return self._load_adapter(msg)
         raise TypeError(f"{type(self).__name__} handles GenerateRequest and LoadAdapter, got {type(msg).__name__}")
 
+    @abc.abstractmethod
     def candidates(self, req: GenerateRequest) -> list[Candidate]:
-        raise NotImplementedError
+        """k candidates per problem of the request, ids f"{prefix}/{problem.id}/{i}"."""
 
+    @abc.abstractmethod
     def _load_adapter(self, msg: LoadAdapter) -> AdapterLoaded:
-        raise NotImplementedError
+        """Serve the announced adapter version (or the base for version 0)."""
 
     def stats(self) -> dict[str, float]:
         return {"done": float(self.generated),
