@@ -246,9 +246,14 @@ def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: 
 # --------------------------------------------------------------------------
 
 
+# model fields that do not change the warm-started base: where it is cached,
+# threads, and how the trainer/critic load it later (4-bit, dtype, checkpointing)
+KEY_IGNORED_MODEL_FIELDS = ("base", "cache_dir", "threads", "quantization", "compute_dtype", "gradient_checkpointing")
+
+
 def base_model_key(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: list[Problem],
                    dsl_tokens: list[str]) -> str:
-    model_fields = {k: v for k, v in msgspec.to_builtins(mcfg).items() if k not in ("base", "cache_dir", "threads")}
+    model_fields = {k: v for k, v in msgspec.to_builtins(mcfg).items() if k not in KEY_IGNORED_MODEL_FIELDS}
     # only the budget in force changes the model (and a time-budgeted key stays
     # what it was before step budgets existed, so those caches remain valid)
     model_fields.pop("warm_start_seconds" if mcfg.warm_start_steps > 0 else "warm_start_steps")

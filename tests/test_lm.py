@@ -129,6 +129,9 @@ def test_cache_key_covers_seed_task_and_model(tmp_path):
     # a step budget makes the time budget irrelevant, so it leaves the key alone
     assert key == base_model.base_model_key(tiny_mcfg(tmp_path, warm_start_seconds=99.0), TCFG, 0, labeled, TOKENS)
     assert key != base_model.base_model_key(tiny_mcfg(tmp_path, warm_start_steps=251), TCFG, 0, labeled, TOKENS)
+    # how the trainer later loads the base (4-bit, dtype) does not change the base itself
+    assert key == base_model.base_model_key(tiny_mcfg(tmp_path, quantization="nf4", compute_dtype="bfloat16",
+                                                      gradient_checkpointing=True), TCFG, 0, labeled, TOKENS)
 
 
 def test_folder_without_marker_is_rebuilt(tmp_path):
