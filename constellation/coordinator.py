@@ -215,10 +215,13 @@ class Coordinator(RequestLoop):
         plist = list(pools.values())
         agree = [p for p in plist if agreement([s for s in p if s.visible_pass]) is True]
         policies = [pol for pol in POLICIES if self.use_critic or "critic" not in pol]
-        sel = {pol: selection_accuracy(plist, sel_k, pol) for pol in policies}
         # every policy on the same candidates, at several k, split by agree/disagree
         ks = [k for k in e.selection_ks if k <= e.n_samples]
         table = selection_table(group_results(pools, ks, policies))
+        # the one-line figure at selection_k: read from the table when it has that k
+        # ("all" averages the same groups as selection_accuracy), else computed
+        sel = ({pol: table[str(sel_k)]["all"][pol] for pol in policies} if str(sel_k) in table
+               else {pol: selection_accuracy(plist, sel_k, pol) for pol in policies})
         model = "base" if round == 0 else f"round-{round}"
         self.store.event("eval", round, model=model, adapter_version=self.served_version,
                          n_problems=len(plist), n_samples=e.n_samples,
