@@ -77,8 +77,12 @@ def test_jsonl_math_task_with_the_math_verifier_completes(tmp_path, model_cache)
     assert [e for e in events if e["event"] == "rationalize"][0]["enabled"] is True  # math answers can be hinted
     assert [e["model"] for e in events if e["event"] == "eval"] == ["base", "round-1"]
     db = sqlite3.connect(run_dir / "run.sqlite")
-    details = {d for (d,) in db.execute("SELECT detail FROM verdicts")}
-    # the math verifier decided every candidate with one of its typed verdicts
-    assert details and details <= {"correct", "incorrect", "no_answer", "parse_error", "timeout"}
+    # the math verifier decided every candidate with one of its typed verdicts. Only
+    # kinds are asserted: which kind a candidate of a briefly trained model gets (and
+    # the error text a timeout under load appends to the detail) is not the point here
+    statuses = {s for (s,) in db.execute("SELECT status FROM verdicts")}
+    kinds = {d.partition(":")[0] for (d,) in db.execute("SELECT detail FROM verdicts")}
+    assert statuses and statuses <= {"pass", "fail", "parse_error", "timeout"}
+    assert kinds <= {"correct", "incorrect", "no_answer", "parse_error", "timeout"}
     assert db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0] == db.execute(
         "SELECT COUNT(*) FROM candidates").fetchone()[0]
