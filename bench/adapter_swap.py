@@ -6,7 +6,7 @@
 Set-up (main venv): a Llama of the default tiny shape (hidden 128, 4 layers,
 4 heads: 0.87M parameters; ``--hidden/--layers/--heads`` for larger ones;
 untrained: the timing does not depend on the weights), DSL evaluation prompts, and two LoRA adapters of the trainer's
-default shape (r 16 on all seven projections) made by ``roles.lm.train_sft``.
+default shape (r 16 on all seven projections) made by ``constellation.models.lm.train_sft``.
 
 Each backend then runs in its own child process with its own interpreter
 (hf: this one; vllm: ``.venv-vllm/bin/python``, see scripts/make_vllm_venv.sh),
@@ -39,8 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from constellation.config import from_dict  # noqa: E402
-from constellation.messages import GenerateRequest, LoadAdapter, Problem, Sampling  # noqa: E402
+from constellation.protocol.config import from_dict  # noqa: E402
+from constellation.protocol.messages import GenerateRequest, LoadAdapter, Problem, Sampling  # noqa: E402
 
 
 def build(work: Path, n_prompts: int, hidden: int, layers: int, heads: int) -> None:
@@ -48,10 +48,10 @@ def build(work: Path, n_prompts: int, hidden: int, layers: int, heads: int) -> N
     import torch
 
     torch.set_num_threads(1)
-    from constellation.config import ModelConfig, TaskConfig
-    from constellation.messages import TrainExample
-    from roles import base_model, lm
-    from verifiers.dsl_tasks import make_split
+    from constellation.protocol.config import ModelConfig, TaskConfig
+    from constellation.protocol.messages import TrainExample
+    from constellation.models import base_model, lm
+    from constellation.tasks.dsl import make_split
 
     tcfg = TaskConfig(n_labeled=10, n_train=10, n_eval=n_prompts)
     split = make_split(tcfg, seed=0)
@@ -70,7 +70,7 @@ def build(work: Path, n_prompts: int, hidden: int, layers: int, heads: int) -> N
 
 def child(impl: str, work: Path, swaps: int, k: int, new_tokens: int) -> None:
     """Runs under the backend's interpreter; prints one JSON line."""
-    from constellation.registry import resolve_role
+    from constellation.runtime.registry import resolve_role
 
     cfg = from_dict({"generator": {"impl": impl, "gpu_memory_utilization": 0.15}})
     t0 = time.perf_counter()

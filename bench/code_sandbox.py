@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from roles.verifier_code import program_text  # noqa: E402
 from verifiers.code import Limits, run_tests  # noqa: E402
-from verifiers.jsonl_tasks import load  # noqa: E402
+from constellation.tasks.jsonl import load  # noqa: E402
 
 
 def in_process(program: str, tests: list[str]) -> bool:

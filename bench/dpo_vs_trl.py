@@ -45,9 +45,9 @@ sys.path.insert(0, str(ROOT))
 def _setup(batch: int, tmp: Path, seed: int = 0):
     import torch
 
-    from constellation.config import ModelConfig, TaskConfig, TrainerConfig
-    from roles import base_model, lm
-    from verifiers.dsl_tasks import make_split
+    from constellation.protocol.config import ModelConfig, TaskConfig, TrainerConfig
+    from constellation.models import base_model, lm
+    from constellation.tasks.dsl import make_split
 
     torch.set_num_threads(1)
     tcfg, mcfg, tr = TaskConfig(n_labeled=0, n_train=batch * 4, n_eval=0), ModelConfig(), TrainerConfig()
@@ -71,8 +71,8 @@ def _setup(batch: int, tmp: Path, seed: int = 0):
 def ours_stepper(rows, lora, lr):
     import torch
 
-    from roles import dpo
-    from roles.lm import optimizer_step
+    from constellation.models import dpo
+    from constellation.models.lm import optimizer_step
 
     model, tok = lora()
     enc = [dpo.encode_pair(tok, p, c, r, 256) for p, c, r in rows]

@@ -17,8 +17,8 @@ import statistics
 import tempfile
 import time
 
-from constellation import messages as m
-from constellation.transport import Link, free_tcp_endpoint, ipc_endpoint
+from constellation.protocol import messages as m
+from constellation.protocol.transport import Link, free_tcp_endpoint, ipc_endpoint
 
 
 def _echo(endpoint: str, n: int) -> None:

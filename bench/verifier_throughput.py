@@ -17,10 +17,10 @@ import random
 import statistics
 import time
 
-from constellation.config import TaskConfig
-from constellation.messages import Candidate
+from constellation.protocol.config import TaskConfig
+from constellation.protocol.messages import Candidate
 from verifiers import dsl
-from verifiers.dsl_tasks import make_split
+from constellation.tasks.dsl import make_split
 
 
 def _candidates(problems, k: int, rng: random.Random, distinct: bool) -> list[tuple]:

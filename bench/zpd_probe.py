@@ -34,14 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from constellation.config import Config, apply_overrides, from_dict  # noqa: E402
-from constellation.messages import Candidate, TrainExample  # noqa: E402
-from constellation.passk import pass_at_k  # noqa: E402
+from constellation.protocol.config import Config, apply_overrides, from_dict  # noqa: E402
+from constellation.protocol.messages import Candidate, TrainExample  # noqa: E402
+from constellation.algorithms.passk import pass_at_k  # noqa: E402
 
 
 def evaluate(model, tokenizer, problems, n: int, cfg: Config, seed: int, label: str) -> dict[str, float]:
     """n samples per problem -> pass@k (held-out correct) overall and pass@1 per depth."""
-    from roles.lm import sample
+    from constellation.models.lm import sample
     from verifiers.dsl import verify
 
     t0 = time.monotonic()
@@ -70,7 +70,7 @@ def evaluate(model, tokenizer, problems, n: int, cfg: Config, seed: int, label: 
 
 def star_round(model, tokenizer, base_path, problems, cfg: Config, k: int, seconds: float, seed: int, out_dir: Path,
                per_problem: int = 1):
-    from roles.lm import load_model, sample, train_sft
+    from constellation.models.lm import load_model, sample, train_sft
     from verifiers.dsl import verify
 
     t0 = time.monotonic()
@@ -100,7 +100,7 @@ def star_round(model, tokenizer, base_path, problems, cfg: Config, k: int, secon
 
 
 def compare_generate(model, tokenizer, problems, cfg: Config) -> None:
-    from roles.lm import sample
+    from constellation.models.lm import sample
 
     prompts = [p.prompt for p in problems[:16]]
     for p_per_call, k in ((8, 8), (1, 64)):
@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = from_dict(apply_overrides({}, args.set))
     set_torch_threads(1)
-    from roles.lm import ensure_base_model, load_model
-    from verifiers.dsl_tasks import make_split
+    from constellation.models.lm import ensure_base_model, load_model
+    from constellation.tasks.dsl import make_split
 
     t0 = time.monotonic()
     split = make_split(cfg.task, cfg.task_seed())

@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from constellation import config as config_mod
-from constellation.store import read_events
+from constellation.protocol import config as config_mod
+from constellation.runtime.store import read_events
 
-PROGRESS_PREFIX = "PROGRESS "  # roles.prepare writes "PROGRESS <fraction> <message>" lines
+PROGRESS_PREFIX = "PROGRESS "  # launch.prepare writes "PROGRESS <fraction> <message>" lines
 
 
 class ConsoleView:

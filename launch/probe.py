@@ -24,10 +24,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from constellation import messages as m
-from constellation.config import Config
-from constellation.registry import resolve_role, resolve_task
-from constellation.study import bootstrap
+from constellation.protocol import messages as m
+from constellation.protocol.config import Config
+from constellation.runtime.registry import resolve_role, resolve_task
+from launch.study_report import bootstrap
 
 
 @dataclass
@@ -48,7 +48,7 @@ def zone_of(p1: float, low: float, high: float) -> str:
 
 def probe(cfg: Config, n_problems: int = 100, samples: int = 8, console: Console | None = None,
           chunk: int = 8) -> ProbeResult:
-    from roles.base_model import ensure_base_model
+    from constellation.models.base_model import ensure_base_model
 
     console = console or Console()
     if n_problems < 1 or samples < 1:

@@ -19,9 +19,9 @@ from typing import Any
 
 from rich.console import Console
 
-from constellation import config as config_mod
-from constellation.store import read_events
-from constellation.study import Report, StudyError, build_report, load_trajectory
+from constellation.protocol import config as config_mod
+from constellation.runtime.store import read_events
+from launch.study_report import Report, StudyError, build_report, load_trajectory
 
 
 def finished(run_dir: Path) -> bool:
@@ -104,7 +104,7 @@ def run_parallel(preset: str, overrides: list[str], seeds: list[int], runs: Path
                 s = todo.pop(0)
                 run_dir = runs / f"seed-{s}"
                 run_dir.mkdir(parents=True, exist_ok=True)
-                cmd = [sys.executable, "-m", "constellation.cli", "up", "--preset", preset, "--run-dir", str(run_dir)]
+                cmd = [sys.executable, "-m", "launch.cli", "up", "--preset", preset, "--run-dir", str(run_dir)]
                 for o in seed_overrides(overrides, s):
                     cmd += ["--set", o]
                 log = open(run_dir / "console.log", "a")

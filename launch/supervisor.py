@@ -25,11 +25,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from constellation import config as config_mod
-from constellation import messages as m
-from constellation.memory_plan import PlanDoesNotFit, gpu_memory_check
-from constellation.registry import ALL_ROLES
-from constellation.transport import Link, free_tcp_endpoint, ipc_endpoint
+from constellation.protocol import config as config_mod
+from constellation.protocol import messages as m
+from launch.memory_plan import PlanDoesNotFit, gpu_memory_check
+from constellation.runtime.registry import ALL_ROLES
+from constellation.protocol.transport import Link, free_tcp_endpoint, ipc_endpoint
 from launch.console import ConsoleView
 
 PR_SET_PDEATHSIG = 1
@@ -119,7 +119,7 @@ class Supervisor:
 
     def start_role(self, name: str) -> None:
         rp = self.roles[name]
-        rp.popen = self._spawn(["-m", "roles.process", name, str(self.run_dir)], rp.log_path,
+        rp.popen = self._spawn(["-m", "constellation.runtime.process", name, str(self.run_dir)], rp.log_path,
                                role_python(self.cfg, name))
         rp.state, rp.ready, rp.last_heartbeat = "starting", False, time.time()
 
@@ -127,7 +127,7 @@ class Supervisor:
         """Build (or reuse from the cache) the base model in a child process,
         so this process never imports torch. Shows its progress."""
         log_path = self.run_dir / "logs" / "prepare.log"
-        proc = self._spawn(["-m", "roles.prepare", str(self.run_dir)], log_path)
+        proc = self._spawn(["-m", "launch.prepare", str(self.run_dir)], log_path)
         self.view.follow_prepare(proc, log_path, self._interrupted)
         if proc.returncode != 0:
             raise SupervisorError(f"base model preparation failed (exit {proc.returncode}); "

@@ -1,6 +1,6 @@
 """The interface every role implementation follows.
 
-The process wrapper (``roles/process.py``) owns the sockets, the READY
+The process wrapper (``constellation/runtime/process.py``) owns the sockets, the READY
 handshake, heartbeats and shutdown; a ``Role`` only turns one work message into
 one reply. That keeps each implementation a thin, testable class: tests call
 ``setup()`` and ``handle()`` directly, without any socket.
@@ -17,7 +17,7 @@ import abc
 from pathlib import Path
 from typing import Any, ClassVar
 
-from constellation.config import Config
+from constellation.protocol.config import Config
 
 
 class Role(abc.ABC):

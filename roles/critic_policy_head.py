@@ -21,7 +21,7 @@ right-padded; the head reads the hidden state of the last real token, which
 under causal attention has seen the whole text.
 
 Training, calibration, metrics, checkpoints (only the trainable LoRA and head
-weights are saved) and restart are those of ``roles.critic_learned.OnlineCritic``.
+weights are saved) and restart are those of ``roles.critic.OnlineCritic``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from roles.critic_learned import OnlineCritic
+from roles.critic import OnlineCritic
 from roles.generator_hf import read_base_path
 
 
@@ -53,6 +53,8 @@ class PolicyHeadNet(nn.Module):
 
 
 class PolicyHeadCritic(OnlineCritic):
+    """LoRA + scalar head on the policy's frozen base weights, trained online."""
+
     def build_net(self) -> nn.Module:
         from peft import LoraConfig, get_peft_model
         from transformers import AutoTokenizer
@@ -61,7 +63,7 @@ class PolicyHeadCritic(OnlineCritic):
         path = read_base_path(self.run_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        from roles.quant import load_base_causal_lm, prepare_for_lora
+        from constellation.models.quant import load_base_causal_lm, prepare_for_lora
 
         quantization = self.cfg.model.quantization
         causal_lm = prepare_for_lora(load_base_causal_lm(path, quantization, self.cfg.model.compute_dtype),

@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from constellation.config import Config
-from constellation.messages import AdapterLoaded, Candidate, GenerateRequest, LoadAdapter
+from constellation.protocol.config import Config
+from constellation.protocol.messages import AdapterLoaded, Candidate, GenerateRequest, LoadAdapter
 from roles.generator_hf import GeneratorRole, read_base_path, request_seed
 
 # Linear layers vLLM's LoRA serves in Llama-family decoders (Llama, Qwen2/3, Mistral): q/k/v are packed
@@ -98,6 +98,8 @@ def check_lora_settings(max_lora_rank: int, trainer_rank: int, trainer_targets: 
 
 
 class VllmGenerator(GeneratorRole):
+    """One vLLM engine; each adapter version hot-swapped as a LoRARequest."""
+
     def __init__(self, cfg: Config, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
         self.llm = self.tokenizer = None
@@ -114,7 +116,7 @@ class VllmGenerator(GeneratorRole):
             raise ImportError(INSTALL_HINT) from e
         import torch
 
-        from roles.lm import load_tokenizer
+        from constellation.models.lm import load_tokenizer
 
         base = read_base_path(self.run_dir)
         self.tokenizer = load_tokenizer(base)
@@ -147,7 +149,7 @@ class VllmGenerator(GeneratorRole):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        from roles.base_model import encode_example
+        from constellation.models.base_model import encode_example
 
         s = req.sampling
         params = SamplingParams(n=req.k, temperature=max(0.0, s.temperature), top_p=s.top_p,

@@ -1,14 +1,16 @@
 """The verifier for task "arithmetic": the final answer line against the true result
-(verifiers/arithmetic.py: ``grade``). Pure Python, microseconds per candidate."""
+(constellation/tasks/arithmetic.py: ``grade``). Pure Python, microseconds per candidate."""
 
 from __future__ import annotations
 
-from constellation.messages import Candidate, Problem, Verdict
-from roles.verifier_base import CandidateVerifier
-from verifiers.arithmetic import grade
+from constellation.protocol.messages import Candidate, Problem, Verdict
+from roles.verifier import CandidateVerifier
+from constellation.tasks.arithmetic import grade
 
 
 class ArithmeticVerifier(CandidateVerifier):
+    """The arithmetic task: the last answer line against the true result."""
+
     task = "arithmetic"
 
     def verify_one(self, problem: Problem, candidate: Candidate) -> Verdict:

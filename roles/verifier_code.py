@@ -19,9 +19,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from constellation.config import Config
-from constellation.messages import Candidate, Problem, Verdict
-from roles.verifier_base import CandidateVerifier
+from constellation.protocol.config import Config
+from constellation.protocol.messages import Candidate, Problem, Verdict
+from roles.verifier import CandidateVerifier
 from verifiers.code import CodeVerdict, Limits, drops_privileges, find_interpreter, run_tests
 
 
@@ -36,6 +36,8 @@ def per_test_detail(verdict: CodeVerdict, limit: int = 300) -> str:
 
 
 class CodeVerifier(CandidateVerifier):
+    """Python code against tests in a sandboxed child (rlimits, deadline)."""
+
     task = "code"
 
     def __init__(self, cfg: Config, run_dir: Path) -> None:

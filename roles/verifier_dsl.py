@@ -1,7 +1,7 @@
 """The exact verifier for the "dsl" task: runs candidate programs on the problem's inputs.
 
 Pure Python (no torch): one Verdict per candidate, in request order (see
-roles/verifier_base.py). Verification is a pure function of (problem,
+roles/verifier.py). Verification is a pure function of (problem,
 candidate), so a re-sent request yields the same verdicts.
 """
 
@@ -10,13 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from constellation.config import Config
-from constellation.messages import Candidate, Problem, Verdict
-from roles.verifier_base import CandidateVerifier
+from constellation.protocol.config import Config
+from constellation.protocol.messages import Candidate, Problem, Verdict
+from roles.verifier import CandidateVerifier
 from verifiers.dsl import verify
 
 
 class DslVerifier(CandidateVerifier):
+    """Exact verifier of the string DSL (own safe, step-bounded interpreter)."""
+
     task = "dsl"
 
     def __init__(self, cfg: Config, run_dir: Path) -> None:

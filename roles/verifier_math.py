@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from constellation.config import Config
-from constellation.messages import Verdict, Verdicts, VerifyRequest
+from constellation.protocol.config import Config
+from constellation.protocol.messages import Verdict, Verdicts, VerifyRequest
 from roles.base import Role
-from roles.verdict_counter import VerdictCounter
+from roles.verifier import VerdictCounter
 
 _STATUS = {"correct": "pass", "incorrect": "fail", "no_answer": "fail", "parse_error": "parse_error",
            "timeout": "timeout"}
@@ -41,6 +41,8 @@ def to_verdict(candidate_id: str, problem_id: str, math_verdict: Any) -> Verdict
 
 
 class MathVerifier(Role):
+    """Final math answers against Problem.reference (sympy, isolated workers)."""
+
     name = "verifier"
     accepts = (VerifyRequest,)
 

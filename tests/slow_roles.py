@@ -23,8 +23,8 @@ class HintReadingGenerator(HfGenerator):
     def handle(self, msg):
         import re
 
-        from constellation.messages import Candidate, Candidates, GenerateRequest
-        from verifiers.arithmetic import scratchpad
+        from constellation.protocol.messages import Candidate, Candidates, GenerateRequest
+        from constellation.tasks.arithmetic import scratchpad
 
         reply = super().handle(msg)
         if not isinstance(msg, GenerateRequest):

@@ -14,7 +14,7 @@ def up_smoke(tmp_path: Path, cache: Path, *sets: str, timeout: float = 900) -> t
     """Run the smoke preset with ``--set`` overrides, in tmp_path/runs, with the
     base model cached in ``cache``; assert it ended ok -> (run dir, events)."""
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "constellation.cli", "up", "--preset", "smoke",
+    cmd = [sys.executable, "-m", "launch.cli", "up", "--preset", "smoke",
            "--set", f'run.runs_dir="{runs}"', "--set", f'model.cache_dir="{cache}"']
     for s in sets:
         cmd += ["--set", s]

@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from constellation.config import Config, TaskConfig
-from constellation.messages import Candidate, VerifyRequest
+from constellation.protocol.config import Config, TaskConfig
+from constellation.protocol.messages import Candidate, VerifyRequest
 from roles.verifier_arithmetic import ArithmeticVerifier
-from verifiers.arithmetic import (
+from constellation.tasks.arithmetic import (
     MAX_DIGITS, add_lines, extract_answer, grade, hint_prompt, make_problem, make_split, mul_digit_lines, scratchpad,
 )
 
@@ -104,8 +104,8 @@ def test_arithmetic_verifier_role():
 
 
 def test_warm_start_trains_on_the_scratchpad_not_the_bare_answer():
-    from constellation.messages import Problem
-    from roles.base_model import warm_start_target
+    from constellation.protocol.messages import Problem
+    from constellation.models.base_model import warm_start_target
 
     p = make_problem("P", 12, "+", 34)
     assert warm_start_target(p) == p.data["solution"] and p.reference == "46"

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from constellation.calibration import auroc, expected_calibration_error
+from constellation.algorithms.calibration import auroc, expected_calibration_error
 
 
 def brute_force_auroc(scores, labels):

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from constellation.config import Config
-from constellation.messages import Candidate, Problem, VerifyRequest
+from constellation.protocol.config import Config
+from constellation.protocol.messages import Candidate, Problem, VerifyRequest
 from roles.verifier_code import CodeVerifier
 from verifiers.code import Limits, SandboxError, CaseResult, decide, run_tests
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from constellation import config
-from constellation.cli import config_reference_markdown
+from constellation.protocol import config
+from launch.cli import config_reference_markdown
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -47,4 +47,4 @@ def test_readme_config_reference_is_current():
     text = README.read_text()
     start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
     current = text[text.index(start) + len(start):text.index(end)].strip()
-    assert current == config_reference_markdown(), "run: python -m constellation.cli config --reference --markdown"
+    assert current == config_reference_markdown(), "run: python -m launch.cli config --reference --markdown"

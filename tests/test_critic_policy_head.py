@@ -5,10 +5,10 @@ import random
 import pytest
 import torch
 
-from constellation.config import from_dict
-from constellation.messages import CriticTrainRequest, LabeledItem, ScoreItem, ScoreRequest
-from constellation.calibration import auroc
-from roles.critic_learned import is_heldout
+from constellation.protocol.config import from_dict
+from constellation.protocol.messages import CriticTrainRequest, LabeledItem, ScoreItem, ScoreRequest
+from constellation.algorithms.calibration import auroc
+from roles.critic import is_heldout
 from roles.critic_policy_head import PolicyHeadCritic
 
 from test_roles_model import base_dir, run_dir  # noqa: F401  (fixtures: a tiny base model built in the test)

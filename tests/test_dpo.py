@@ -1,4 +1,4 @@
-"""roles/dpo.py (the DPO math) and roles/trainer_dpo.py on a tiny random Llama built here.
+"""constellation/models/dpo.py (the DPO math) and roles/trainer_dpo.py on a tiny random Llama built here.
 
 The TRL tests check our loss and LoRA gradients against trl.DPOTrainer's own
 loss computation on the same model and batch."""
@@ -13,10 +13,13 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from constellation.config import Config, ModelConfig  # noqa: E402
-from constellation.messages import JudgeItem, JudgeRequest, PreferencePair, TrainRequest  # noqa: E402
-from roles import base_model, dpo, lm  # noqa: E402
-from roles.trainer_dpo import DpoTrainer, NoUsablePairs, judge_likelihood, judge_llm, train_dpo  # noqa: E402
+from constellation.protocol.config import Config, ModelConfig  # noqa: E402
+from constellation.protocol.messages import JudgeItem, JudgeRequest, PreferencePair, TrainRequest  # noqa: E402
+from constellation.models import base_model, dpo
+from constellation.models import lm  # noqa: E402
+from constellation.models.dpo import NoUsablePairs, train_dpo  # noqa: E402
+from constellation.models.judge import judge_likelihood, judge_llm  # noqa: E402
+from roles.trainer_dpo import DpoTrainer  # noqa: E402
 
 TOKENS = ["upper(", "lower(", "cat("]
 WORDS = ["red", "blue", "fast", "data", "apple", "river", "green", "cloud"]

@@ -7,14 +7,14 @@ import time
 
 import pytest
 
-from constellation.config import Config
-from constellation.messages import Candidate, Problem, Verdicts, VerifyRequest
+from constellation.protocol.config import Config
+from constellation.protocol.messages import Candidate, Problem, Verdicts, VerifyRequest
 from roles.verifier_dsl import DslVerifier
 from verifiers.dsl import (
     DSL_TOKENS, MAX_DEPTH, MAX_STRING, MAX_TEXT, SIGNATURES, Call, Const, DslParseError,
     DslRuntimeError, DslTimeout, X_NODE, depth, parse, run, to_text, verify,
 )
-from verifiers.dsl_tasks import sample_program
+from constellation.tasks.dsl import sample_program
 
 
 def ev(text: str, x: str) -> str:

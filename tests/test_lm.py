@@ -1,4 +1,4 @@
-"""roles/lm.py and roles/base_model.py on a toy task: prompt "<word>=>", completion "upper(<word>)".
+"""constellation/models/lm.py and constellation/models/base_model.py on a toy task: prompt "<word>=>", completion "upper(<word>)".
 
 Every model here is tiny (hidden 64, 2 layers) and built inside the tests."""
 
@@ -14,9 +14,10 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from constellation.config import ModelConfig, TaskConfig  # noqa: E402
-from constellation.messages import Problem, TrainExample  # noqa: E402
-from roles import base_model, lm  # noqa: E402
+from constellation.protocol.config import ModelConfig, TaskConfig  # noqa: E402
+from constellation.protocol.messages import Problem, TrainExample  # noqa: E402
+from constellation.models import base_model
+from constellation.models import lm  # noqa: E402
 
 TOKENS = ["upper(", "lower(", "cat("]
 WORDS = ["red", "blue", "fast", "data", "apple", "river", "green", "cloud", "stone", "light", "north", "paper"]
@@ -291,7 +292,7 @@ def test_train_sft_nan_loss_raises_and_writes_nothing(base_dir, tmp_path):
 def test_warm_start_with_a_step_budget_is_reproducible():
     import torch
 
-    from constellation.config import ModelConfig
+    from constellation.protocol.config import ModelConfig
 
     tok = base_model.build_tokenizer(["upper("])
     reports, weights = [], []

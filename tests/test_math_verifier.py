@@ -195,7 +195,7 @@ def test_cli_end_to_end_with_a_malformed_line(tmp_path):
              json.dumps({"gold": "3", "pred": 3}), "", json.dumps({"gold": "\\pi", "pred": "\\boxed{3.14}"})]
     path = tmp_path / "answers.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    out = subprocess.run([sys.executable, "-m", "constellation.cli", "verify", "--verifier", "math", str(path),
+    out = subprocess.run([sys.executable, "-m", "launch.cli", "verify", "--verifier", "math", str(path),
                           "--jobs", "2"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
@@ -206,7 +206,7 @@ def test_cli_end_to_end_with_a_malformed_line(tmp_path):
 
 
 def test_constellation_cli_imports_without_sympy():
-    code = "import sys; sys.modules['sympy'] = None; import constellation.cli, constellation.verify_cli; print('ok')"
+    code = "import sys; sys.modules['sympy'] = None; import launch.cli, launch.verify; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
@@ -214,8 +214,8 @@ def test_constellation_cli_imports_without_sympy():
 # -- the verifier role ---------------------------------------------------------------------
 
 def test_role_maps_math_verdicts_to_verdicts(tmp_path):
-    from constellation.config import Config
-    from constellation.messages import Candidate, Problem, VerifyRequest
+    from constellation.protocol.config import Config
+    from constellation.protocol.messages import Candidate, Problem, VerifyRequest
     from roles.verifier_math import MathVerifier
 
     role = MathVerifier(Config(), tmp_path)

@@ -1,4 +1,4 @@
-"""constellation/memory_plan.py: the one-GPU memory arithmetic and the start-up check of `constellation up`,
+"""launch/memory_plan.py: the one-GPU memory arithmetic and the start-up check of `constellation up`,
 and the supervisor's per-role interpreter (generator.python)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from constellation import config
-from constellation.memory_plan import (GIB, KNOWN_SHAPES, PlanDoesNotFit, check_plan, gpu_memory_check, model_shape,
+from constellation.protocol import config
+from launch.memory_plan import (GIB, KNOWN_SHAPES, PlanDoesNotFit, check_plan, gpu_memory_check, model_shape,
                                        plan_memory, probe_gpu)
 from launch.supervisor import SupervisorError, role_python
 

@@ -1,7 +1,7 @@
 import msgspec
 import pytest
 
-from constellation import messages as m
+from constellation.protocol import messages as m
 
 
 def _sample_problem():

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from constellation.monitor import load, monitor, render
-from constellation.store import read_event_lines as read_events
+from launch.monitor import load, monitor, render
+from constellation.runtime.store import read_event_lines as read_events
 
 NOW = 1_700_000_000.0
 

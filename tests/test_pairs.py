@@ -3,10 +3,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from constellation import messages as m
-from constellation import pairs
-from constellation.config import PairsConfig
-from constellation.selection import Scored
+from constellation.protocol import messages as m
+from constellation.algorithms import pairs
+from constellation.protocol.config import PairsConfig
+from constellation.algorithms.selection import Scored
 
 
 def S(cid, visible_pass, score=None, text=None, heldout_correct=False):

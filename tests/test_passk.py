@@ -3,7 +3,7 @@ from fractions import Fraction
 
 import pytest
 
-from constellation.passk import crossover, mean_pass_at_k, pass_at_k
+from constellation.algorithms.passk import crossover, mean_pass_at_k, pass_at_k
 
 
 def exact_pass_at_k(n: int, c: int, k: int) -> Fraction:

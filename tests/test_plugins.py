@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from constellation.registry import RegistryError, plugin_group, resolve_role, resolve_task
+from constellation.runtime.registry import RegistryError, plugin_group, resolve_role, resolve_task
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # pip install + uninstall take a few seconds
 
 TASK_MODULE = '''
 from typing import NamedTuple
-from constellation.messages import Problem
+from constellation.protocol.messages import Problem
 
 class TaskSplit(NamedTuple):
     labeled: list
@@ -86,9 +86,9 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 
 def test_plugin_verifier_and_task_resolve_and_verify(installed_plugin):
     out = run_python(textwrap.dedent("""
-        from constellation.config import Config
-        from constellation.messages import Candidate, VerifyRequest
-        from constellation.registry import resolve_role, resolve_task
+        from constellation.protocol.config import Config
+        from constellation.protocol.messages import Candidate, VerifyRequest
+        from constellation.runtime.registry import resolve_role, resolve_task
         split = resolve_task("exact").make_split(None, 0)
         cls = resolve_role("verifier", "exact")
         role = cls(Config(), ".")
@@ -103,7 +103,7 @@ def test_plugin_verifier_and_task_resolve_and_verify(installed_plugin):
 
 
 def test_roles_command_lists_plugins_with_their_source(installed_plugin):
-    out = subprocess.run([sys.executable, "-m", "constellation.cli", "roles"], cwd=ROOT, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "launch.cli", "roles"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, env={**os.environ, "COLUMNS": "250"})
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if re.search(r"│ exact +│", line)]

@@ -12,9 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from constellation.config import ModelConfig, from_dict  # noqa: E402
-from constellation.messages import CriticTrainRequest, LabeledItem, TrainExample  # noqa: E402
-from roles import base_model, lm, quant  # noqa: E402
+from constellation.protocol.config import ModelConfig, from_dict  # noqa: E402
+from constellation.protocol.messages import CriticTrainRequest, LabeledItem, TrainExample  # noqa: E402
+from constellation.models import base_model, lm
+from constellation.models import quant  # noqa: E402
 
 try:
     import bitsandbytes  # noqa: F401
@@ -86,7 +87,7 @@ def test_nf4_lora_training_lowers_the_loss_and_saves_a_plain_peft_adapter(tiny_b
 @needs_bnb
 @pytest.mark.slow
 def test_dpo_on_an_nf4_base_raises_the_chosen_over_rejected_margin(tiny_base):
-    from constellation.messages import PreferencePair
+    from constellation.protocol.messages import PreferencePair
     from roles.trainer_dpo import train_dpo
 
     model, tokenizer = lm.load_lora_model(tiny_base, lora_r=8, lora_alpha=16, quantization="nf4")

@@ -1,4 +1,4 @@
-"""STaR rationalization helpers (constellation/rationalize.py)."""
+"""STaR rationalization helpers (constellation/algorithms/rationalize.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import types
 
 import pytest
 
-from constellation.rationalize import (
+from constellation.algorithms.rationalize import (
     HINT_SUFFIX, failed_problems, hint_function, hinted_problem, original_id, rationalized,
 )
-from constellation.selection import Scored
-from verifiers import arithmetic, dsl_tasks, jsonl_tasks
-from verifiers.arithmetic import make_problem
+from constellation.algorithms.selection import Scored
+from constellation.tasks import arithmetic, dsl as dsl_task, jsonl as jsonl_task
+from constellation.tasks.arithmetic import make_problem
 
 
 def scored(cid: str, visible: bool, correct: bool) -> Scored:
@@ -47,13 +47,13 @@ def test_rationalized_keeps_only_rationales_that_reach_the_answer():
 def test_hint_function_of_tasks_with_and_without_hints():
     hint, why = hint_function(arithmetic, [make_problem("T", 1, "+", 2)])
     assert hint is arithmetic.hint_prompt and why == ""
-    hint, why = hint_function(dsl_tasks, [])
+    hint, why = hint_function(dsl_task, [])
     assert hint is None and "has no hint_prompt" in why
 
 
 def test_hint_function_refuses_a_task_that_cannot_hint_its_problems():
-    code = jsonl_tasks.code_problem({"prompt": "def f():\n", "tests": ["assert f() is None"]}, "J1", "x:1")
-    hint, why = hint_function(jsonl_tasks, [code])
+    code = jsonl_task.code_problem({"prompt": "def f():\n", "tests": ["assert f() is None"]}, "J1", "x:1")
+    hint, why = hint_function(jsonl_task, [code])
     assert hint is None and "cannot give a hint for problem J1" in why
 
 

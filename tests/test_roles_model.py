@@ -10,14 +10,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from constellation.config import Config  # noqa: E402
-from constellation.messages import (AdapterLoaded, AdapterReady, Candidates, GenerateRequest, LoadAdapter,  # noqa: E402
+from constellation.protocol.config import Config  # noqa: E402
+from constellation.protocol.messages import (AdapterLoaded, AdapterReady, Candidates, GenerateRequest, LoadAdapter,  # noqa: E402
                                     Sampling, TrainRequest)
-from roles import base_model  # noqa: E402
+from constellation.models import base_model  # noqa: E402
 from roles.generator_hf import HfGenerator  # noqa: E402
 from roles.trainer_star import StarTrainer  # noqa: E402
-from constellation.config import ModelConfig, TaskConfig  # noqa: E402
-from constellation.messages import Problem, TrainExample  # noqa: E402
+from constellation.protocol.config import ModelConfig, TaskConfig  # noqa: E402
+from constellation.protocol.messages import Problem, TrainExample  # noqa: E402
 
 # the same toy task as tests/test_lm.py: "<word>=>" -> "upper(<word>)"
 TOKENS = ["upper(", "lower(", "cat("]
@@ -142,7 +142,7 @@ def test_generator_rejects_a_missing_adapter_and_keeps_serving(run_dir, tmp_path
 def test_trainer_empty_round_returns_the_previous_adapter(run_dir):
     trainer = started(StarTrainer, make_cfg(epochs=1), run_dir)
     skipped = trainer.handle(TrainRequest(request_id="t1", round=1, examples=[]))
-    assert (skipped.version, skipped.path, skipped.metrics) == (0, "", {"skipped": 1.0})
+    assert (skipped.version, skipped.path, skipped.metrics) == (0, "", {"skipped": 1.0, "n_examples": 0.0})
     trainer.handle(TrainRequest(request_id="t2", round=2, examples=lower_examples(8)))
     skipped = trainer.handle(TrainRequest(request_id="t3", round=3, examples=[]))
     assert (skipped.version, skipped.path) == (2, str(run_dir / "adapters" / "v2"))

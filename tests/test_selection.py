@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from constellation.messages import Verdict
-from constellation.selection import (
+from constellation.protocol.messages import Verdict
+from constellation.algorithms.selection import (
     Scored,
     agreement,
     expected_accuracy_best_of_k,
@@ -322,7 +322,7 @@ def test_scored_from_verdict():
 
 
 def test_group_results_score_every_policy_on_the_same_groups():
-    from constellation.selection import group_results, selection_table
+    from constellation.algorithms.selection import group_results, selection_table
 
     # 4 samples: group 0 = (right, wrong; both pass, critic prefers right) -> disagree;
     # group 1 = (right, not passing) -> agree (one passing candidate)
@@ -347,7 +347,7 @@ def test_group_results_score_every_policy_on_the_same_groups():
 
 
 def test_group_results_skip_a_k_above_the_pool_and_reject_bad_input():
-    from constellation.selection import group_results
+    from constellation.algorithms.selection import group_results
 
     assert group_results({"p": [cand("a")]}, [2]) == []
     with pytest.raises(ValueError, match="unknown selection policy"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from constellation.study import (Trajectory, bootstrap, build_report, crossover_k, fit_line, identity_plan,
+from launch.study_report import (Trajectory, bootstrap, build_report, crossover_k, fit_line, identity_plan,
                                  resample_plans, round_points)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +84,7 @@ def test_report_on_synthetic_trajectories_reads_a_clear_crossover(tmp_path):
 @pytest.mark.slow
 def test_study_end_to_end_on_the_micro_preset(tmp_path):
     out = tmp_path / "study"
-    proc = subprocess.run([sys.executable, "-m", "constellation.cli", "study", "--preset", "study-micro",
+    proc = subprocess.run([sys.executable, "-m", "launch.cli", "study", "--preset", "study-micro",
                            "--seeds", "2", "--out", str(out), "--bootstrap", "100",
                            "--set", f"model.cache_dir={tmp_path / 'cache'}"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -102,7 +102,7 @@ def test_study_end_to_end_on_the_micro_preset(tmp_path):
         events = [json.loads(line) for line in (out / "runs" / f"seed-{s}" / "metrics.jsonl").read_text().splitlines()]
         assert [e["round"] for e in events if e["event"] == "guard"] == [0, 1, 2]
     # a second call skips the finished trajectories and rebuilds the same report
-    again = subprocess.run([sys.executable, "-m", "constellation.cli", "study", "--preset", "study-micro",
+    again = subprocess.run([sys.executable, "-m", "launch.cli", "study", "--preset", "study-micro",
                             "--seeds", "2", "--out", str(out), "--bootstrap", "100",
                             "--set", f"model.cache_dir={tmp_path / 'cache'}"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=120)

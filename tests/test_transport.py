@@ -5,8 +5,8 @@ import time
 import pytest
 import zmq
 
-from constellation import messages as m
-from constellation.transport import Link, free_tcp_endpoint, ipc_endpoint
+from constellation.protocol import messages as m
+from constellation.protocol.transport import Link, free_tcp_endpoint, ipc_endpoint
 
 
 @pytest.fixture(params=["ipc", "tcp"])

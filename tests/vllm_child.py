@@ -10,8 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from constellation.config import from_dict
-from constellation.messages import GenerateRequest, LoadAdapter, Problem, Sampling
+from constellation.protocol.config import from_dict
+from constellation.protocol.messages import GenerateRequest, LoadAdapter, Problem, Sampling
 from roles.generator_vllm import AdapterNotServable, VllmGenerator
 
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from constellation.messages import Candidate, Problem, Verdict
+from constellation.protocol.messages import Candidate, Problem, Verdict
 
 MAX_TEXT = 2000  # chars of program text the parser accepts
 MAX_DEPTH = 24  # nesting levels the parser accepts (the evaluator recurses once per level)

@@ -1,0 +1,354 @@
+"""The base model: tokenizer, tiny Llama, supervised warm start, and its cache.
+
+``ensure_base_model`` is called once per run, before the roles start. For
+``model.base = "tiny"`` it builds a ~1M-parameter ``LlamaForCausalLM`` with a
+character-level tokenizer (plus one token per DSL keyword), trains it on the
+labeled set L for ``model.warm_start_seconds`` and saves it as an ordinary HF
+model folder. Any other ``model.base`` must be a local HF causal-LM folder:
+nothing is ever downloaded.
+
+Built models are cached under ``<cache_dir>/tiny-<hash>``. The hash covers
+every field that changes the result (model shape and warm-start settings, the
+task config, the seed, the labeled set, the DSL tokens and ``CODE_VERSION``).
+A folder is built under a temporary name, gets its ``COMPLETE`` marker last
+and is renamed into place, so a half-written folder is never reused.
+
+The warm start is budgeted in optimizer steps (``model.warm_start_steps``),
+which makes a build reproducible, or else in wall-clock seconds, so that two
+builds with the same hash on machines of different speed (or under different
+load) differ; the cache makes a run reuse the first one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+
+from constellation.protocol.config import ModelConfig, TaskConfig
+from constellation.protocol.messages import Problem
+
+# Bump when a change here changes what a cached model would contain.
+CODE_VERSION = 1
+MARKER = "COMPLETE"
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
+# Characters beyond printable ASCII that get their own token; anything else
+# becomes <unk> (and is lost on decode: the DSL alphabet is ASCII).
+EXTRA_CHARS = "\n\téèáàâüöäëïñçß€£°–—‘’“”…•×"
+
+Progress = Callable[[float, str], None] | None
+
+
+def offline() -> None:
+    """Never touch the network (set before transformers/huggingface_hub read
+    it), and no tqdm bars from loading/saving in role logs."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+# --------------------------------------------------------------------------
+# Tokenizer
+# --------------------------------------------------------------------------
+
+
+def build_tokenizer(dsl_tokens: list[str]):
+    """Characters + one token per multi-character DSL keyword.
+
+    Pre-tokenization splits text into the longest matching keyword or else a
+    single character; WordLevel maps each piece to its id and the Fuse decoder
+    joins pieces without separators, so decode(encode(s)) == s for any text
+    made of the vocabulary's characters. Specials: <pad> <bos> <eos> <unk>.
+    Padding is on the left (generation); training collates its own batches.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    keywords = sorted({t for t in dsl_tokens if len(t) > 1}, key=lambda t: (-len(t), t))
+    chars = [chr(c) for c in range(32, 127)] + list(EXTRA_CHARS)
+    vocab: dict[str, int] = {}
+    for piece in list(SPECIAL_TOKENS.values()) + keywords + chars:
+        vocab.setdefault(piece, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
+    # keyword alternatives first (longest first), then any single character
+    pattern = "".join(re.escape(k) + "|" for k in keywords) + r"[\s\S]"
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, padding_side="left", clean_up_tokenization_spaces=False,
+        model_max_length=1 << 30, **SPECIAL_TOKENS)
+
+
+def encode_example(tokenizer, prompt: str, completion: str | None) -> tuple[list[int], int]:
+    """-> (ids, n_prompt): [bos] + prompt (+ completion + eos). The loss is taken
+    on ids[n_prompt:] only. Prompt and completion are tokenized separately so
+    the boundary is exact (and matches what the generator conditions on)."""
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    if tokenizer.bos_token_id is not None:
+        ids = [tokenizer.bos_token_id] + ids
+    n_prompt = len(ids)
+    if completion is not None:
+        ids = ids + tokenizer.encode(completion, add_special_tokens=False) + [tokenizer.eos_token_id]
+    return ids, n_prompt
+
+
+def collate(batch: list[tuple[list[int], int]], pad_id: int):
+    """Right-padded (input_ids, attention_mask, labels), each (B, T); labels are
+    -100 on prompt and padding so the loss covers completion + eos only."""
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    for row, (ids, n_prompt) in enumerate(batch):
+        input_ids[row, :len(ids)] = torch.tensor(ids)
+        mask[row, :len(ids)] = 1
+        labels[row, n_prompt:len(ids)] = torch.tensor(ids[n_prompt:])
+    return input_ids, mask, labels
+
+
+def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random,
+                            window: int = 16) -> list[list[int]]:
+    """One epoch of batches of indices: shuffle, sort each window of
+    ``window`` batches by length, cut, shuffle the batches. Cuts padding (the
+    compute of a right-padded batch is set by its longest row)."""
+    order = rng.sample(range(len(lengths)), len(lengths))
+    batches = []
+    for w in range(0, len(order), batch_size * window):
+        chunk = sorted(order[w:w + batch_size * window], key=lambda i: lengths[i])
+        batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def lr_factor(step: int, frac: float, warmup_steps: int, floor: float = 0.05) -> float:
+    """Linear warmup over steps, then cosine decay over the elapsed fraction of
+    the (time or step) budget down to ``floor`` times the peak."""
+    warm = min(1.0, (step + 1) / max(1, warmup_steps))
+    return warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+# --------------------------------------------------------------------------
+# Tiny model + warm start
+# --------------------------------------------------------------------------
+
+
+def build_tiny_model(mcfg: ModelConfig, tokenizer, seed: int):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    assert mcfg.hidden_size % mcfg.heads == 0, f"hidden_size {mcfg.hidden_size} % heads {mcfg.heads} != 0"
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=mcfg.hidden_size, intermediate_size=mcfg.intermediate_size,
+        num_hidden_layers=mcfg.layers, num_attention_heads=mcfg.heads, num_key_value_heads=mcfg.heads,
+        max_position_embeddings=mcfg.max_len, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def completion_and_prompt_loss(model, input_ids, mask, labels):
+    """-> (mean loss over completion tokens, mean loss over prompt tokens after bos)."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]  # (B, T-1, V) predicts ids[:, 1:]
+    ce = F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")  # (B, T-1)
+    completion = (labels[:, 1:] != -100).float()
+    prompt = mask[:, 1:].float() - completion
+    return (ce * completion).sum() / completion.sum(), (ce * prompt).sum() / prompt.sum().clamp(min=1)
+
+
+def warm_start_target(problem: Problem) -> str | None:
+    """What the warm start trains a labeled problem's completion on:
+    ``data["solution"]`` where the task gives one (a worked solution, for tasks
+    whose ``reference`` is only the final answer: arithmetic, math), else the
+    reference (the DSL's hidden program)."""
+    return problem.data.get("solution") or problem.reference
+
+
+def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: float, batch_size: int,
+               max_len: int, seed: int, progress: Progress = None, prompt_loss_weight: float = 0.0,
+               steps: int = 0) -> dict[str, Any]:
+    """Supervised training prompt -> reference (+eos) for ``steps`` optimizer
+    steps if steps > 0 (reproducible: the same model on any machine and under
+    any load), else for ``seconds`` of wall time; all parameters, AdamW,
+    warmup + cosine decay over the budget.
+
+    ``prompt_loss_weight`` > 0 adds that weight times the LM loss on the
+    prompt tokens (the visible examples): predicting example outputs from the
+    earlier examples teaches in-context copying and pattern use, at no extra
+    compute (the forward pass covers the prompt anyway). The reported losses
+    are completion-only either way."""
+    import torch
+
+    pairs = [encode_example(tokenizer, p.prompt, warm_start_target(p)) for p in labeled if warm_start_target(p)]
+    kept = [pr for pr in pairs if len(pr[0]) <= max_len]
+    if not kept:
+        raise ValueError(f"warm start: none of {len(labeled)} labeled problems has a reference "
+                         f"that fits max_len={max_len}")
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    model.train()
+    curve: list[tuple[float, int, float]] = []  # (seconds, step, mean loss since last point)
+    batches: list[list[int]] = []
+    step, window, t0 = 0, [], time.monotonic()
+
+    def used() -> float:  # the share of the budget spent so far
+        return step / steps if steps > 0 else (time.monotonic() - t0) / seconds
+
+    while used() < 1.0:
+        elapsed = time.monotonic() - t0
+        for group in opt.param_groups:
+            group["lr"] = lr * lr_factor(step, used(), warmup_steps=30)
+        if not batches:
+            batches = length_bucketed_batches([len(ids) for ids, _ in kept], batch_size, rng)
+        batch = [kept[i] for i in batches.pop()]
+        input_ids, mask, labels = collate(batch, tokenizer.pad_token_id)
+        completion_loss, prompt_loss = completion_and_prompt_loss(model, input_ids, mask, labels)
+        loss = completion_loss + prompt_loss_weight * prompt_loss if prompt_loss_weight else completion_loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"warm start: loss {loss.item()} at step {step} (lr {lr})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        window.append(completion_loss.item())
+        if step % 25 == 0:
+            curve.append((round(elapsed, 1), step, sum(window) / len(window)))
+            window = []
+            if progress:
+                progress(min(1.0, used()), f"warm start step {step} loss {curve[-1][2]:.3f}")
+    if window:
+        curve.append((round(time.monotonic() - t0, 1), step, sum(window) / len(window)))
+    model.eval()
+    return {"seconds": time.monotonic() - t0, "steps": step, "n_examples": len(kept),
+            "n_too_long": len(pairs) - len(kept), "loss_first": curve[0][2], "loss_last": curve[-1][2],
+            "curve": curve, "lr": lr, "batch_size": batch_size, "prompt_loss_weight": prompt_loss_weight}
+
+
+# --------------------------------------------------------------------------
+# The cache
+# --------------------------------------------------------------------------
+
+
+# model fields that do not change the warm-started base: where it is cached,
+# threads, and how the trainer/critic load it later (4-bit, dtype, checkpointing)
+KEY_IGNORED_MODEL_FIELDS = ("base", "cache_dir", "threads", "quantization", "compute_dtype", "gradient_checkpointing")
+
+
+def base_model_key(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: list[Problem],
+                   dsl_tokens: list[str]) -> str:
+    model_fields = {k: v for k, v in msgspec.to_builtins(mcfg).items() if k not in KEY_IGNORED_MODEL_FIELDS}
+    # only the budget in force changes the model (and a time-budgeted key stays
+    # what it was before step budgets existed, so those caches remain valid)
+    model_fields.pop("warm_start_seconds" if mcfg.warm_start_steps > 0 else "warm_start_steps")
+    labeled_digest = hashlib.sha256(
+        json.dumps([[p.prompt, p.reference] + ([p.data["solution"]] if "solution" in p.data else [])
+                    for p in labeled]).encode()).hexdigest()
+    task_fields = msgspec.to_builtins(tcfg)
+    if not task_fields.get("path"):  # "jsonl" tasks only; absent from keys made before it existed
+        task_fields.pop("path", None)
+    blob = json.dumps({"code": CODE_VERSION, "model": model_fields, "task": task_fields,
+                       "seed": seed, "labeled": labeled_digest, "tokens": sorted(dsl_tokens)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def validate_local_model(path: str | Path) -> Path:
+    """A local HF causal LM folder: config.json + weights + tokenizer files."""
+    folder = Path(os.path.expanduser(str(path)))
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f'model.base = {str(path)!r} is neither "tiny" nor a local folder (nothing is downloaded: '
+            f"point it at a folder holding config.json, weights and a tokenizer)")
+    missing = []
+    if not (folder / "config.json").exists():
+        missing.append("config.json")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("pytorch_model*.bin")):
+        missing.append("weights (*.safetensors or pytorch_model*.bin)")
+    if not any((folder / f).exists() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        missing.append("tokenizer (tokenizer.json, tokenizer.model or vocab.json)")
+    if missing:
+        raise FileNotFoundError(f"model.base folder {folder} is missing: {', '.join(missing)}")
+    arch = json.loads((folder / "config.json").read_text()).get("architectures") or []
+    if not any(a.endswith("ForCausalLM") for a in arch):
+        raise ValueError(f"model.base folder {folder}: config.json architectures {arch} has no *ForCausalLM")
+    return folder
+
+
+def default_dsl_tokens(tcfg: TaskConfig) -> list[str]:
+    if tcfg.impl != "dsl":
+        return []
+    from verifiers.dsl import DSL_TOKENS
+
+    return list(DSL_TOKENS)
+
+
+def ensure_base_model(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: list[Problem],
+                      progress: Progress = None, dsl_tokens: list[str] | None = None,
+                      prompt_loss_weight: float | None = None) -> Path:
+    """-> folder of a finished HF base model (built and warm-started if needed).
+
+    ``dsl_tokens`` defaults to verifiers.dsl.DSL_TOKENS for task "dsl" and to
+    none (characters only) for other tasks. ``prompt_loss_weight`` overrides
+    ``mcfg.warm_start_prompt_loss`` (and so enters the cache key with it)."""
+    if prompt_loss_weight is not None:
+        mcfg = msgspec.structs.replace(mcfg, warm_start_prompt_loss=float(prompt_loss_weight))
+    prompt_loss_weight = mcfg.warm_start_prompt_loss
+    offline()
+    if mcfg.base != "tiny":
+        return validate_local_model(mcfg.base)
+    tokens = default_dsl_tokens(tcfg) if dsl_tokens is None else list(dsl_tokens)
+    cache = Path(os.path.expanduser(mcfg.cache_dir))
+    key = base_model_key(mcfg, tcfg, seed, labeled, tokens)
+    final = cache / f"tiny-{key}"
+    if (final / MARKER).exists():
+        if progress:
+            progress(1.0, f"reusing cached base model {final}")
+        return final
+    if final.exists():  # unfinished (should not happen thanks to rename, but never trust it)
+        shutil.rmtree(final)
+
+    import torch
+
+    torch.set_num_threads(max(1, mcfg.threads))
+    tokenizer = build_tokenizer(tokens)
+    model = build_tiny_model(mcfg, tokenizer, seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    if progress:
+        progress(0.0, f"warm-starting a {n_params / 1e6:.2f}M-parameter model on {len(labeled)} problems")
+    report = warm_start(model, tokenizer, labeled, seconds=mcfg.warm_start_seconds, steps=mcfg.warm_start_steps,
+                        lr=mcfg.warm_start_lr,
+                        batch_size=mcfg.warm_start_batch, max_len=mcfg.max_len, seed=seed, progress=progress,
+                        prompt_loss_weight=prompt_loss_weight)
+    report["n_params"] = n_params
+    tmp = cache / f"{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "warm_start.json").write_text(json.dumps(report, indent=1))
+    (tmp / MARKER).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another process finished the same model first: use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (final / MARKER).exists():
+            raise
+    if progress:
+        progress(1.0, f"base model ready: {final} (loss {report['loss_first']:.3f} -> {report['loss_last']:.3f})")
+    return final

@@ -1,0 +1,150 @@
+"""Entry point of every role process: ``python -m constellation.runtime.process ROLE RUN_DIR``.
+
+The lifecycle is the same for all roles:
+  start -> setup (load models) -> READY -> serve -> drain on SIGTERM/Shutdown -> exit
+and DEAD(reason) to the supervisor on a fatal error. A heartbeat thread sends
+state, queue depth and the role's counters every ``heartbeat_interval``
+seconds, also while the main thread is inside a long torch call.
+
+A worker's loop is thin: receive, ``role.handle``, send. An exception inside
+``handle`` becomes an ``Error`` reply for that request; the process goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Union
+
+from constellation.protocol import config
+from constellation.protocol import messages as m
+from constellation.runtime.registry import resolve_role
+from constellation.protocol.transport import Link
+
+log = logging.getLogger("process")
+
+
+class _Beat:
+    """What the heartbeat thread reports."""
+
+    def __init__(self) -> None:
+        self.state = "starting"
+        self.stats = lambda: {}
+
+
+def _heartbeats(life: Link, role: str, beat: _Beat, link: list, interval: float, stop: threading.Event) -> None:
+    while not stop.wait(interval):
+        try:
+            stats = {k: float(v) for k, v in beat.stats().items()}
+        except Exception as e:  # a stats() bug must not kill the heartbeat
+            stats = {"stats_error": 1.0}
+            log.debug("stats() failed: %s", e)
+        depth = link[0].inbox.qsize() if link else 0
+        life.send(m.Heartbeat(role=role, pid=os.getpid(), state=beat.state, queue_depth=depth, stats=stats))
+
+
+def serve_worker(role: str, cfg: config.Config, run_dir: Path, endpoints: dict, life: Link,
+                 beat: _Beat, link: list, stop: threading.Event) -> None:
+    impl = getattr(cfg, role).impl
+    cls = resolve_role(role, impl)
+    worker = cls(cfg, run_dir)
+    info = worker.setup() or {}
+    beat.stats = worker.stats
+    expected = Union[tuple(cls.accepts) + (m.Shutdown, m.Hello)]  # noqa: UP007 -- a runtime Union for msgspec
+    hub = Link("dealer", endpoints["hub"], bind=False, identity=role, expected=expected)
+    link.append(hub)
+    ready = m.Ready(role=role, pid=os.getpid(), impl=impl, info=info)
+    hub.send(ready)
+    life.send(ready)
+    beat.state = "idle"
+    log.info("%s ready (impl %s): %s", role, impl, info)
+    while not stop.is_set():
+        env = hub.recv(timeout=0.2)
+        if env is None:
+            continue
+        msg = env.msg
+        if isinstance(msg, m.Shutdown):
+            log.info("shutdown requested: %s", msg.reason)
+            break
+        if isinstance(msg, m.Hello):  # a (re)started coordinator asks who is there
+            hub.send(ready)
+            continue
+        beat.state = "busy"
+        try:
+            reply = worker.handle(msg)
+        except Exception as e:
+            log.exception("request %s failed", getattr(msg, "request_id", "?"))
+            reply = m.Error(request_id=getattr(msg, "request_id", ""), error_kind="role",
+                            message=f"{type(e).__name__}: {e}")
+        hub.send(reply)
+        beat.state = "idle"
+    hub.close()
+
+
+def serve_coordinator(cfg: config.Config, run_dir: Path, endpoints: dict, life: Link, beat: _Beat,
+                      link: list, stop: threading.Event) -> None:
+    from constellation.runtime.coordinator import Coordinator, Interrupted
+
+    hub = Link("router", endpoints["hub"], bind=True)
+    link.append(hub)
+    coord = Coordinator(cfg, run_dir, hub, stop)
+    beat.stats = lambda: {"pending": len(coord.pending), "candidates": len(coord.candidates),
+                          "verdicts": len(coord.verdicts), "round": coord.round}
+    life.send(m.Ready(role="coordinator", pid=os.getpid(), impl="coordinator"))
+    beat.state = "busy"
+    try:
+        ok = coord.run()
+        summary = ""
+    except Interrupted:
+        ok, summary = False, "interrupted"
+    finally:
+        coord.close()
+    for role in ("generator", "verifier", "critic", "trainer"):
+        hub.send(m.Shutdown(reason="run finished"), peer=role)
+    life.send(m.Finished(ok=ok, summary=summary))
+    hub.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("role")
+    ap.add_argument("run_dir", type=Path)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s {args.role}[%(process)d] %(levelname)s %(name)s: %(message)s")
+    cfg = config.load_file(args.run_dir / "config.toml")
+    endpoints = json.loads((args.run_dir / "endpoints.json").read_text())
+    life = Link("push", endpoints["lifecycle"], bind=False)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    beat, link = _Beat(), []
+    hb = threading.Thread(target=_heartbeats, daemon=True,
+                          args=(life, args.role, beat, link, cfg.supervisor.heartbeat_interval, stop))
+    hb.start()
+    try:
+        if args.role == "coordinator":
+            serve_coordinator(cfg, args.run_dir, endpoints, life, beat, link, stop)
+        else:
+            serve_worker(args.role, cfg, args.run_dir, endpoints, life, beat, link, stop)
+    except BaseException as e:
+        reason = f"{type(e).__name__}: {e}"
+        log.error("fatal: %s\n%s", reason, traceback.format_exc())
+        life.send(m.Dead(role=args.role, pid=os.getpid(), reason=reason[:2000]))
+        stop.set()
+        life.close()
+        return 1
+    stop.set()
+    life.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""The coordinator's request loop: requests by id, replies, re-sends, restarts.
+
+Every request the coordinator sends carries an id and stays in ``pending``
+until its reply arrives; the loop (``_pump``) is the coordinator's only
+receive loop. What it guarantees:
+
+  * A reply whose id is no longer pending (a duplicate after a re-send, or one
+    addressed to a dead predecessor: ids embed the coordinator's pid and start
+    time) is counted and ignored, never handled twice.
+  * An ``Error`` reply re-sends the request, up to MAX_ATTEMPTS in all, then
+    raises ``CoordinatorError`` naming the role and the message.
+  * A request unanswered for ``request_timeout`` seconds is re-sent.
+  * A role that announces Ready with a new pid was restarted and lost its
+    in-flight work: ``_on_role_restart`` runs first (the coordinator restores
+    the generator's adapter there), then its pending requests are re-sent in
+    their original order.
+
+Subclasses map reply types to handlers in ``_handlers`` and may hook
+``_before_poll`` and ``_after_dispatch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from constellation.protocol import messages as m
+from constellation.runtime.registry import WORKER_ROLES
+from constellation.protocol.transport import Link
+
+log = logging.getLogger("coordinator")
+
+MAX_ATTEMPTS = 3
+
+
+class CoordinatorError(RuntimeError):
+    pass
+
+
+class Interrupted(Exception):
+    pass
+
+
+@dataclass
+class Pending:
+    role: str
+    msg: Any
+    sent_at: float
+    attempts: int = 1
+
+
+class RequestLoop:
+    def __init__(self, hub: Link, stop: threading.Event, request_timeout: float) -> None:
+        self.hub, self.stop, self.request_timeout = hub, stop, request_timeout
+        self.pending: dict[str, Pending] = {}
+        self.ready: set[str] = set()
+        self.pids: dict[str, int] = {}  # role -> pid of the process that announced Ready
+        self._handlers: dict[type, Callable[[Any], None]] = {}
+        self._replies: dict[str, Any] = {}  # request_id -> reply, for one-off requests
+        self._unawaited: set[str] = set()  # requests whose reply nobody waits for
+        self.counters: dict[str, int] = defaultdict(int)
+        self._next_id = 0
+        self._incarnation = f"{os.getpid()}.{int(time.time()) % 100000}"
+
+    # hooks --------------------------------------------------------------
+    def _before_poll(self) -> None:
+        """Runs before each receive (the coordinator tops up generation here)."""
+
+    def _after_dispatch(self) -> None:
+        """Runs after each handled message."""
+
+    def _on_role_restart(self, role: str, pid: int, resent: list[str]) -> None:
+        """Runs when a restarted role is back, before its requests are re-sent."""
+
+    # sending --------------------------------------------------------------
+    def _rid(self, kind: str) -> str:
+        """Unique across coordinator incarnations: a late reply addressed to a
+        dead predecessor must never match a request of its successor."""
+        self._next_id += 1
+        return f"{kind}-{self._incarnation}-{self._next_id}"
+
+    def _submit(self, role: str, msg: Any) -> None:
+        self.pending[msg.request_id] = Pending(role, msg, time.monotonic())
+        self.hub.send(msg, peer=role)
+
+    def _request(self, role: str, msg: Any) -> Any:
+        """Send one request and serve messages until its reply arrives."""
+        self._submit(role, msg)
+        self._pump(lambda: msg.request_id in self._replies)
+        return self._replies.pop(msg.request_id)
+
+    # receiving ------------------------------------------------------------
+    def _pump(self, done: Callable[[], bool]) -> None:
+        """Serve messages until ``done()``: the coordinator's only loop."""
+        while not done():
+            if self.stop.is_set():
+                raise Interrupted()
+            self._before_poll()
+            env = self.hub.recv(timeout=0.5)
+            if env is None:
+                self._resend_timed_out()
+                continue
+            self._dispatch(env.peer, env.msg)
+            self._after_dispatch()
+
+    def _dispatch(self, peer: str | None, msg: Any) -> None:
+        if isinstance(msg, m.Ready):
+            return self._on_ready(peer or msg.role, msg)
+        rid = getattr(msg, "request_id", "")
+        pending = self.pending.pop(rid, None)
+        if pending is None:  # a duplicate after a re-send, or a decode error of ours
+            self.counters["ignored_replies"] += 1
+            log.warning("ignoring %s from %s for request %r (not pending)", type(msg).__name__, peer, rid)
+            return
+        if isinstance(msg, m.Error):
+            return self._on_error(pending, msg)
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            raise CoordinatorError(f"unexpected {type(msg).__name__} from {peer}")
+        handler(msg)
+
+    def _on_reply(self, msg: Any) -> None:
+        """Replies that a phase waits for by request id (see _request)."""
+        if msg.request_id in self._unawaited:
+            self._unawaited.discard(msg.request_id)
+            return
+        self._replies[msg.request_id] = msg
+
+    def _on_ready(self, role: str, msg: m.Ready) -> None:
+        previous = self.pids.get(role)
+        self.ready.add(role)
+        self.pids[role] = msg.pid
+        if previous is None:
+            log.info("%s ready (pid %d, impl %s)", role, msg.pid, msg.impl)
+            return
+        if previous == msg.pid:  # the same process answering a Hello
+            return
+        # a restarted role: it lost its in-flight work
+        mine = sorted((rid for rid, p in self.pending.items() if p.role == role), key=lambda r: int(r.split("-")[-1]))
+        log.warning("%s restarted (pid %d): re-sending %d in-flight requests", role, msg.pid, len(mine))
+        self.counters[f"restarts_{role}"] += 1
+        self._on_role_restart(role, msg.pid, mine)
+        for rid in mine:
+            p = self.pending[rid]
+            p.attempts, p.sent_at = p.attempts + 1, time.monotonic()
+            self.hub.send(p.msg, peer=role)
+        self.counters["resent"] += len(mine)
+
+    def _on_error(self, pending: Pending, err: m.Error) -> None:
+        log.error("%s failed request %s (attempt %d): %s", pending.role, err.request_id, pending.attempts, err.message)
+        if pending.attempts >= MAX_ATTEMPTS:
+            raise CoordinatorError(f"{pending.role} failed request {err.request_id} {pending.attempts} times: {err.message}")
+        pending.attempts += 1
+        pending.sent_at = time.monotonic()
+        self.pending[err.request_id] = pending
+        self.hub.send(pending.msg, peer=pending.role)
+
+    def _resend_timed_out(self) -> None:
+        now = time.monotonic()
+        for rid, p in list(self.pending.items()):
+            if now - p.sent_at > self.request_timeout:
+                log.warning("request %s to %s timed out; re-sending", rid, p.role)
+                p.sent_at, p.attempts = now, p.attempts + 1
+                self.hub.send(p.msg, peer=p.role)
+
+    def _wait_for_workers(self) -> None:
+        """Workers announce Ready when they start; a restarted coordinator
+        missed that, so it asks (Hello) every second until all have answered."""
+        log.info("waiting for workers: %s", ", ".join(WORKER_ROLES))
+        last_hello = 0.0
+        while not self.ready >= set(WORKER_ROLES):
+            if self.stop.is_set():
+                raise Interrupted()
+            if time.monotonic() - last_hello > 1.0:
+                for role in set(WORKER_ROLES) - self.ready:
+                    self.hub.send(m.Hello(), peer=role)
+                last_hello = time.monotonic()
+            env = self.hub.recv(timeout=0.2)
+            if env is not None:
+                self._dispatch(env.peer, env.msg)

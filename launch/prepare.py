@@ -1,0 +1,39 @@
+"""Make the task split and build or reuse the base model before the roles
+start: ``python -m launch.prepare RUN_DIR``.
+
+Runs in its own process so that the supervisor never imports torch. Writes
+the base model's folder path to ``RUN_DIR/base_model.txt``; the generator,
+trainer (and a critic sharing the base) read it at setup. Progress lines
+("PROGRESS <fraction> <message>") go to stdout, which the supervisor shows.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from constellation.protocol import config
+from constellation.runtime.registry import resolve_task
+from constellation.runtime.store import save_split
+from roles.base import set_torch_threads
+
+
+def main(argv: list[str] | None = None) -> int:
+    run_dir = Path((argv or sys.argv[1:])[0])
+    cfg = config.load_file(run_dir / "config.toml")
+    set_torch_threads(cfg.model.threads)
+    from constellation.models.base_model import ensure_base_model
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"PROGRESS {fraction:.4f} {message}", flush=True)
+
+    split = resolve_task(cfg.task.impl).make_split(cfg.task, cfg.task_seed())
+    save_split(run_dir, split)  # the coordinator reads it instead of making it again
+    path = ensure_base_model(cfg.model, cfg.task, cfg.task_seed(), split.labeled, progress=progress)
+    (run_dir / "base_model.txt").write_text(str(path))
+    print(f"INFO base model ready at {path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

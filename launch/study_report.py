@@ -1,0 +1,461 @@
+"""`constellation study`: independent trajectories, and a report with intervals.
+
+A study runs the same preset for several seeds (seeded task split, base model,
+sampling and training), one trajectory after another, each in its own run
+directory ``<out>/runs/seed-<s>``, then reads every number of the report from
+those runs' ``run.sqlite``. It checks the three findings of the 2026
+constellation study:
+
+  1. Selection: critic-guided selection beats verifier-filtered best-of-k, and
+     all of the gain is on groups whose visible-pass candidates disagree on
+     held-out inputs. Every policy is scored on the same evaluation candidates
+     of the trained rounds (the critic is untrained at the base evaluation).
+  2. Gain vs headroom: the pass@1 gain of round r tracks the headroom
+     1 - pass@1(r - 1) and shrinks over rounds.
+  3. Crossover: the trained model wins at small k but the base overtakes it at
+     large k (k*, the smallest k where base >= trained).
+
+Intervals are percentile intervals of a two-level bootstrap: resample seeds,
+then problems within each drawn seed (a seed drawn twice gets two independent
+problem resamples). With one seed only problems are resampled, and the report
+says so. The unit is the problem (all of a problem's samples and groups move
+together), so correlated samples of one problem never count as independent.
+
+Re-running a study skips finished trajectories and resumes an interrupted one
+(the coordinator resumes from its run store), so the report can be rebuilt at
+any time with ``--report-only``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from launch import study_figures
+from constellation.algorithms.passk import TIE_EPSILON, pass_at_k
+from constellation.algorithms.selection import AGREE, DISAGREE, POLICIES, group_results
+from constellation.runtime.store import connect, read_events, read_pools
+
+CLASSES = ("all", AGREE, DISAGREE)
+KS = tuple(range(1, 65))  # pass@k curves: k = 1..64 (each k <= n of the run)
+
+
+# --------------------------------------------------------------------------
+# The data of one trajectory, read from its run.sqlite
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Trajectory:
+    seed: int
+    run_dir: Path
+    rounds: list[int]  # evaluated rounds, 0 = base
+    problems: list[str]  # eval problem ids, the same order in every array below
+    n_samples: int
+    correct: dict[int, np.ndarray]  # round -> (P,) held-out correct samples per problem
+    # round -> k -> (P, n_policies, n_classes) summed group accuracies, and (P, n_classes) group counts
+    sel_sum: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+    sel_count: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+    policies: tuple[str, ...] = POLICIES
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final(self) -> int:
+        return self.rounds[-1]
+
+
+def load_trajectory(run_dir: Path, seed: int, selection_ks: list[int]) -> Trajectory:
+    events = read_events(run_dir)
+    evals = {e["round"]: e for e in events if e.get("event") == "eval"}
+    if 0 not in evals:
+        raise StudyError(f"{run_dir}: no base evaluation recorded (did the run start?)")
+    conn = connect(Path(run_dir) / "run.sqlite", readonly=True)
+    try:
+        rounds = sorted(evals)
+        pools = {r: read_pools(conn, r, "eval") for r in rounds}
+    finally:
+        conn.close()
+    problems = sorted(pools[0])
+    n = min(len(pool) for r in rounds for pool in pools[r].values())
+    scored = any(s.score is not None for pool in pools[rounds[-1]].values() for s in pool)
+    policies = tuple(p for p in POLICIES if scored or "critic" not in p)
+    traj = Trajectory(seed, Path(run_dir), rounds, problems, n, {}, policies=policies, events=events)
+    for r in rounds:
+        missing = set(problems) - set(pools[r])
+        if missing:
+            raise StudyError(f"{run_dir}: round {r} evaluation lacks {len(missing)} problems "
+                             f"(e.g. {sorted(missing)[0]}); the run is incomplete")
+        # the first n samples of every problem: each k then averages over the same samples
+        traj.correct[r] = np.array([sum(s.heldout_correct for s in pools[r][p][:n]) for p in problems])
+        rows = group_results({p: pools[r][p][:n] for p in problems}, [k for k in selection_ks if k <= n], policies)
+        index = {p: i for i, p in enumerate(problems)}
+        traj.sel_sum[r], traj.sel_count[r] = {}, {}
+        for k in sorted({row.k for row in rows}):
+            sums = np.zeros((len(problems), len(policies), len(CLASSES)))
+            counts = np.zeros((len(problems), len(CLASSES)))
+            for row in (row for row in rows if row.k == k):
+                i = index[row.problem_id]
+                for c in (0, CLASSES.index(row.agreement)):
+                    counts[i, c] += 1
+                    sums[i, :, c] += [row.accuracy[p] for p in policies]
+            traj.sel_sum[r][k], traj.sel_count[r][k] = sums, counts
+    return traj
+
+
+class StudyError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------
+# Two-level bootstrap
+# --------------------------------------------------------------------------
+
+Plan = list[tuple[int, np.ndarray]]  # (trajectory index, problem indices) per drawn trajectory
+
+
+def identity_plan(sizes: list[int]) -> Plan:
+    return [(s, np.arange(n)) for s, n in enumerate(sizes)]
+
+
+def resample_plans(sizes: list[int], n_boot: int, rng: np.random.Generator) -> list[Plan]:
+    """``n_boot`` resamples: draw len(sizes) trajectories with replacement (when
+    there are several), then each drawn trajectory's problems with replacement."""
+    plans = []
+    for _ in range(n_boot):
+        drawn = rng.integers(0, len(sizes), len(sizes)) if len(sizes) > 1 else [0]
+        plans.append([(int(s), rng.integers(0, sizes[s], sizes[s])) for s in drawn])
+    return plans
+
+
+def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval over bootstrap replicates (axis 0); NaN replicates dropped."""
+    values = np.asarray(values, dtype=float)
+    with warnings.catch_warnings():  # an all-NaN column (an empty class) gives NaN, quietly
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanpercentile(values, [50 * (1 - level), 50 * (1 + level)], axis=0)
+    return lo, hi
+
+
+def bootstrap(statistic: Callable[[Plan], Any], sizes: list[int], n_boot: int,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> (estimate, ci_low, ci_high) of ``statistic(plan)`` (a float or array)."""
+    rng = np.random.default_rng(seed)
+    estimate = np.asarray(statistic(identity_plan(sizes)), dtype=float)
+    reps = np.array([np.asarray(statistic(plan), dtype=float) for plan in resample_plans(sizes, n_boot, rng)])
+    lo, hi = percentile_ci(reps)
+    return estimate, np.asarray(lo), np.asarray(hi)
+
+
+# --------------------------------------------------------------------------
+# Statistics (each a function of a plan)
+# --------------------------------------------------------------------------
+
+
+def pass_curve(trajs: list[Trajectory], round_of: Callable[[Trajectory], int | None], plan: Plan,
+               ks: tuple[int, ...]) -> np.ndarray:
+    """Mean pass@k over the plan's (trajectory, problem) rows -> (len(ks),)."""
+    rows = []
+    for s, idx in plan:
+        r = round_of(trajs[s])
+        if r is None:
+            continue
+        rows.append(_passk_matrix(trajs[s], r, ks)[idx])
+    if not rows:
+        return np.full(len(ks), np.nan)
+    return np.concatenate(rows).mean(axis=0)
+
+
+_PASSK_CACHE: dict[tuple[int, int, tuple[int, ...]], np.ndarray] = {}
+
+
+def _passk_matrix(traj: Trajectory, r: int, ks: tuple[int, ...]) -> np.ndarray:
+    """(P, len(ks)) unbiased pass@k per problem (cached: bootstraps reuse it)."""
+    key = (id(traj), r, ks)
+    if key not in _PASSK_CACHE:
+        n = traj.n_samples
+        _PASSK_CACHE[key] = np.array([[pass_at_k(n, int(c), k) for k in ks] for c in traj.correct[r]])
+    return _PASSK_CACHE[key]
+
+
+def selection_stat(trajs: list[Trajectory], k: int, plan: Plan) -> np.ndarray:
+    """(n_policies, n_classes) mean group accuracy over trained rounds (>= 1)."""
+    sums, counts = 0.0, 0.0
+    for s, idx in plan:
+        t = trajs[s]
+        for r in t.rounds:
+            if r >= 1 and k in t.sel_sum[r]:
+                sums = sums + t.sel_sum[r][k][idx].sum(axis=0)
+                counts = counts + t.sel_count[r][k][idx].sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(sums) / np.asarray(counts)
+
+
+def round_points(trajs: list[Trajectory], plan: Plan) -> list[tuple[int, float, float]]:
+    """(round, headroom, gain) per drawn trajectory and trained round: headroom
+    = 1 - pass@1 of the previous round, gain = pass@1(r) - pass@1(r - 1)."""
+    points = []
+    for s, idx in plan:
+        t = trajs[s]
+        p1 = {r: t.correct[r][idx].sum() / (len(idx) * t.n_samples) for r in t.rounds}
+        for r in t.rounds[1:]:
+            points.append((r, 1.0 - p1[r - 1], p1[r] - p1[r - 1]))
+    return points
+
+
+def fit_line(points: list[tuple[int, float, float]]) -> tuple[float, float]:
+    """Least squares gain = intercept + slope * headroom -> (slope, intercept)."""
+    if len(points) < 2:
+        return math.nan, math.nan
+    x = np.array([p[1] for p in points])
+    y = np.array([p[2] for p in points])
+    if np.ptp(x) == 0:
+        return math.nan, float(y.mean())
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(slope), float(intercept)
+
+
+def crossover_k(base: np.ndarray, trained: np.ndarray, ks: tuple[int, ...]) -> float:
+    """Smallest k with base >= trained (NaN: none, the trained model stays ahead)."""
+    for k, b, t in zip(ks, base, trained):
+        if b >= t - TIE_EPSILON:
+            return float(k)
+    return math.nan
+
+
+# --------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f}"
+
+
+def _ci(est: float, lo: float, hi: float, scale: float = 100.0, digits: int = 1) -> str:
+    if not np.isfinite(est):
+        return "n/a"
+    return f"{scale * est:.{digits}f} [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
+
+
+@dataclass
+class Report:
+    markdown: str
+    findings: dict[str, str]  # finding -> "reproduced" | "not reproduced" | "inconclusive"
+    numbers: dict[str, Any]  # the headline numbers (also written as report.json)
+
+
+def build_report(trajs: list[Trajectory], out_dir: Path, n_boot: int = 1000, selection_k: int = 8,
+                 figures: bool = True, title: str = "") -> Report:
+    if not trajs:
+        raise StudyError("no finished trajectory to report on")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sizes = [len(t.problems) for t in trajs]
+    n_min = min(t.n_samples for t in trajs)
+    ks = tuple(k for k in KS if k <= n_min)
+    policies = trajs[0].policies
+    max_round = max(t.final for t in trajs)
+    boot_note = (f"{len(trajs)} seeds x {sizes[0] if len(set(sizes)) == 1 else sizes} problems, "
+                 f"{n_boot} bootstrap resamples (seeds, then problems within seeds)"
+                 if len(trajs) > 1 else
+                 f"1 seed x {sizes[0]} problems, {n_boot} bootstrap resamples of problems only "
+                 f"(one seed: the interval ignores seed-to-seed variation)")
+    lines = [f"# constellation study{': ' + title if title else ''}", "",
+             f"Trajectories: {len(trajs)} (seeds {', '.join(str(t.seed) for t in trajs)}); "
+             f"evaluation: {sizes[0]} problems x {n_min} samples each; rounds evaluated: "
+             f"{', '.join(str(t.final) for t in trajs)} (per seed).", "",
+             f"Every interval is a 95% percentile bootstrap interval: {boot_note}. "
+             "Every number is read from the trajectories' run.sqlite.", ""]
+    numbers: dict[str, Any] = {"seeds": [t.seed for t in trajs], "n_problems": sizes, "n_samples": n_min,
+                               "n_boot": n_boot}
+    findings: dict[str, str] = {}
+
+    # ---- 1. selection ------------------------------------------------
+    lines += ["## 1. Selection on one candidate pool", ""]
+    sel_ks = sorted({k for t in trajs for r in t.rounds if r >= 1 for k in t.sel_sum[r]})
+    if not sel_ks:
+        lines += ["No trained round was evaluated: nothing to select on.", ""]
+        findings["selection"] = "inconclusive"
+    else:
+        lines += ["Held-out accuracy (%) of the candidate each policy picks among k samples, pooled over "
+                  "the trained rounds' evaluations; groups split by whether their visible-pass candidates "
+                  "agree on the held-out inputs. Oracle = pass@k of the group.", ""]
+        sel: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for k in sel_ks:
+            sel[k] = bootstrap(lambda plan, k=k: selection_stat(trajs, k, plan), sizes, n_boot)
+            counts = sum(t.sel_count[r][k].sum(axis=0) for t in trajs for r in t.rounds if r >= 1)
+            lines += [f"k = {k} (groups: {int(counts[0])} in all, {int(counts[1])} agree, "
+                      f"{int(counts[2])} disagree)", "",
+                      "| policy | all | agree | disagree |", "|---|---|---|---|"]
+            est, lo, hi = sel[k]
+            for i, p in enumerate(policies):
+                lines.append(f"| {p} | " + " | ".join(_ci(est[i, c], lo[i, c], hi[i, c]) for c in range(3)) + " |")
+            lines.append("")
+        numbers["selection"] = {str(k): {p: {c: float(sel[k][0][i, j]) for j, c in enumerate(CLASSES)}
+                                         for i, p in enumerate(policies)} for k in sel_ks}
+        if "critic" in policies:
+            k0 = selection_k if selection_k in sel_ks else sel_ks[len(sel_ks) // 2]
+            ci, bi = policies.index("critic"), policies.index("best_of_k")
+            delta = bootstrap(lambda plan: (lambda a: a[ci] - a[bi])(selection_stat(trajs, k0, plan)),
+                              sizes, n_boot)
+            per_seed = [float((lambda a: a[ci, 0] - a[bi, 0])(selection_stat(trajs, k0, identity_plan(sizes)[s:s + 1])))
+                        for s in range(len(trajs))]
+            wins = sum(d > 0 for d in per_seed)
+            d_all, d_dis = (delta[0][0], delta[1][0], delta[2][0]), (delta[0][2], delta[1][2], delta[2][2])
+            share = d_dis[0] * _class_share(trajs, k0, 2) / d_all[0] if d_all[0] and np.isfinite(d_all[0]) else math.nan
+            lines += [f"**Critic minus best-of-k at k = {k0}:** {_ci(*d_all)} points overall, "
+                      f"{_ci(*d_dis)} on disagree groups, "
+                      f"{_ci(delta[0][1], delta[1][1], delta[2][1])} on agree groups; critic ahead on "
+                      f"{wins} of {len(trajs)} seeds (per-seed deltas: "
+                      f"{', '.join(f'{100 * d:+.1f}' for d in per_seed)})."
+                      + (f" Share of the overall gain from disagree groups: {100 * share:.0f}%." if np.isfinite(share) else ""),
+                      ""]
+            numbers["critic_minus_best_of_k"] = {"k": k0, "all": list(map(float, d_all)),
+                                                 "disagree": list(map(float, d_dis)), "per_seed": per_seed}
+            findings["selection"] = ("reproduced" if d_all[1] > 0 else
+                                     "not reproduced" if d_all[2] <= 0 or d_all[0] <= 0 else "inconclusive")
+            if not np.isfinite(d_dis[0]):
+                lines += [f"No group at k = {k0} had visible-pass candidates that disagree on held-out inputs: "
+                          "every policy that picks a passing candidate is then equally right, so selection "
+                          "cannot matter on this task as configured.", ""]
+            lines += [f"Finding 1 (critic beats best-of-k, gain on disagree groups): **{findings['selection']}** "
+                      f"(reproduced = the interval of the overall difference lies above 0).", ""]
+        else:
+            findings["selection"] = "inconclusive"
+            lines += ["The run had no critic (critic.impl = \"none\"): finding 1 cannot be tested.", ""]
+        if figures:
+            study_figures.selection(out_dir / "selection.png", sel, policies, CLASSES)
+            lines += ["![selection](selection.png)", ""]
+
+    # ---- 2. gain vs headroom -----------------------------------------
+    lines += ["## 2. Gain per round vs remaining headroom", ""]
+    points = round_points(trajs, identity_plan(sizes))
+    if len(points) < 2:
+        lines += ["Fewer than two trained rounds: no line to fit.", ""]
+        findings["headroom"] = "inconclusive"
+    else:
+        fit = bootstrap(lambda plan: fit_line(round_points(trajs, plan)), sizes, n_boot)
+        per_round = {}
+        for r in range(1, max_round + 1):
+            per_round[r] = bootstrap(lambda plan, r=r: _mean_gain(round_points(trajs, plan), r), sizes, n_boot)
+        lines += ["| round | trajectories | mean pass@1 gain (points) | mean headroom |", "|---|---|---|---|"]
+        for r, (est, lo, hi) in per_round.items():
+            pts = [p for p in points if p[0] == r]
+            lines.append(f"| {r} | {len(pts)} | {_ci(est, lo, hi)} | "
+                         f"{_pct(float(np.mean([p[1] for p in pts]))) if pts else 'n/a'}% |")
+        (slope, intercept), (slo, ilo), (shi, ihi) = fit[0], fit[1], fit[2]
+        lines += ["", f"Fitted line over {len(points)} (trajectory, round) points: gain = "
+                  f"{intercept:+.3f} [{ilo:+.3f}, {ihi:+.3f}] + {slope:.3f} [{slo:.3f}, {shi:.3f}] x headroom.", ""]
+        gains = [per_round[r][0] for r in sorted(per_round) if np.isfinite(per_round[r][0])]
+        shrinks = len(gains) >= 2 and all(a >= b for a, b in zip(gains, gains[1:]))
+        first_lo, first_hi = per_round[1][1], per_round[1][2]
+        # the finding has three parts: round 1 gains (raises the ceiling), the gain
+        # grows with headroom (slope > 0), and gains shrink round over round
+        findings["headroom"] = ("reproduced" if first_lo > 0 and slo > 0 and shrinks else
+                                "not reproduced" if first_hi <= 0 or shi <= 0 else "inconclusive")
+        numbers["headroom_fit"] = {"slope": [float(slope), float(slo), float(shi)],
+                                   "intercept": [float(intercept), float(ilo), float(ihi)],
+                                   "mean_gain_per_round": {str(r): float(v[0]) for r, v in per_round.items()}}
+        lines += [f"Finding 2 (STaR gains, the gain tracks headroom and shrinks): **{findings['headroom']}** "
+                  f"(reproduced = round-1 gain interval above 0, slope interval above 0, and mean gain "
+                  f"non-increasing over rounds; not reproduced = round-1 gain or slope interval at or below 0; "
+                  f"mean gains: "
+                  f"{', '.join(f'{100 * g:+.1f}' for g in gains)}).", ""]
+        if figures:
+            _draw_headroom(out_dir / "gain_headroom.png", points, trajs, sizes, n_boot)
+            lines += ["![gain vs headroom](gain_headroom.png)", ""]
+
+    # ---- 3. pass@k curves and crossover ------------------------------
+    lines += ["## 3. pass@k of the base and of each round; the crossover k*", ""]
+    curves = {}
+    for r in range(0, max_round + 1):
+        curves[r] = bootstrap(lambda plan, r=r: pass_curve(trajs, lambda t: r if r in t.rounds else None, plan, ks),
+                              sizes, n_boot)
+    final = bootstrap(lambda plan: pass_curve(trajs, lambda t: t.final, plan, ks), sizes, n_boot)
+    show = [k for k in (1, 2, 4, 8, 16, 32, 64) if k in ks]
+    header = "| model | " + " | ".join(f"pass@{k}" for k in show) + " |"
+    lines += [header, "|---" * (len(show) + 1) + "|"]
+    for r, (est, lo, hi) in curves.items():
+        lines.append(f"| {'base' if r == 0 else f'round {r}'} | " +
+                     " | ".join(_ci(est[ks.index(k)], lo[ks.index(k)], hi[ks.index(k)]) for k in show) + " |")
+    est, lo, hi = final
+    lines.append("| final (each seed's last round) | " +
+                 " | ".join(_ci(est[ks.index(k)], lo[ks.index(k)], hi[ks.index(k)]) for k in show) + " |")
+    diff = bootstrap(lambda plan: pass_curve(trajs, lambda t: t.final, plan, ks)
+                     - pass_curve(trajs, lambda t: 0, plan, ks), sizes, n_boot)
+    lines += ["", "Final minus base (points): " + ", ".join(
+        f"k={k}: {_ci(diff[0][ks.index(k)], diff[1][ks.index(k)], diff[2][ks.index(k)])}" for k in show), ""]
+    per_traj = []
+    for t in trajs:
+        k_star = crossover_k(_passk_matrix(t, 0, ks).mean(0), _passk_matrix(t, t.final, ks).mean(0), ks)
+        per_traj.append(k_star)
+    rng = np.random.default_rng(1)
+    boot_k = np.array([crossover_k(pass_curve(trajs, lambda t: 0, plan, ks),
+                                   pass_curve(trajs, lambda t: t.final, plan, ks), ks)
+                       for plan in resample_plans(sizes, n_boot, rng)])
+    pooled = crossover_k(curves[0][0], final[0], ks)
+    none_share = float(np.isnan(boot_k).mean())
+    found = boot_k[~np.isnan(boot_k)]
+    k_text = ("no crossover: the trained model is ahead at every k up to "
+              f"{ks[-1]}" if np.isnan(pooled) else f"k* = {int(pooled)}")
+    ci_text = (f"95% interval of k* over resamples that cross: [{np.percentile(found, 2.5):.0f}, "
+               f"{np.percentile(found, 97.5):.0f}]" if len(found) else "no resample crosses")
+    lines += [f"Pooled crossover (final vs base): {k_text}; {ci_text}; {100 * none_share:.0f}% of resamples "
+              f"have no crossover. Per trajectory: " +
+              ", ".join(f"seed {t.seed}: {'none' if np.isnan(k) else int(k)}" for t, k in zip(trajs, per_traj)) + ".",
+              ""]
+    d8 = (diff[0][ks.index(8)], diff[1][ks.index(8)], diff[2][ks.index(8)]) if 8 in ks else (math.nan,) * 3
+    d_last = (diff[0][-1], diff[1][-1], diff[2][-1])
+    findings["crossover"] = ("reproduced" if d8[1] > 0 and d_last[0] < 0 and not np.isnan(pooled) else
+                             "not reproduced" if d8[2] <= 0 or (np.isnan(pooled) and d_last[1] > 0) else
+                             "inconclusive")
+    numbers["crossover"] = {"pooled": None if np.isnan(pooled) else int(pooled),
+                            "per_seed": [None if np.isnan(k) else int(k) for k in per_traj],
+                            "no_crossover_share": none_share,
+                            "final_minus_base_pass8": list(map(float, d8)),
+                            f"final_minus_base_pass{ks[-1]}": list(map(float, d_last))}
+    lines += [f"Finding 3 (trained ahead at pass@8, base overtakes at pass@{ks[-1]}): **{findings['crossover']}** "
+              f"(reproduced = final-minus-base interval at k=8 above 0, and base ahead at k={ks[-1]}).", ""]
+    if figures:
+        study_figures.pass_at_k(out_dir / "passk.png", curves, ks)
+        lines += ["![pass@k](passk.png)", ""]
+
+    # ---- per trajectory, and the collapse guard ----------------------
+    lines += ["## Trajectories", "", "| seed | rounds | base pass@1 | final pass@1 | k* | guard |",
+              "|---|---|---|---|---|---|"]
+    for t, k in zip(trajs, per_traj):
+        stop = next((e for e in reversed(t.events) if e.get("event") == "early_stop"), None)
+        guard = f"stopped after round {stop['round']}: {stop['reason']}" if stop else "no early stop"
+        p1 = {r: t.correct[r].sum() / (len(t.problems) * t.n_samples) for r in t.rounds}
+        lines.append(f"| {t.seed} | {t.final} | {_pct(p1[0])}% | {_pct(p1[t.final])}% | "
+                     f"{'none' if np.isnan(k) else int(k)} | {guard} |")
+    lines += ["", "Run directories: " + ", ".join(f"`{t.run_dir}`" for t in trajs), ""]
+    markdown = "\n".join(lines)
+    (out_dir / "report.md").write_text(markdown)
+    (out_dir / "report.json").write_text(json.dumps({"findings": findings, **numbers}, indent=1))
+    return Report(markdown, findings, numbers)
+
+
+def _draw_headroom(path: Path, points, trajs: list[Trajectory], sizes: list[int], n_boot: int) -> None:
+    """The fitted line and its band (the line refitted on each resample)."""
+    xs = np.linspace(min(p[1] for p in points), max(p[1] for p in points), 50)
+    slope, intercept = fit_line(points)
+    refits = [fit_line(round_points(trajs, plan)) for plan in resample_plans(sizes, n_boot, np.random.default_rng(2))]
+    lines = np.array([b + a * xs for a, b in refits if np.isfinite(a)])
+    band = tuple(np.percentile(lines, [2.5, 97.5], axis=0)) if len(lines) else None
+    study_figures.gain_vs_headroom(path, points, xs, intercept + slope * xs if np.isfinite(slope) else None, band)
+
+
+def _mean_gain(points: list[tuple[int, float, float]], r: int) -> float:
+    gains = [g for rr, _, g in points if rr == r]
+    return float(np.mean(gains)) if gains else math.nan
+
+
+def _class_share(trajs: list[Trajectory], k: int, c: int) -> float:
+    counts = sum(t.sel_count[r][k].sum(axis=0) for t in trajs for r in t.rounds if r >= 1 and k in t.sel_count[r])
+    return float(counts[c] / counts[0]) if counts[0] else math.nan
