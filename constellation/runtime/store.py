@@ -13,11 +13,14 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeVar
 
 import msgspec
 
+from constellation.protocol import events as ev
 from constellation.protocol import messages as m
+
+E = TypeVar("E", bound=ev.Event)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS problems (
@@ -68,16 +71,16 @@ class RunStore:
         self._events.close()
 
     # -- events -----------------------------------------------------------
-    def event(self, event: str, round: int | None = None, **data: Any) -> dict[str, Any]:
+    def event(self, event: ev.Event) -> ev.Event:
         """Append one event to metrics.jsonl (line-buffered, so a reader sees
-        whole lines) and to the metrics table."""
-        record = {"event": event, "time": round_time(), **({"round": round} if round is not None else {}), **data}
-        line = json.dumps(record, default=_jsonable)
+        whole lines) and to the metrics table. -> the event as written (timed)."""
+        event = ev.stamp(event)
+        line = ev.encode_event(event).decode()
         self._events.write(line + "\n")
         self.conn.execute("INSERT INTO metrics (time, round, event, data) VALUES (?, ?, ?, ?)",
-                          (record["time"], round, event, line))
+                          (event.time, event.round, ev.kind_of(event), line))
         self.conn.commit()
-        return record
+        return event
 
     # -- problems ----------------------------------------------------------
     def add_problems(self, split: str, problems: Iterable[m.Problem]) -> None:
@@ -142,10 +145,12 @@ class RunStore:
         rows = self.conn.execute("SELECT round, status, adapter_version, adapter_path FROM rounds")
         return {r["round"]: (r["status"], r["adapter_version"], r["adapter_path"]) for r in rows}
 
-    def last_event(self, event: str, round: int) -> dict[str, Any] | None:
+    def last_event(self, kind: type[E], round: int) -> E | None:
+        """The newest event of this kind and round (a resumed coordinator replays it)."""
+        tag = kind.__struct_config__.tag
         row = self.conn.execute("SELECT data FROM metrics WHERE event = ? AND round = ? ORDER BY id DESC LIMIT 1",
-                                (event, round)).fetchone()
-        return None if row is None else json.loads(row["data"])
+                                (tag, round)).fetchone()
+        return None if row is None else ev.decode_event(row["data"])
 
     def load_phase(self, round: int, phase: str) -> tuple[list[m.Candidate], list[m.Verdict], dict[str, float]]:
         """Everything already recorded for one phase of one round."""
@@ -219,18 +224,10 @@ def load_split(run_dir: str | Path) -> Split:
     return msgspec.msgpack.decode(path.read_bytes(), type=Split)
 
 
-def round_time() -> float:
-    return round(time.time(), 3)
-
-
-def _jsonable(obj: Any) -> Any:
-    return msgspec.to_builtins(obj)
-
-
-def read_event_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Events of a JSON-lines file and the count of bad lines. A last line
-    without its newline may still be being written: it is skipped silently
-    unless it already parses."""
+def read_event_lines(path: Path) -> tuple[list[ev.Event], int]:
+    """Events of a JSON-lines file and the count of bad lines (not an event of a
+    known kind). A last line without its newline may still be being written: it
+    is skipped silently unless it already decodes."""
     try:
         raw = path.read_bytes()
     except OSError:
@@ -241,16 +238,12 @@ def read_event_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
         if not line.strip():
             continue
         try:
-            event = json.loads(line)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError
-            event = None
-        if isinstance(event, dict):
-            events.append(event)
-        elif i < len(lines) - 1:  # a complete line that is not an event
-            bad += 1
+            events.append(ev.decode_event(line))
+        except ev.BadEvent:
+            bad += i < len(lines) - 1  # a complete line that is not an event
     return events, bad
 
 
-def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
+def read_events(run_dir: str | Path) -> list[ev.Event]:
     """All complete events of a run's metrics.jsonl."""
     return read_event_lines(Path(run_dir) / "metrics.jsonl")[0]
