@@ -74,6 +74,7 @@ class Coordinator(RequestLoop):
         self.current: Phase | None = None  # the innermost phase under way, for progress events
         self.served_version, self.served_path = 0, ""  # adapter the generator serves
         self.critic_version = 0
+        self.task: Any = None  # the task module (registry.resolve_task), loaded by run() or sample()
         self.hint: Callable[[m.Problem], str] | None = None  # the task's hint_prompt, when rationalizing
         self._last_progress = 0.0
 
@@ -183,6 +184,14 @@ class Coordinator(RequestLoop):
     # ------------------------------------------------------------------
     # a phase
     # ------------------------------------------------------------------
+    def sample(self, name: str, round: int, problems: list[m.Problem], k: int) -> Phase:
+        """One phase outside the rounds (``constellation probe``): waits for the
+        roles and loads the task first."""
+        self._wait_for_workers()
+        if self.task is None:
+            self.task = resolve_task(self.cfg.task.impl)
+        return self._sample(name, round, problems, k)
+
     def _sample(self, name: str, round: int, problems: list[m.Problem], k: int) -> Phase:
         """Generate k candidates per problem, verify and score them all. A
         resumed phase starts from what a previous coordinator recorded."""
