@@ -27,14 +27,21 @@ SETTINGS = ["run.rounds=2", "task.n_labeled=4", "task.n_train=24", "task.n_eval=
             "guard.val_problems=4", "guard.val_samples=2"]
 
 
-class HalfRightGenerator:
+class StandIn:
+    """What the client needs of a role besides handle()."""
+
+    def setup(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class HalfRightGenerator(StandIn):
     """Candidate i of a problem is its reference program for even i, junk for odd i."""
 
     def __init__(self) -> None:
         self.version, self.requests = 0, 0
-
-    def setup(self) -> dict[str, Any]:
-        return {}
 
     def handle(self, msg: Any) -> Any:
         if isinstance(msg, m.LoadAdapter):
@@ -47,12 +54,9 @@ class HalfRightGenerator:
         return m.Candidates(request_id=msg.request_id, items=items)
 
 
-class ConstantCritic:
+class ConstantCritic(StandIn):
     def __init__(self) -> None:
         self.trained_on: list[int] = []
-
-    def setup(self) -> dict[str, Any]:
-        return {}
 
     def handle(self, msg: Any) -> Any:
         if isinstance(msg, m.ScoreRequest):
@@ -62,7 +66,7 @@ class ConstantCritic:
         return m.CriticTrained(request_id=msg.request_id, round=msg.round, version=msg.round)
 
 
-class RecordingTrainer:
+class RecordingTrainer(StandIn):
     """Declares the data it wants in READY, as roles/trainer.py does, and records what it got."""
 
     def __init__(self, wants: str) -> None:
@@ -76,10 +80,7 @@ class RecordingTrainer:
         return m.AdapterReady(request_id=msg.request_id, version=msg.round, path="")
 
 
-class FailingVerifier:
-    def setup(self) -> dict[str, Any]:
-        return {}
-
+class FailingVerifier(StandIn):
     def handle(self, msg: Any) -> Any:
         raise RuntimeError("verifier broke")
 

@@ -107,9 +107,7 @@ class InProcessRoleClient:
 
     def close(self) -> None:
         for worker in self.workers.values():
-            close = getattr(worker, "close", None)
-            if callable(close):
-                close()
+            worker.close()
 
 
 def _over_the_wire(msg: Any) -> Any:

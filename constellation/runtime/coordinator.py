@@ -71,12 +71,16 @@ class Coordinator(RequestLoop):
             m.Judgments: self._on_reply,
         }
         self.phases: dict[str, Phase] = {}  # prefix -> a phase under way (a rationalize phase nests in train)
-        self.current: Phase | None = None  # the innermost phase under way, for progress events
         self.served_version, self.served_path = 0, ""  # adapter the generator serves
         self.critic_version = 0
         self.task: Any = None  # the task module (registry.resolve_task), loaded by run() or sample()
         self.hint: Callable[[m.Problem], str] | None = None  # the task's hint_prompt, when rationalizing
         self._last_progress = 0.0
+
+    @property
+    def current(self) -> Phase | None:
+        """The innermost phase under way (the newest one), for progress events."""
+        return next(reversed(self.phases.values()), None)
 
     # ------------------------------------------------------------------
     # hooks of the request loop
@@ -200,7 +204,6 @@ class Coordinator(RequestLoop):
         phase.candidates = {c.id: c for c in cands}
         phase.verdicts = {v.candidate_id: v for v in verdicts}
         phase.scores = scores
-        outer, self.current = self.current, phase
         self.phases[phase.prefix] = phase
         try:
             self._queue_generation(phase, problems)
@@ -217,7 +220,6 @@ class Coordinator(RequestLoop):
                      time.monotonic() - t0)
         finally:
             del self.phases[phase.prefix]
-            self.current = outer
         return phase
 
     def _queue_generation(self, phase: Phase, problems: list[m.Problem]) -> None:

@@ -81,6 +81,7 @@ def serve_worker(role: str, cfg: config.Config, run_dir: Path, endpoints: dict, 
         reply = handle_request(worker, msg)
         hub.send(reply)
         beat.state = "idle"
+    worker.close()
     hub.close()
 
 
