@@ -70,7 +70,7 @@ def evaluate(model, tokenizer, problems, n: int, cfg: Config, seed: int, label: 
 
 def star_round(model, tokenizer, base_path, problems, cfg: Config, k: int, seconds: float, seed: int, out_dir: Path,
                per_problem: int = 1):
-    from constellation.models.lm import load_model, sample, train_sft
+    from constellation.models.lm import LoraArgs, SFTArgs, load_model, sample, train_sft
     from verifiers.dsl import verify
 
     t0 = time.monotonic()
@@ -93,8 +93,9 @@ def star_round(model, tokenizer, base_path, problems, cfg: Config, k: int, secon
     print(f"[star] sampled {k}x{len(problems)} in {gen_s:.1f}s ({k * len(problems) / gen_s:.0f} cand/s); "
           f"{solved} problems solved on visible; {len(examples)} examples, {correct} held-out correct", flush=True)
     t = cfg.trainer
-    metrics = train_sft(base_path, examples, out_dir, None, t.lora_r, t.lora_alpha, t.lora_dropout, t.lora_targets,
-                        t.lr, t.epochs, seconds, t.batch_size, seed)
+    lora = LoraArgs(r=t.lora_r, alpha=t.lora_alpha, dropout=t.lora_dropout, targets=tuple(t.lora_targets))
+    metrics = train_sft(base_path, examples, out_dir, SFTArgs(lora=lora, lr=t.lr, epochs=t.epochs, max_seconds=seconds,
+                                                              batch_size=t.batch_size, seed=seed))
     print(f"[star] train_sft: {metrics}", flush=True)
     return load_model(base_path, str(out_dir))
 
