@@ -28,12 +28,13 @@ import random
 import re
 import shutil
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import msgspec
 
+from constellation.models.fit import FitArgs, fit
 from constellation.protocol.config import ModelConfig, TaskConfig
 from constellation.protocol.messages import Problem
 
@@ -205,8 +206,6 @@ def warm_start(model, tokenizer, labeled: list[Problem], args: WarmStartArgs,
     compute (the forward pass covers the prompt anyway). The reported losses
     are completion-only either way."""
     import torch
-
-    from constellation.models.fit import FitArgs, fit
 
     pairs = [encode_example(tokenizer, p.prompt, warm_start_target(p)) for p in labeled if warm_start_target(p)]
     kept = [pr for pr in pairs if len(pr[0]) <= args.max_len]

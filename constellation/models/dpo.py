@@ -351,9 +351,8 @@ def train_dpo(model, tokenizer, pairs: list[PreferencePair], args: DPOArgs = DPO
         epochs[-1].append((stats["chosen_logratio"], stats["rejected_logratio"]))
         return loss
 
-    total = math.ceil(len(data.train_idx) / args.batch_size) * max(1, args.epochs)
-    fit_args = FitArgs(lr=args.lr, epochs=max(1, args.epochs), max_steps=total, max_seconds=args.max_seconds,
-                       warmup_steps=min(10, total // 10 + 1))
+    fit_args = FitArgs.over_epochs(args.lr, args.epochs, math.ceil(len(data.train_idx) / args.batch_size),
+                                   args.max_seconds)
     result = fit(model, epoch_batches, loss_fn, fit_args, started=t0, progress=progress,
                  name=f"train_dpo (beta {args.beta})", nan_note="no adapter written")
     last_epoch = [e for e in epochs if e][-1]  # the last epoch that ran a step

@@ -44,6 +44,14 @@ class FitArgs:
     warmup_steps: int = 10  # linear warmup steps of "warmup_cosine"
     clip_norm: float = 1.0  # max global L2 norm of the gradients
 
+    @classmethod
+    def over_epochs(cls, lr: float, epochs: int, steps_per_epoch: int, max_seconds: float) -> FitArgs:
+        """SFT and DPO: ``epochs`` passes (at least one) or ``max_seconds``,
+        whichever ends first; warmup over ~10% of the planned steps, at most 10."""
+        total = steps_per_epoch * max(1, epochs)
+        return cls(lr=lr, epochs=max(1, epochs), max_steps=total, max_seconds=max_seconds,
+                   warmup_steps=min(10, total // 10 + 1))
+
     def check(self) -> None:
         if self.epochs < 0 or self.max_steps < 0 or self.max_seconds < 0:
             raise ValueError(f"fit: negative budget: epochs={self.epochs}, max_steps={self.max_steps}, "

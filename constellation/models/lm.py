@@ -393,7 +393,6 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
     kept = [p for p in pairs if len(p[0]) <= max_len]
     if not kept:
         raise ValueError(f"train_sft: all {len(pairs)} examples are longer than max_len {max_len}")
-    total = math.ceil(len(kept) / args.batch_size) * max(1, args.epochs)
     rng = random.Random(args.seed)
     lengths = [len(ids) for ids, _ in kept]
 
@@ -402,8 +401,7 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
                                                                        tokenizer.pad_token_id))
         return model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
 
-    fit_args = FitArgs(lr=args.lr, epochs=max(1, args.epochs), max_steps=total, max_seconds=args.max_seconds,
-                       warmup_steps=min(10, total // 10 + 1))
+    fit_args = FitArgs.over_epochs(args.lr, args.epochs, math.ceil(len(kept) / args.batch_size), args.max_seconds)
     result = fit(model, lambda _epoch: length_bucketed_batches(lengths, args.batch_size, rng), loss_fn, fit_args,
                  started=t0, progress=progress, name="train_sft", nan_note="no adapter written")
     metrics = {**result.loss_summary(), "steps": result.steps, "seconds": time.monotonic() - t0,
