@@ -122,37 +122,60 @@ def _activations(shape: ModelShape, tokens: int, checkpointing: bool, dtype_byte
     return shape.layers * per_layer
 
 
+def _vllm_generator(cfg, shape: ModelShape, total_bytes: int) -> list[PlanItem]:
+    g = cfg.generator
+    return [PlanItem("generator", f"vLLM reserve {g.gpu_memory_utilization:.2f} x total",
+                     int(g.gpu_memory_utilization * total_bytes))]
+
+
+def _weights_and_kv_generator(cfg, shape: ModelShape, total_bytes: int) -> list[PlanItem]:
+    kv = cfg.generator.batch_size * cfg.model.max_len * shape.kv_bytes_per_token(4)
+    return [PlanItem("generator", "float32 weights", 4 * (shape.linear_params() + shape.other_params())),
+            PlanItem("generator", "KV cache", kv)]
+
+
+def _lora_training(process: str, shape: ModelShape, base: tuple[int, str], section, max_len: int,
+                   checkpointing: bool, dtype_bytes: int, head_params: int = 0) -> list[PlanItem]:
+    """A process that trains a LoRA (+ a head of ``head_params``) on the base: ``section``
+    is its config (trainer or critic: batch_size, lora_r, lora_targets)."""
+    tokens = section.batch_size * max_len
+    return [PlanItem(process, base[1], base[0]),
+            PlanItem(process, f"LoRA r={section.lora_r} + {'head' if head_params else 'grads'} + Adam",
+                     16 * (shape.lora_params(section.lora_r, list(section.lora_targets)) + head_params)),
+            PlanItem(process, f"activations ({section.batch_size} x {max_len} tokens)",
+                     _activations(shape, tokens, checkpointing, dtype_bytes))]
+
+
+def _trainer(cfg, shape: ModelShape, base: tuple[int, str], dtype_bytes: int) -> list[PlanItem]:
+    m = cfg.model
+    return (_lora_training("trainer", shape, base, cfg.trainer, m.max_len, m.gradient_checkpointing, dtype_bytes)
+            + [PlanItem("trainer", "logits + loss", 10 * cfg.trainer.batch_size * m.max_len * shape.vocab),
+               PlanItem("trainer", "CUDA context", CUDA_CONTEXT)])
+
+
+def _policy_head_critic(cfg, shape: ModelShape, base: tuple[int, str], dtype_bytes: int) -> list[PlanItem]:
+    c = cfg.critic
+    return (_lora_training("critic", shape, base, c, c.max_len, cfg.model.gradient_checkpointing, dtype_bytes,
+                           head_params=shape.hidden)
+            + [PlanItem("critic", "CUDA context", CUDA_CONTEXT)])
+
+
+# What the plan knows of each implementation's card use, by its registered name.
+# Any other generator (a plugin) is planned as weights + KV cache; any other
+# critic as staying off the card (the small critic is a CPU model).
+GENERATOR_PLANS = {"vllm": _vllm_generator}
+CRITIC_PLANS = {"policy_head": _policy_head_critic}
+
+
 def plan_memory(cfg, shape: ModelShape, total_bytes: int) -> list[PlanItem]:
     """-> what each process holds on the card, by part (``cfg`` is a constellation Config)."""
-    m, g, t, c = cfg.model, cfg.generator, cfg.trainer, cfg.critic
-    dtype_bytes = DTYPE_BYTES.get(m.compute_dtype, 4)
-    items = []
-    if g.impl == "vllm":
-        items.append(PlanItem("generator", f"vLLM reserve {g.gpu_memory_utilization:.2f} x total",
-                              int(g.gpu_memory_utilization * total_bytes)))
-    else:
-        items += [PlanItem("generator", "float32 weights", 4 * (shape.linear_params() + shape.other_params())),
-                  PlanItem("generator", "KV cache", g.batch_size * m.max_len * shape.kv_bytes_per_token(4))]
-    items.append(PlanItem("generator", "CUDA context", CUDA_CONTEXT))
-
-    base_bytes, base_what = _base(shape, m.quantization)
-    train_tokens = t.batch_size * m.max_len
-    items += [PlanItem("trainer", base_what, base_bytes),
-              PlanItem("trainer", f"LoRA r={t.lora_r} + grads + Adam",
-                       16 * shape.lora_params(t.lora_r, list(t.lora_targets))),
-              PlanItem("trainer", f"activations ({t.batch_size} x {m.max_len} tokens)",
-                       _activations(shape, train_tokens, m.gradient_checkpointing, dtype_bytes)),
-              PlanItem("trainer", "logits + loss", 10 * train_tokens * shape.vocab),
-              PlanItem("trainer", "CUDA context", CUDA_CONTEXT)]
-    if c.impl == "policy_head":
-        critic_tokens = c.batch_size * c.max_len
-        items += [PlanItem("critic", base_what, base_bytes),
-                  PlanItem("critic", f"LoRA r={c.lora_r} + head + Adam",
-                           16 * (shape.lora_params(c.lora_r, list(c.lora_targets)) + shape.hidden)),
-                  PlanItem("critic", f"activations ({c.batch_size} x {c.max_len} tokens)",
-                           _activations(shape, critic_tokens, m.gradient_checkpointing, dtype_bytes)),
-                  PlanItem("critic", "CUDA context", CUDA_CONTEXT)]
-    return items
+    dtype_bytes = DTYPE_BYTES.get(cfg.model.compute_dtype, 4)
+    base = _base(shape, cfg.model.quantization)
+    generator = GENERATOR_PLANS.get(cfg.generator.impl, _weights_and_kv_generator)
+    items = generator(cfg, shape, total_bytes) + [PlanItem("generator", "CUDA context", CUDA_CONTEXT)]
+    items += _trainer(cfg, shape, base, dtype_bytes)
+    critic = CRITIC_PLANS.get(cfg.critic.impl)
+    return items + (critic(cfg, shape, base, dtype_bytes) if critic else [])
 
 
 def format_plan(items: list[PlanItem], free_bytes: int | None = None) -> str:

@@ -1,11 +1,11 @@
 """The verifier for task "arithmetic": the final answer line against the true result
-(constellation/tasks/arithmetic.py: ``grade``). Pure Python, microseconds per candidate."""
+(verifiers/arithmetic.py: ``grade``). Pure Python, microseconds per candidate."""
 
 from __future__ import annotations
 
 from constellation.protocol.messages import Candidate, Problem, Verdict
 from roles.verifier import CandidateVerifier
-from constellation.tasks.arithmetic import grade
+from verifiers.arithmetic import grade
 
 
 class ArithmeticVerifier(CandidateVerifier):

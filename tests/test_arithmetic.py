@@ -10,8 +10,9 @@ from constellation.protocol.config import Config, TaskConfig
 from constellation.protocol.messages import Candidate, VerifyRequest
 from roles.verifier_arithmetic import ArithmeticVerifier
 from constellation.tasks.arithmetic import (
-    MAX_DIGITS, add_lines, extract_answer, grade, hint_prompt, make_problem, make_split, mul_digit_lines, scratchpad,
+    MAX_DIGITS, add_lines, hint_prompt, make_problem, make_split, mul_digit_lines, scratchpad,
 )
+from verifiers.arithmetic import extract_answer, grade
 
 
 def cand(text: str, cid: str = "c/0", pid: str = "P") -> Candidate:

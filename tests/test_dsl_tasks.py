@@ -9,10 +9,10 @@ import msgspec
 import pytest
 
 from constellation.protocol.config import TaskConfig
-from constellation.protocol.messages import Candidate
+from constellation.protocol.messages import Candidate, Split
 from verifiers.dsl import depth, parse, run, to_text, verify
 from constellation.tasks.dsl import (
-    ERROR, MAX_IO_CHARS, TaskSplit, _rewrites, _simpler_local, critic_text, format_prompt,
+    ERROR, MAX_IO_CHARS, _rewrites, _simpler_local, critic_text, format_prompt,
     make_problem, make_split, sample_program,
 )
 
@@ -144,7 +144,7 @@ def test_critic_text_for_unparsed_candidate_and_long_text(problems):
 
 def test_make_split_is_deterministic():
     a, b = make_split(SMALL, seed=5), make_split(SMALL, seed=5)
-    assert msgspec.json.encode(list(a)) == msgspec.json.encode(list(b))
+    assert msgspec.json.encode(a) == msgspec.json.encode(b)
 
 
 def test_make_split_depends_on_seed(split):
@@ -153,10 +153,10 @@ def test_make_split_depends_on_seed(split):
 
 
 def test_make_split_sizes_and_ids(split):
-    assert isinstance(split, TaskSplit)
+    assert isinstance(split, Split)
     assert [len(split.labeled), len(split.train), len(split.eval)] == [60, 30, 15]
     assert split.labeled[0].id == "L0001" and split.train[0].id == "T0001" and split.eval[-1].id == "E0015"
-    ids = [p.id for s in split for p in s]
+    ids = [p.id for p in split.labeled + split.train + split.eval]
     assert len(ids) == len(set(ids))
 
 

@@ -49,6 +49,15 @@ class Problem(msgspec.Struct, forbid_unknown_fields=True):
     difficulty: int = 0  # e.g. the DSL program depth
 
 
+class Split(msgspec.Struct, forbid_unknown_fields=True):
+    """A task's problems for one run: what a task module's ``make_split`` returns
+    and what the run store saves once (``split.msgpack``) for the coordinator."""
+
+    labeled: list[Problem]  # L: problems with reference solutions, for the warm start
+    train: list[Problem]  # the unlabeled pool the rounds sample from
+    eval: list[Problem]  # the fixed evaluation set, disjoint from both
+
+
 class Candidate(msgspec.Struct, forbid_unknown_fields=True):
     id: str  # unique per run: "<phase>/<round>/<problem_id>/<index>"
     problem_id: str

@@ -189,26 +189,20 @@ def read_pools(conn: sqlite3.Connection, round: int, phase: str) -> dict[str, li
 SPLIT_FILE = "split.msgpack"
 
 
-class Split(msgspec.Struct):
-    """The run's problems, made once by launch/prepare.py and read by the
-    coordinator (making a split of thousands of problems takes seconds)."""
-
-    labeled: list[m.Problem]
-    train: list[m.Problem]
-    eval: list[m.Problem]
-
-
 def save_split(run_dir: str | Path, split: Any) -> None:
-    data = Split(labeled=list(split.labeled), train=list(split.train), eval=list(split.eval))
+    """Saved once by launch/prepare.py and read by the coordinator (making a split
+    of thousands of problems takes seconds). ``split`` is an ``m.Split`` or, from a
+    plugin task, anything with ``labeled``, ``train`` and ``eval`` lists."""
+    data = m.Split(labeled=list(split.labeled), train=list(split.train), eval=list(split.eval))
     (Path(run_dir) / SPLIT_FILE).write_bytes(msgspec.msgpack.encode(data))
 
 
-def load_split(run_dir: str | Path) -> Split:
+def load_split(run_dir: str | Path) -> m.Split:
     path = Path(run_dir) / SPLIT_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: the task split is made before the roles start "
                                 f"(python -m launch.prepare {run_dir})")
-    return msgspec.msgpack.decode(path.read_bytes(), type=Split)
+    return msgspec.msgpack.decode(path.read_bytes(), type=m.Split)
 
 
 def read_event_lines(path: Path) -> tuple[list[ev.Event], int]:

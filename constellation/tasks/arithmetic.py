@@ -26,10 +26,8 @@ labeled set). Addition: both operands have ``d`` digits. Multiplication: the
 second operand has 2 digits for d in 2..3 and 1 digit otherwise, which keeps
 every prompt + completion under 256 characters (tested) for d <= 5.
 
-Grading (``grade``) reads only the last ``A: <digits>`` line: ``pass`` when
-its number equals the true result, ``fail`` when it is another number,
-``parse_error`` when there is no answer line. The scratchpad itself is not
-checked: a right answer after a wrong scratchpad passes. ``Problem.reference``
+Grading lives in verifiers/arithmetic.py: it reads only the last
+``A: <digits>`` line, never the scratchpad. ``Problem.reference``
 is the answer (as for math tasks), ``Problem.data["solution"]`` the reference
 scratchpad (the warm-start target), ``data["answer"]`` the answer again.
 
@@ -42,20 +40,17 @@ model has seen hints and learns to use them.
 from __future__ import annotations
 
 import random
-import re
-from typing import NamedTuple
 
 from constellation.protocol.config import TaskConfig
-from constellation.protocol.messages import Candidate, Problem, Verdict
+from constellation.protocol.messages import Problem, Split
+from verifiers.arithmetic import MAX_TEXT
 
 MAX_DIGITS = 5
 HINTED_SHARE = 0.25  # labeled problems repeated with a hint prompt (so hints mean something to the model)
-ANSWER_RE = re.compile(r"^A: ?(-?\d{1,40})\s*$", re.MULTILINE)
-MAX_TEXT = 4000  # longer completions are graded on their first MAX_TEXT chars
 
 
 # --------------------------------------------------------------------------
-# Scratchpads
+# Scratchpads, prompts, critic text
 # --------------------------------------------------------------------------
 
 
@@ -114,31 +109,6 @@ def hint_prompt(problem: Problem) -> str:
     return f"{problem.prompt.rstrip()} ({problem.data['answer']})\n"
 
 
-# --------------------------------------------------------------------------
-# Grading
-# --------------------------------------------------------------------------
-
-
-def extract_answer(text: str) -> str | None:
-    """The number of the last ``A: <digits>`` line, or None."""
-    found = ANSWER_RE.findall(text[:MAX_TEXT])
-    return found[-1] if found else None
-
-
-def grade(problem: Problem, candidate: Candidate) -> Verdict:
-    """pass: the last answer line equals the true result; fail: another number;
-    parse_error: no answer line. ``heldout_outputs`` is [the extracted answer],
-    so majority vote is a vote on final answers."""
-    got = extract_answer(candidate.text)
-    if got is None:
-        return Verdict(candidate_id=candidate.id, problem_id=problem.id, status="parse_error", visible_passed=0,
-                       visible_total=1, heldout_correct=False, heldout_outputs=None, detail="no 'A: <number>' line")
-    ok = int(got) == int(problem.data["answer"])
-    return Verdict(candidate_id=candidate.id, problem_id=problem.id, status="pass" if ok else "fail",
-                   visible_passed=int(ok), visible_total=1, heldout_correct=ok, heldout_outputs=[str(int(got))],
-                   detail="" if ok else f"answer {got}")
-
-
 def critic_text(problem: Problem, candidate_text: str, heldout_outputs: list[str | None] | None) -> str:
     """The question and the candidate's scratchpad (never the true answer)."""
     return problem.prompt + candidate_text.strip()[:MAX_TEXT]
@@ -147,12 +117,6 @@ def critic_text(problem: Problem, candidate_text: str, heldout_outputs: list[str
 # --------------------------------------------------------------------------
 # Problems and splits
 # --------------------------------------------------------------------------
-
-
-class TaskSplit(NamedTuple):
-    labeled: list[Problem]
-    train: list[Problem]
-    eval: list[Problem]
 
 
 def _operands(rng: random.Random, digits: int, op: str) -> tuple[int, int]:
@@ -191,7 +155,7 @@ def _make_set(rng: random.Random, prefix: str, n: int, digits: list[int], exclud
     return out
 
 
-def make_split(cfg: TaskConfig, seed: int) -> TaskSplit:
+def make_split(cfg: TaskConfig, seed: int) -> Split:
     """Deterministic for (cfg, seed). Eval questions are distinct and occur in
     neither L nor train. L holds problems of 1..labeled_max_depth digits, plus
     hinted copies of a HINTED_SHARE of them (ids ending in "h")."""
@@ -208,4 +172,4 @@ def make_split(cfg: TaskConfig, seed: int) -> TaskSplit:
     hinted = [Problem(id=p.id + "h", task=p.task, prompt=hint_prompt(p), reference=p.reference,
                       difficulty=p.difficulty, data=p.data)
               for p in rng.sample(labeled, int(HINTED_SHARE * len(labeled)))]
-    return TaskSplit(labeled=labeled + hinted, train=train, eval=ev)
+    return Split(labeled=labeled + hinted, train=train, eval=ev)

@@ -33,7 +33,7 @@ import random
 from typing import NamedTuple
 
 from constellation.protocol.config import TaskConfig
-from constellation.protocol.messages import Problem
+from constellation.protocol.messages import Problem, Split
 from verifiers.dsl import (
     Call, Const, DslRuntimeError, DslTimeout, Program, X_NODE, run, to_text,
 )
@@ -349,12 +349,6 @@ def critic_text(problem: Problem, candidate_text: str, heldout_outputs: list[str
 # --------------------------------------------------------------------------
 
 
-class TaskSplit(NamedTuple):
-    labeled: list[Problem]  # L: easy problems with their reference programs, for warm start
-    train: list[Problem]  # unlabeled pool for self-training rounds
-    eval: list[Problem]  # fixed evaluation set; its programs appear in neither L nor train
-
-
 def _make_set(rng: random.Random, prefix: str, n: int, depths: list[int], n_visible: int,
               n_heldout: int, exclude: set[str], unique: bool) -> list[Problem]:
     """n problems, depth i-th = depths[i % len(depths)], programs not in ``exclude``."""
@@ -375,7 +369,7 @@ def _make_set(rng: random.Random, prefix: str, n: int, depths: list[int], n_visi
     return out
 
 
-def make_split(cfg: TaskConfig, seed: int) -> TaskSplit:
+def make_split(cfg: TaskConfig, seed: int) -> Split:
     """Deterministic for (cfg, seed). Eval is drawn first with distinct programs; L and
     train exclude every eval program. L and train may share programs (at depth 1 there
     are only a few hundred), never problems."""
@@ -391,4 +385,4 @@ def make_split(cfg: TaskConfig, seed: int) -> TaskSplit:
     labeled = _make_set(random.Random(f"dsl/{seed}/labeled"), "L", cfg.n_labeled,
                         list(range(1, cfg.labeled_max_depth + 1)), cfg.n_visible, cfg.n_heldout,
                         eval_programs, unique=False)
-    return TaskSplit(labeled=labeled, train=train, eval=ev)
+    return Split(labeled=labeled, train=train, eval=ev)

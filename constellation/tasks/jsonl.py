@@ -41,10 +41,10 @@ import json
 import random
 import re
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from constellation.protocol.config import TaskConfig
-from constellation.protocol.messages import Problem
+from constellation.protocol.messages import Problem, Split
 
 CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
 THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
@@ -54,12 +54,6 @@ MAX_LINE_CHARS = 1_000_000
 
 class JsonlTaskError(ValueError):
     """A line of a JSONL task file that cannot become a Problem."""
-
-
-class TaskSplit(NamedTuple):
-    labeled: list[Problem]
-    train: list[Problem]
-    eval: list[Problem]
 
 
 def last_boxed(text: str) -> str | None:
@@ -183,7 +177,7 @@ def load(path: str | Path) -> list[Problem]:
     return problems
 
 
-def make_split(cfg: TaskConfig, seed: int) -> TaskSplit:
+def make_split(cfg: TaskConfig, seed: int) -> Split:
     if not cfg.path:
         raise JsonlTaskError('task.impl = "jsonl" needs task.path, the JSONL file to load')
     problems = load(cfg.path)
@@ -193,7 +187,7 @@ def make_split(cfg: TaskConfig, seed: int) -> TaskSplit:
     labeled = problems[cfg.n_eval + cfg.n_train:cfg.n_eval + cfg.n_train + cfg.n_labeled]
     if not ev:
         raise JsonlTaskError(f"{cfg.path}: task.n_eval = {cfg.n_eval} leaves no evaluation problem")
-    return TaskSplit(labeled=labeled, train=train, eval=ev)
+    return Split(labeled=labeled, train=train, eval=ev)
 
 
 def hint_prompt(problem: Problem) -> str:
