@@ -51,11 +51,12 @@ def build(work: Path, n_prompts: int, hidden: int, layers: int, heads: int) -> N
     from constellation.protocol.config import ModelConfig, TaskConfig
     from constellation.protocol.messages import TrainExample
     from constellation.models import base_model, lm
+    from constellation.tasks import dsl as dsl_task
     from constellation.tasks.dsl import make_split
 
     tcfg = TaskConfig(n_labeled=10, n_train=10, n_eval=n_prompts)
     split = make_split(tcfg, seed=0)
-    tokenizer = base_model.build_tokenizer(base_model.default_dsl_tokens(tcfg))
+    tokenizer = base_model.build_tokenizer(dsl_task.tokenizer_tokens())
     base = work / "base"
     mcfg = ModelConfig(hidden_size=hidden, layers=layers, heads=heads, intermediate_size=3 * hidden)
     base_model.build_tiny_model(mcfg, tokenizer, seed=0).save_pretrained(base)

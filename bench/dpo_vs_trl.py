@@ -47,11 +47,12 @@ def _setup(batch: int, tmp: Path, seed: int = 0):
 
     from constellation.protocol.config import ModelConfig, TaskConfig, TrainerConfig
     from constellation.models import base_model, lm
+    from constellation.tasks import dsl as dsl_task
     from constellation.tasks.dsl import make_split
 
     torch.set_num_threads(1)
     tcfg, mcfg, tr = TaskConfig(n_labeled=0, n_train=batch * 4, n_eval=0), ModelConfig(), TrainerConfig()
-    tokenizer = base_model.build_tokenizer(base_model.default_dsl_tokens(tcfg))
+    tokenizer = base_model.build_tokenizer(dsl_task.tokenizer_tokens())
     base = tmp / "base"
     if not (base / "config.json").exists():
         base_model.build_tiny_model(mcfg, tokenizer, seed).save_pretrained(base)

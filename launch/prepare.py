@@ -26,9 +26,12 @@ def prepare(cfg: config.Config, run_dir: Path, progress: Progress = None) -> tup
     ``RUN_DIR/base_model.txt`` at it -> (split, base model folder)."""
     from constellation.models.base_model import ensure_base_model
 
-    split = resolve_task(cfg.task.impl).make_split(cfg.task, cfg.task_seed())
+    task = resolve_task(cfg.task.impl)
+    split = task.make_split(cfg.task, cfg.task_seed())
     save_split(run_dir, split)  # the coordinator reads it instead of making it again
-    path = ensure_base_model(cfg.model, cfg.task, cfg.task_seed(), split.labeled, progress=progress)
+    tokens = task.tokenizer_tokens() if callable(getattr(task, "tokenizer_tokens", None)) else []
+    path = ensure_base_model(cfg.model, cfg.task, cfg.task_seed(), split.labeled, progress=progress,
+                             dsl_tokens=tokens)
     (run_dir / "base_model.txt").write_text(str(path))
     return split, path
 

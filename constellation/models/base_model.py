@@ -315,21 +315,14 @@ def validate_local_model(path: str | Path) -> Path:
     return folder
 
 
-def default_dsl_tokens(tcfg: TaskConfig) -> list[str]:
-    if tcfg.impl != "dsl":
-        return []
-    from verifiers.dsl import DSL_TOKENS
-
-    return list(DSL_TOKENS)
-
-
 def ensure_base_model(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: list[Problem],
                       progress: Progress = None, dsl_tokens: list[str] | None = None,
                       prompt_loss_weight: float | None = None) -> Path:
     """-> folder of a finished HF base model (built and warm-started if needed).
 
-    ``dsl_tokens`` defaults to verifiers.dsl.DSL_TOKENS for task "dsl" and to
-    none (characters only) for other tasks. ``prompt_loss_weight`` overrides
+    ``dsl_tokens``: the multi-character tokens the task wants in the tiny
+    model's vocabulary (its module's ``tokenizer_tokens()``, launch/prepare.py);
+    none = characters only. ``prompt_loss_weight`` overrides
     ``mcfg.warm_start_prompt_loss`` (and so enters the cache key with it)."""
     if prompt_loss_weight is not None:
         mcfg = msgspec.structs.replace(mcfg, warm_start_prompt_loss=float(prompt_loss_weight))
@@ -337,7 +330,7 @@ def ensure_base_model(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: l
     offline()
     if mcfg.base != "tiny":
         return validate_local_model(mcfg.base)
-    tokens = default_dsl_tokens(tcfg) if dsl_tokens is None else list(dsl_tokens)
+    tokens = list(dsl_tokens or [])
     cache = Path(os.path.expanduser(mcfg.cache_dir))
     key = base_model_key(mcfg, tcfg, seed, labeled, tokens)
     final = cache / f"tiny-{key}"

@@ -35,6 +35,7 @@ from typing import NamedTuple
 from constellation.protocol.config import TaskConfig
 from constellation.protocol.messages import Problem, Split
 from verifiers.dsl import (
+    DSL_TOKENS,
     Call, Const, DslRuntimeError, DslTimeout, Program, X_NODE, run, to_text,
 )
 
@@ -367,6 +368,11 @@ def _make_set(rng: random.Random, prefix: str, n: int, depths: list[int], n_visi
             raise RuntimeError(f"could not sample problem {prefix}{i + 1:04d} at depth {d} "
                                f"({len(seen)} distinct programs so far, {len(exclude)} excluded)")
     return out
+
+
+def tokenizer_tokens() -> list[str]:
+    """The DSL's keywords, one token each in the tiny model's vocabulary."""
+    return list(DSL_TOKENS)
 
 
 def make_split(cfg: TaskConfig, seed: int) -> Split:
