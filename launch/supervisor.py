@@ -28,7 +28,7 @@ from rich.console import Console
 from constellation.protocol import config as config_mod
 from constellation.protocol import messages as m
 from launch.memory_plan import PlanDoesNotFit, gpu_memory_check
-from constellation.runtime.registry import ALL_ROLES
+from constellation.runtime.registry import roles_of
 from constellation.protocol.transport import Link, free_tcp_endpoint, ipc_endpoint
 from launch.console import ConsoleView
 
@@ -94,7 +94,7 @@ class Supervisor:
         self.cfg, self.run_dir = cfg, run_dir
         self.console = console or Console()
         self.view = ConsoleView(run_dir, self.console)
-        self.roles = {name: RoleProc(name, run_dir / "logs" / f"{name}.log") for name in ALL_ROLES}
+        self.roles = {name: RoleProc(name, run_dir / "logs" / f"{name}.log") for name in roles_of(cfg)}
         self._signal: int | None = None
         if cfg.run.transport == "tcp":
             self.endpoints = {"hub": free_tcp_endpoint(), "lifecycle": free_tcp_endpoint()}
@@ -231,7 +231,7 @@ class Supervisor:
                 self.console.print(gpu_memory_check(self.cfg, base))
             except PlanDoesNotFit as e:  # refuse before any role takes memory, with the numbers
                 raise SupervisorError(str(e)) from e
-            for name in ALL_ROLES:
+            for name in self.roles:
                 self.start_role(name)
             self.wait_ready()
             pids = ", ".join(f"{n}={rp.popen.pid}" for n, rp in self.roles.items())

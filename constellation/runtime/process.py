@@ -26,7 +26,7 @@ from typing import Union
 from constellation.protocol import config
 from constellation.protocol import messages as m
 from constellation.runtime.client import ZmqRoleClient, handle_request
-from constellation.runtime.registry import WORKER_ROLES, resolve_role
+from constellation.runtime.registry import resolve_role, roles_of
 from constellation.protocol.transport import Link
 
 log = logging.getLogger("process")
@@ -89,8 +89,7 @@ def serve_coordinator(cfg: config.Config, run_dir: Path, endpoints: dict, life: 
                       link: list, stop: threading.Event) -> None:
     from constellation.runtime.coordinator import Coordinator, Interrupted
 
-    # a run without a critic (critic.impl = "none") starts no critic process
-    roles = tuple(r for r in WORKER_ROLES if r != "critic" or cfg.critic.impl != "none")
+    roles = roles_of(cfg)[1:]  # the worker roles (no critic process when critic.impl = "none")
     client = ZmqRoleClient(endpoints["hub"], roles)
     link.append(client.link)
     coord = Coordinator(cfg, run_dir, client, stop)

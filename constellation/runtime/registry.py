@@ -26,6 +26,15 @@ KINDS = (*WORKER_ROLES, "task")
 PROJECT = "constellation"  # the distribution whose entry points are the built-ins
 
 
+NO_CRITIC = "none"  # critic.impl that runs no critic: selection and pairs go without scores
+
+
+def roles_of(cfg: Any) -> tuple[str, ...]:
+    """The roles a run starts, coordinator first: every worker role, less the
+    critic when ``critic.impl = "none"``."""
+    return tuple(r for r in ALL_ROLES if r != "critic" or cfg.critic.impl != NO_CRITIC)
+
+
 class RegistryError(LookupError):
     pass
 
