@@ -63,7 +63,7 @@ def build(work: Path, n_prompts: int, hidden: int, layers: int, heads: int) -> N
     (work / "base_model.txt").write_text(str(base))
     examples = [TrainExample(problem_id=p.id, prompt=p.prompt, completion=p.reference) for p in split.labeled]
     for v in (1, 2):
-        lm.train_sft(base, examples, work / "adapters" / f"v{v}", epochs=1, max_seconds=0, seed=v)
+        lm.train_sft(base, examples, work / "adapters" / f"v{v}", lm.SFTArgs(epochs=1, max_seconds=0, seed=v))
     (work / "prompts.json").write_text(json.dumps([p.prompt for p in split.eval]))
     (work / "params.json").write_text(json.dumps(sum(p.numel() for p in lm.load_model(base)[0].parameters())))
 

@@ -61,8 +61,8 @@ def _setup(batch: int, tmp: Path, seed: int = 0):
     rows = [r for r in rows if r[1] != r[2]][:batch]
 
     def lora():
-        model, tok = lm.load_lora_model(base, lora_r=tr.lora_r, lora_alpha=tr.lora_alpha,
-                                        lora_targets=list(tr.lora_targets), seed=seed)
+        model, tok = lm.load_lora_model(base, None, lm.LoraArgs(r=tr.lora_r, alpha=tr.lora_alpha,
+                                                                targets=tuple(tr.lora_targets)), seed=seed)
         return model, tok
 
     return rows, lora, tr.lr
@@ -72,7 +72,7 @@ def ours_stepper(rows, lora, lr):
     import torch
 
     from constellation.models import dpo
-    from constellation.models.lm import optimizer_step
+    from constellation.models.fit import optimizer_step
 
     model, tok = lora()
     enc = [dpo.encode_pair(tok, p, c, r, 256) for p, c, r in rows]
@@ -87,7 +87,7 @@ def ours_stepper(rows, lora, lr):
 
     def step():
         loss, _ = dpo.dpo_batch_loss(model, batch, ref[:B], ref[B:], beta=0.1)
-        optimizer_step(opt, params, loss, "bench")
+        optimizer_step(opt, params, loss, where="bench")
 
     return step, (enc, tok, ref)
 

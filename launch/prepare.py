@@ -11,26 +11,37 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from constellation.protocol import config
 from constellation.runtime.registry import resolve_task
 from constellation.runtime.store import save_split
 from roles.base import set_torch_threads
 
+Progress = Callable[[float, str], None] | None
 
-def main(argv: list[str] | None = None) -> int:
-    run_dir = Path((argv or sys.argv[1:])[0])
-    cfg = config.load_file(run_dir / "config.toml")
-    set_torch_threads(cfg.model.threads)
+
+def prepare(cfg: config.Config, run_dir: Path, progress: Progress = None) -> tuple[Any, Path]:
+    """Make and save the run's split, build or reuse the base model and point
+    ``RUN_DIR/base_model.txt`` at it -> (split, base model folder)."""
     from constellation.models.base_model import ensure_base_model
-
-    def progress(fraction: float, message: str) -> None:
-        print(f"PROGRESS {fraction:.4f} {message}", flush=True)
 
     split = resolve_task(cfg.task.impl).make_split(cfg.task, cfg.task_seed())
     save_split(run_dir, split)  # the coordinator reads it instead of making it again
     path = ensure_base_model(cfg.model, cfg.task, cfg.task_seed(), split.labeled, progress=progress)
     (run_dir / "base_model.txt").write_text(str(path))
+    return split, path
+
+
+def main(argv: list[str] | None = None) -> int:
+    run_dir = Path((argv or sys.argv[1:])[0])
+    cfg = config.load_file(run_dir / "config.toml")
+    set_torch_threads(cfg.model.threads)
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"PROGRESS {fraction:.4f} {message}", flush=True)
+
+    _, path = prepare(cfg, run_dir, progress)
     print(f"INFO base model ready at {path}", flush=True)
     return 0
 

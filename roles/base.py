@@ -36,6 +36,10 @@ class Role(abc.ABC):
     def handle(self, msg: Any) -> Any:
         """One request in, one reply message out."""
 
+    def close(self) -> None:
+        """Release what setup() started (worker processes, engines). Runs once,
+        when the role shuts down; a role that holds nothing needs no override."""
+
     def stats(self) -> dict[str, float]:
         """Counters sent with every heartbeat. By convention "done" (items
         handled so far) and "per_second" (items per busy second), which the

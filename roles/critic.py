@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from constellation.algorithms.calibration import auroc, expected_calibration_error
+from constellation.models.fit import FitArgs, fit
 from constellation.protocol.messages import CriticTrained, CriticTrainRequest, LabeledItem, ScoreRequest, Scores
 from roles.base import Role, set_torch_threads
 
@@ -193,33 +194,19 @@ class OnlineCritic(Role):
         return reply
 
     def _fit(self, pos: list[list[int]], neg: list[list[int]], seed: int) -> list[float]:
-        """cfg.critic.steps AdamW steps on class-balanced batches -> loss per step."""
+        """cfg.critic.steps AdamW steps (constant lr) on class-balanced batches -> loss per step."""
         c = self.cfg.critic
         gen = torch.Generator().manual_seed(seed)
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=0.01)
-        self.net.train()
-        losses = []
-        for _ in range(c.steps):
-            # half positive, half negative, with replacement; one class only: what there is
-            half = c.batch_size // 2
-            groups = [(pos, 1.0, half), (neg, 0.0, c.batch_size - half)] if pos and neg else [
-                (pos or neg, float(bool(pos)), c.batch_size)]
-            batch, y = [], []
-            for seqs, label, n in groups:
-                batch += [seqs[i] for i in torch.randint(len(seqs), (n,), generator=gen)]
-                y += [label] * n
-            loss = F.binary_cross_entropy_with_logits(self.net(*self.collate(batch)), torch.tensor(y))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"critic loss is {loss.item()} at step {len(losses)}; the previous "
-                                         f"critic (v{self.version}) stays in service")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            losses.append(loss.item())
-        self.net.eval()
-        return losses
+
+        def loss_fn(batch: tuple[list[list[int]], list[float]]):
+            seqs, y = batch
+            return F.binary_cross_entropy_with_logits(self.net(*self.collate(seqs)), torch.tensor(y))
+
+        # one "epoch" = cfg.critic.steps random batches, each drawn just before its step
+        args = FitArgs(lr=c.lr, weight_decay=0.01, epochs=1, schedule="constant")
+        result = fit(self.net, lambda _epoch: (balanced_batch(pos, neg, c.batch_size, gen) for _ in range(c.steps)),
+                     loss_fn, args, name="critic", nan_note=f"the previous critic (v{self.version}) stays in service")
+        return result.losses
 
     def _calibrate(self, calib: list[LabeledItem], one_class: bool, prior_logit: float) -> None:
         """Platt scaling: fit (scale, bias) of sigmoid(scale * logit + bias) on the
@@ -299,6 +286,19 @@ class OnlineCritic(Role):
                     raise RuntimeError(f"{path} does not fit this critic network (missing {missing[:3]}, "
                                        f"unexpected {unexpected[:3]}): was critic.impl or its size changed?")
                 self.calib, self.version = tuple(ck["calib"]), ck["version"]
+
+
+def balanced_batch(pos: list[list[int]], neg: list[list[int]], size: int,
+                   gen: torch.Generator) -> tuple[list[list[int]], list[float]]:
+    """-> (``size`` sequences, their labels): half positive, half negative, drawn
+    with replacement; with one class only, ``size`` draws of what there is."""
+    half = size // 2
+    groups = [(pos, 1.0, half), (neg, 0.0, size - half)] if pos and neg else [(pos or neg, float(bool(pos)), size)]
+    batch, y = [], []
+    for seqs, label, n in groups:
+        batch += [seqs[i] for i in torch.randint(len(seqs), (n,), generator=gen)]
+        y += [label] * n
+    return batch, y
 
 
 def _sigmoid(x: float) -> float:

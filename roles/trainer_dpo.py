@@ -85,24 +85,15 @@ class DpoTrainer(AdapterTrainer):
         return super().handle(msg)
 
     def train(self, msg: TrainRequest, out_dir: Path) -> dict[str, float] | None:
-        from constellation.models.dpo import NoUsablePairs, train_dpo
-        from constellation.models.lm import load_lora_model, save_adapter
+        from constellation.models.dpo import DPOArgs, NoUsablePairs, train_dpo
+        from constellation.models.lm import LoraArgs, load_lora_model, save_adapter
 
-        t = self.cfg.trainer
         self._judge_model = None  # the judge's merged copy is stale after this round: free it before training
-        seed = self.cfg.run.seed * 1000 + msg.round
-        model, tokenizer = load_lora_model(self.base_path, self.last_path or None, lora_r=t.lora_r,
-                                           lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
-                                           lora_targets=list(t.lora_targets), seed=seed,
-                                           quantization=self.cfg.model.quantization,
-                                           compute_dtype=self.cfg.model.compute_dtype,
-                                           gradient_checkpointing=self.cfg.model.gradient_checkpointing)
-        max_len = min(self.cfg.model.max_len, getattr(model.config, "max_position_embeddings", 1 << 30))
+        args = DPOArgs.from_config(self.cfg, msg.round)
+        model, tokenizer = load_lora_model(self.base_path, self.last_path or None, LoraArgs.from_config(self.cfg),
+                                           seed=args.seed)
         try:
-            metrics = train_dpo(model, tokenizer, msg.pairs, beta=t.beta, loss_type=t.loss_type,
-                                length_normalize=t.length_normalize, sft_weight=t.sft_weight, lr=t.lr,
-                                epochs=t.epochs, max_seconds=t.max_seconds, batch_size=t.batch_size,
-                                max_len=max_len, holdout_frac=self.cfg.pairs.holdout_frac, seed=seed)
+            metrics = train_dpo(model, tokenizer, msg.pairs, args)  # max_len capped by the model's positions
         except NoUsablePairs as e:  # every pair too long: like an empty set, logged and skipped
             log.warning("round %d: %s; skipping training, adapter v%d stays in service", msg.round, e,
                         self.last_version)

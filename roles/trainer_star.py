@@ -32,13 +32,7 @@ class StarTrainer(AdapterTrainer):
         return {**super().setup(), "mode": self.cfg.trainer.mode}
 
     def train(self, msg: TrainRequest, out_dir: Path) -> dict[str, float]:
-        from constellation.models.lm import train_sft
+        from constellation.models.lm import SFTArgs, train_sft
 
-        t = self.cfg.trainer
-        init = self.last_path if t.mode == "continue" and self.last_path else None
-        return train_sft(self.base_path, msg.examples, out_dir, init_adapter=init, lora_r=t.lora_r,
-                         lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, lora_targets=list(t.lora_targets),
-                         lr=t.lr, epochs=t.epochs, max_seconds=t.max_seconds, batch_size=t.batch_size,
-                         seed=self.cfg.run.seed * 1000 + msg.round,
-                         quantization=self.cfg.model.quantization, compute_dtype=self.cfg.model.compute_dtype,
-                         gradient_checkpointing=self.cfg.model.gradient_checkpointing)
+        init = self.last_path if self.cfg.trainer.mode == "continue" and self.last_path else None
+        return train_sft(self.base_path, msg.examples, out_dir, SFTArgs.from_config(self.cfg, msg.round, init))

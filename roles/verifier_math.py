@@ -77,5 +77,10 @@ class MathVerifier(Role):
         self.counter.record(items, seconds)
         return Verdicts(request_id=msg.request_id, items=items, seconds=seconds)
 
+    def close(self) -> None:
+        if self.checker is not None:
+            self.checker.close()
+            self.checker = None
+
     def stats(self) -> dict[str, float]:
         return self.counter.stats()

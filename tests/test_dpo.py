@@ -17,7 +17,7 @@ from constellation.protocol.config import Config, ModelConfig  # noqa: E402
 from constellation.protocol.messages import JudgeItem, JudgeRequest, PreferencePair, TrainRequest  # noqa: E402
 from constellation.models import base_model, dpo
 from constellation.models import lm  # noqa: E402
-from constellation.models.dpo import NoUsablePairs, train_dpo  # noqa: E402
+from constellation.models.dpo import DPOArgs, NoUsablePairs, train_dpo  # noqa: E402
 from constellation.models.judge import judge_likelihood, judge_llm  # noqa: E402
 from roles.trainer_dpo import DpoTrainer  # noqa: E402
 
@@ -47,7 +47,7 @@ def toy_pairs(n: int, source: str = "verifier") -> list[PreferencePair]:
 
 
 def lora(base_dir, seed=0, perturb=True):
-    model, tokenizer = lm.load_lora_model(base_dir, lora_r=4, lora_alpha=8, seed=seed)
+    model, tokenizer = lm.load_lora_model(base_dir, None, lm.LoraArgs(r=4, alpha=8), seed=seed)
     if perturb:  # a fresh LoRA is the identity (B = 0): give it weight so policy != reference
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -249,8 +249,8 @@ def test_loss_and_gradients_match_trl(base_dir, trl_env, ours, loss_types, loss_
 
 def test_train_dpo_raises_the_implicit_reward_of_chosen(base_dir):
     model, tokenizer = lora(base_dir, perturb=False)
-    metrics = train_dpo(model, tokenizer, toy_pairs(16), beta=0.5, lr=5e-3, epochs=8, batch_size=8, max_len=64,
-                        holdout_frac=0.25, seed=0)
+    metrics = train_dpo(model, tokenizer, toy_pairs(16), DPOArgs(beta=0.5, lr=5e-3, epochs=8, batch_size=8,
+                                                                max_len=64, holdout_frac=0.25, seed=0))
     assert metrics["loss_last"] < metrics["loss_first"]
     assert metrics["reward_margin"] > 0 and metrics["reward_accuracy"] > 0.5
     assert metrics["chosen_logp_shift"] > metrics["rejected_logp_shift"]
@@ -260,7 +260,7 @@ def test_train_dpo_raises_the_implicit_reward_of_chosen(base_dir):
 
 def test_train_dpo_stops_at_max_seconds_after_one_step(base_dir):
     model, tokenizer = lora(base_dir, perturb=False)
-    metrics = train_dpo(model, tokenizer, toy_pairs(8), epochs=5, batch_size=2, max_len=64, max_seconds=1e-9)
+    metrics = train_dpo(model, tokenizer, toy_pairs(8), DPOArgs(epochs=5, batch_size=2, max_len=64, max_seconds=1e-9))
     assert metrics["steps"] == 1 and "reward_margin" in metrics
 
 
@@ -268,14 +268,14 @@ def test_train_dpo_cuts_long_prompts_and_drops_pairs_whose_completion_cannot_fit
     model, tokenizer = lora(base_dir, perturb=False)
     ps = toy_pairs(4) + [PreferencePair(problem_id="X", prompt="p=>", chosen="upper(" + "a" * 40 + ")",
                                         rejected="x", source="verifier")]
-    metrics = train_dpo(model, tokenizer, ps, max_len=14, batch_size=4)
+    metrics = train_dpo(model, tokenizer, ps, DPOArgs(max_len=14, batch_size=4))
     assert metrics["n_too_long"] == 1 and metrics["n_prompt_truncated"] == 4 and metrics["n_train_pairs"] == 4
 
 
 def test_train_dpo_with_no_pair_that_fits_raises_no_usable_pairs(base_dir):
     model, tokenizer = lora(base_dir, perturb=False)
     with pytest.raises(NoUsablePairs, match="max_len 4"):
-        train_dpo(model, tokenizer, toy_pairs(2), max_len=4)
+        train_dpo(model, tokenizer, toy_pairs(2), DPOArgs(max_len=4))
 
 
 # --------------------------------------------------------------------------

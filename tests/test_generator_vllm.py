@@ -93,8 +93,8 @@ def train_adapter(base: Path, out: Path, words: list[str], seed: int) -> Path:
     rng = random.Random(seed)
     examples = [TrainExample(problem_id=f"p{i}", prompt=f"{w}=>", completion=f"upper({w})")
                 for i, w in enumerate(rng.choice(words) + rng.choice(words) for _ in range(64))]
-    lm.train_sft(base, examples, out, lora_r=8, lora_alpha=16, lora_targets=["q_proj", "v_proj"], lr=1e-2,
-                 epochs=6, max_seconds=0, batch_size=16, seed=seed)
+    lora = lm.LoraArgs(r=8, alpha=16, targets=("q_proj", "v_proj"))
+    lm.train_sft(base, examples, out, lm.SFTArgs(lora=lora, lr=1e-2, epochs=6, max_seconds=0, batch_size=16, seed=seed))
     return out
 
 

@@ -95,8 +95,8 @@ def test_warm_start_loss_goes_down(base_dir):
 def test_warm_start_with_prompt_loss_reports_completion_loss():
     tok = lm.build_tokenizer(TOKENS)
     model = base_model.build_tiny_model(tiny_mcfg("unused"), tok, seed=0)
-    report = base_model.warm_start(model, tok, toy_problems(64), seconds=1.5, lr=3e-3, batch_size=8, max_len=64,
-                                   seed=0, prompt_loss_weight=0.5)
+    args = base_model.WarmStartArgs(seconds=1.5, lr=3e-3, batch_size=8, max_len=64, seed=0, prompt_loss_weight=0.5)
+    report = base_model.warm_start(model, tok, toy_problems(64), args)
     assert report["steps"] > 5 and report["prompt_loss_weight"] == 0.5
     assert math.isfinite(report["loss_last"]) and report["loss_last"] < report["loss_first"]
     assert not model.training
@@ -256,8 +256,8 @@ def lower_examples(n: int) -> list[TrainExample]:
 
 def test_train_sft_writes_a_loadable_adapter_that_changes_outputs(base_dir, loaded, tmp_path):
     examples = lower_examples(48)
-    metrics = lm.train_sft(base_dir, examples, tmp_path / "v1", lr=1e-2, epochs=4, max_seconds=30,
-                           batch_size=8, lora_r=4, lora_alpha=8)
+    metrics = lm.train_sft(base_dir, examples, tmp_path / "v1", lm.SFTArgs(lr=1e-2, epochs=4, max_seconds=30,
+                           batch_size=8, lora=lm.LoraArgs(r=4, alpha=8)))
     assert (tmp_path / "v1" / "adapter_config.json").exists()
     assert metrics["steps"] == 24 and metrics["n_examples"] == 48
     assert metrics["loss_last"] < metrics["loss_first"]
@@ -270,22 +270,23 @@ def test_train_sft_writes_a_loadable_adapter_that_changes_outputs(base_dir, load
 
 def test_train_sft_continues_from_an_adapter(base_dir, tmp_path):
     examples = lower_examples(16)
-    first = lm.train_sft(base_dir, examples, tmp_path / "v1", lr=1e-2, epochs=2, batch_size=8, lora_r=4)
-    second = lm.train_sft(base_dir, examples, tmp_path / "v2", init_adapter=str(tmp_path / "v1"), lr=1e-2,
-                          epochs=2, batch_size=8)
+    first = lm.train_sft(base_dir, examples, tmp_path / "v1",
+                         lm.SFTArgs(lr=1e-2, epochs=2, batch_size=8, lora=lm.LoraArgs(r=4)))
+    second = lm.train_sft(base_dir, examples, tmp_path / "v2",
+                          lm.SFTArgs(init_adapter=str(tmp_path / "v1"), lr=1e-2, epochs=2, batch_size=8))
     assert second["loss_first"] < first["loss_first"]
     lm.load_model(base_dir, str(tmp_path / "v2"))
 
 
 def test_train_sft_stops_at_max_seconds(base_dir, tmp_path):
-    metrics = lm.train_sft(base_dir, lower_examples(64), tmp_path / "v1", epochs=1000, max_seconds=1.0,
-                           batch_size=8)
+    metrics = lm.train_sft(base_dir, lower_examples(64), tmp_path / "v1",
+                           lm.SFTArgs(epochs=1000, max_seconds=1.0, batch_size=8))
     assert metrics["seconds"] < 15 and metrics["steps"] < 1000 * 8
 
 
 def test_train_sft_nan_loss_raises_and_writes_nothing(base_dir, tmp_path):
     with pytest.raises(FloatingPointError, match="loss"):
-        lm.train_sft(base_dir, lower_examples(32), tmp_path / "v1", lr=float("inf"), epochs=2, batch_size=8)
+        lm.train_sft(base_dir, lower_examples(32), tmp_path / "v1", lm.SFTArgs(lr=float("inf"), epochs=2, batch_size=8))
     assert not (tmp_path / "v1").exists() and not list(tmp_path.iterdir())
 
 
@@ -299,8 +300,8 @@ def test_warm_start_with_a_step_budget_is_reproducible():
     for _ in range(2):
         model = base_model.build_tiny_model(ModelConfig(hidden_size=32, layers=1, heads=2, intermediate_size=64,
                                                         max_len=64), tok, seed=0)
-        reports.append(base_model.warm_start(model, tok, toy_problems(32), seconds=0.0, steps=12, lr=3e-3,
-                                             batch_size=8, max_len=64, seed=0))
+        args = base_model.WarmStartArgs(seconds=0.0, steps=12, lr=3e-3, batch_size=8, max_len=64, seed=0)
+        reports.append(base_model.warm_start(model, tok, toy_problems(32), args))
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert reports[0]["steps"] == reports[1]["steps"] == 12
     assert torch.equal(weights[0], weights[1])

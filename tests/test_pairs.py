@@ -6,11 +6,11 @@ import pytest
 from constellation.protocol import messages as m
 from constellation.algorithms import pairs
 from constellation.protocol.config import PairsConfig
-from constellation.algorithms.selection import Scored
+from constellation.algorithms.selection import Sample
 
 
 def S(cid, visible_pass, score=None, text=None, heldout_correct=False):
-    return Scored(candidate_id=cid, visible_pass=visible_pass, heldout_correct=heldout_correct, score=score,
+    return Sample(candidate_id=cid, visible_pass=visible_pass, heldout_correct=heldout_correct, score=score,
                   text=text if text is not None else f"prog-{cid}")
 
 

@@ -59,7 +59,7 @@ def test_bad_quantization_values_are_refused_naming_the_value():
 def test_nf4_base_has_4bit_linears_and_trainable_full_precision_lora(tiny_base):
     import bitsandbytes as bnb
 
-    model, _ = lm.load_lora_model(tiny_base, lora_r=4, lora_targets=["q_proj", "v_proj"], quantization="nf4")
+    model, _ = lm.load_lora_model(tiny_base, None, lm.LoraArgs(r=4, targets=("q_proj", "v_proj"), quantization="nf4"))
     attn = model.base_model.model.model.layers[0].self_attn
     assert isinstance(attn.q_proj.base_layer, bnb.nn.Linear4bit)
     assert attn.q_proj.base_layer.weight.quant_type == "nf4"
@@ -72,8 +72,9 @@ def test_nf4_base_has_4bit_linears_and_trainable_full_precision_lora(tiny_base):
 @pytest.mark.slow
 def test_nf4_lora_training_lowers_the_loss_and_saves_a_plain_peft_adapter(tiny_base, tmp_path):
     out = tmp_path / "v1"
-    m = lm.train_sft(tiny_base, examples(64), out, lora_r=8, lora_alpha=16, lr=1e-2, epochs=12, max_seconds=0,
-                     batch_size=16, quantization="nf4", compute_dtype="float32")
+    lora = lm.LoraArgs(r=8, alpha=16, quantization="nf4", compute_dtype="float32")
+    m = lm.train_sft(tiny_base, examples(64), out, lm.SFTArgs(lora=lora, lr=1e-2, epochs=12, max_seconds=0,
+                                                             batch_size=16))
     assert m["steps"] == 48
     assert m["loss_last"] < m["loss_first"] - 0.5, m  # measured: 4.78 -> 3.95
     # the adapter loads unchanged on the full-precision base (what the generators do) and moves its outputs
@@ -88,13 +89,13 @@ def test_nf4_lora_training_lowers_the_loss_and_saves_a_plain_peft_adapter(tiny_b
 @pytest.mark.slow
 def test_dpo_on_an_nf4_base_raises_the_chosen_over_rejected_margin(tiny_base):
     from constellation.protocol.messages import PreferencePair
-    from roles.trainer_dpo import train_dpo
+    from constellation.models.dpo import DPOArgs, train_dpo
 
-    model, tokenizer = lm.load_lora_model(tiny_base, lora_r=8, lora_alpha=16, quantization="nf4")
+    model, tokenizer = lm.load_lora_model(tiny_base, None, lm.LoraArgs(r=8, alpha=16, quantization="nf4"))
     pairs = [PreferencePair(problem_id=f"p{i}", prompt=f"{e.prompt}", chosen=e.completion,
                             rejected=e.completion.replace("upper", "lower"), source="verifier")
              for i, e in enumerate(examples(32))]
-    m = train_dpo(model, tokenizer, pairs, beta=0.1, lr=1e-2, epochs=4, batch_size=8, max_len=64)
+    m = train_dpo(model, tokenizer, pairs, DPOArgs(beta=0.1, lr=1e-2, epochs=4, batch_size=8, max_len=64))
     assert m["loss_last"] < m["loss_first"] and m["reward_margin"] > 0 and m["reward_accuracy"] > 0.9, m
 
 
@@ -127,6 +128,7 @@ def test_policy_head_critic_trains_on_an_nf4_base(tiny_base, tmp_path):
 @needs_cuda
 @pytest.mark.slow
 def test_nf4_with_bfloat16_compute_on_the_gpu(tiny_base, tmp_path):
-    m = lm.train_sft(tiny_base, examples(32), tmp_path / "v1", lora_r=8, lr=1e-2, epochs=4, max_seconds=0,
-                     batch_size=16, quantization="nf4", compute_dtype="bfloat16")
+    lora = lm.LoraArgs(r=8, quantization="nf4", compute_dtype="bfloat16")
+    m = lm.train_sft(tiny_base, examples(32), tmp_path / "v1", lm.SFTArgs(lora=lora, lr=1e-2, epochs=4, max_seconds=0,
+                                                                          batch_size=16))
     assert m["loss_last"] < m["loss_first"], m

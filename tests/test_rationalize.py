@@ -9,13 +9,13 @@ import pytest
 from constellation.algorithms.rationalize import (
     HINT_SUFFIX, failed_problems, hint_function, hinted_problem, original_id, rationalized,
 )
-from constellation.algorithms.selection import Scored
+from constellation.algorithms.selection import Sample
 from constellation.tasks import arithmetic, dsl as dsl_task, jsonl as jsonl_task
 from constellation.tasks.arithmetic import make_problem
 
 
-def scored(cid: str, visible: bool, correct: bool) -> Scored:
-    return Scored(cid, visible, correct, None, None, "")
+def scored(cid: str, visible: bool, correct: bool) -> Sample:
+    return Sample(cid, visible, correct, None, None, "")
 
 
 def test_failed_problems_are_those_without_a_passing_candidate():

@@ -2,9 +2,9 @@ import random
 
 import pytest
 
-from constellation.protocol.messages import Verdict
+from constellation.protocol.messages import Candidate, Verdict
 from constellation.algorithms.selection import (
-    Scored,
+    Sample,
     agreement,
     expected_accuracy_best_of_k,
     expected_accuracy_critic,
@@ -27,7 +27,7 @@ WRONG_B = ("0", "0", "0")
 def cand(cid, visible=True, outputs=RIGHT, score=None, text=None, correct=None):
     if correct is None:
         correct = outputs == RIGHT
-    return Scored(cid, visible, correct, outputs, score, text)
+    return Sample(cid, visible, correct, outputs, score, text)
 
 
 # ---------------------------------------------------------------- best of k
@@ -308,14 +308,14 @@ def test_agreement_ignores_missing_output_vectors():
     assert agreement([cand("a"), cand("b", outputs=None)]) is None
 
 
-# ---------------------------------------------------------------- from_verdict
+# ---------------------------------------------------------------- Sample.of
 
 
-def test_scored_from_verdict():
+def test_sample_of_a_verdict_alone():
     verdict = Verdict(candidate_id="x", problem_id="p", status="pass", visible_passed=3,
                       visible_total=3, heldout_correct=None, heldout_outputs=["1", None])
-    scored = Scored.from_verdict(verdict, score=0.4, text="prog")
-    assert scored == Scored("x", True, False, ("1", None), 0.4, "prog")
+    scored = Sample.of(verdict, score=0.4)
+    assert scored == Sample("x", True, False, ("1", None), 0.4, None)
 
 
 # ---------------------------------------------------------------- one pool, every policy, several k
@@ -354,3 +354,11 @@ def test_group_results_skip_a_k_above_the_pool_and_reject_bad_input():
         group_results({"p": [cand("a")]}, [1], policies=["best"])
     with pytest.raises(ValueError, match="k >= 1"):
         group_results({"p": [cand("a")]}, [0])
+
+
+def test_sample_of_a_candidate_carries_its_text_and_adapter_version():
+    verdict = Verdict(candidate_id="x", problem_id="p", status="fail", visible_passed=1,
+                      visible_total=3, heldout_correct=False, heldout_outputs=None)
+    candidate = Candidate(id="x", problem_id="p", text="prog", logprob=-1.0, adapter_version=2)
+    sample = Sample.of(verdict, candidate, score=0.1)
+    assert (sample.text, sample.adapter_version, sample.visible_pass, sample.score) == ("prog", 2, False, 0.1)

@@ -1,7 +1,7 @@
 """Preference pairs for DPO: (prompt, chosen, rejected) from one problem's candidates.
 
 Pure logic, no torch: the coordinator calls ``build_pairs`` on each round's
-candidate pools (lists of ``selection.Scored``) when ``trainer.impl = "dpo"``.
+candidate pools (lists of ``selection.Sample``) when ``trainer.impl = "dpo"``.
 
 Sources (``pairs.source``):
   verifier    chosen = a candidate that reproduces every visible example,
@@ -15,7 +15,7 @@ Sources (``pairs.source``):
               then separates programs that fit the examples from ones that
               generalise), ``"all"`` ranks every candidate.
   self_judge  the same ranking on scores the policy gave its own candidates
-              (``Scored.score`` replaced by the trainer's judgments, see
+              (``Sample.score`` replaced by the trainer's judgments, see
               roles/trainer_dpo.py); ``parse_judgment`` reads an LLM judge's
               0-5 answer.
 
@@ -45,7 +45,7 @@ from typing import Any
 import msgspec
 
 from constellation.protocol.messages import JudgeItem, Judgments, PreferencePair
-from constellation.algorithms.selection import Scored
+from constellation.algorithms.selection import Sample
 
 SOURCES = ("verifier", "critic", "self_judge")
 AMONG = ("pass", "all")
@@ -74,7 +74,7 @@ def check_pairs_config(source: str, among: str = "pass", max_per_problem: int = 
         raise ValueError(f"pairs.holdout_frac must be in [0, 1), got {holdout_frac}")
 
 
-def _dedup(pool: Sequence[Scored]) -> list[Scored]:
+def _dedup(pool: Sequence[Sample]) -> list[Sample]:
     """First occurrence of each completion text (whitespace-trimmed)."""
     seen: set[str] = set()
     out = []
@@ -86,13 +86,13 @@ def _dedup(pool: Sequence[Scored]) -> list[Scored]:
     return out
 
 
-def _has_score(s: Scored) -> bool:
+def _has_score(s: Sample) -> bool:
     return s.score is not None and not math.isnan(s.score)
 
 
-def pairs_for_problem(pool: Sequence[Scored], source: str, *, among: str = "pass", max_per_problem: int = 1,
+def pairs_for_problem(pool: Sequence[Sample], source: str, *, among: str = "pass", max_per_problem: int = 1,
                       dedup: bool = True, min_margin: float = 0.0,
-                      rng: random.Random | None = None) -> list[tuple[Scored, Scored, float]]:
+                      rng: random.Random | None = None) -> list[tuple[Sample, Sample, float]]:
     """-> up to ``max_per_problem`` (chosen, rejected, margin) from one pool.
 
     verifier: good and bad candidates are shuffled (rng) and paired i-th with
@@ -106,7 +106,7 @@ def pairs_for_problem(pool: Sequence[Scored], source: str, *, among: str = "pass
     cands = [s for s in pool if s.text is not None]
     if dedup:
         cands = _dedup(cands)
-    out: list[tuple[Scored, Scored, float]] = []
+    out: list[tuple[Sample, Sample, float]] = []
     if source == "verifier":
         good = [s for s in cands if s.visible_pass]
         bad = [s for s in cands if not s.visible_pass]
@@ -138,7 +138,7 @@ def pairs_for_problem(pool: Sequence[Scored], source: str, *, among: str = "pass
     return out
 
 
-def build_pairs(pools: Mapping[str, Sequence[Scored]], prompts: Mapping[str, str], source: str, *,
+def build_pairs(pools: Mapping[str, Sequence[Sample]], prompts: Mapping[str, str], source: str, *,
                 round: int = 0, among: str = "pass", max_per_problem: int = 1, dedup: bool = True,
                 min_margin: float = 0.0, seed: int = 0) -> list[PreferencePair]:
     """Pairs of every problem, in pool order. ``prompts[problem_id]`` is the
@@ -155,8 +155,8 @@ def build_pairs(pools: Mapping[str, Sequence[Scored]], prompts: Mapping[str, str
     return pairs
 
 
-def with_judgments(pools: Mapping[str, Sequence[Scored]],
-                   judgments: Mapping[str, float | None]) -> dict[str, list[Scored]]:
+def with_judgments(pools: Mapping[str, Sequence[Sample]],
+                   judgments: Mapping[str, float | None]) -> dict[str, list[Sample]]:
     """The pools with each candidate's ``score`` replaced by its judgment
     (None when the judge gave none), for source "self_judge"."""
     from dataclasses import replace
@@ -193,7 +193,7 @@ def split_holdout(pairs: Sequence[PreferencePair], frac: float,
     return train, held
 
 
-def round_pairs(cfg: Any, run_dir: str | Path, round: int, pools: Mapping[str, Sequence[Scored]],
+def round_pairs(cfg: Any, run_dir: str | Path, round: int, pools: Mapping[str, Sequence[Sample]],
                 prompts: Mapping[str, str], judge: Callable[[list[JudgeItem]], Judgments] | None = None,
                 seed: int = 0) -> tuple[list[PreferencePair], dict[str, Any]]:
     """One round of pair building as the coordinator runs it, for a [pairs]

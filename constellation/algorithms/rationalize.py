@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Callable, Sequence
 
 from constellation.protocol.messages import Problem
-from constellation.algorithms.selection import Scored
+from constellation.algorithms.selection import Sample
 
 HINT_SUFFIX = "#hint"  # hinted problem id = original id + suffix
 
@@ -41,7 +41,7 @@ def hint_function(task: ModuleType, problems: Sequence[Problem]) -> tuple[Callab
     return hint, ""
 
 
-def failed_problems(pools: dict[str, list[Scored]]) -> list[str]:
+def failed_problems(pools: dict[str, list[Sample]]) -> list[str]:
     """Problem ids none of whose candidates passed, in a stable order."""
     return sorted(pid for pid, pool in pools.items() if not any(s.visible_pass for s in pool))
 
@@ -58,7 +58,7 @@ def original_id(hinted_id: str) -> str:
     return hinted_id[: -len(HINT_SUFFIX)]
 
 
-def rationalized(hinted_pools: dict[str, list[Scored]]) -> list[tuple[str, str]]:
+def rationalized(hinted_pools: dict[str, list[Sample]]) -> list[tuple[str, str]]:
     """(original problem id, candidate id) for each hinted problem whose first
     correct candidate reached the answer; the rest are dropped."""
     out = []

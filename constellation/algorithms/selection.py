@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from constellation.protocol.messages import Verdict
+from constellation.protocol.messages import Candidate, Verdict
 
 # two vote weights closer than this are a tie (float noise of summed scores)
 TIE_EPSILON = 1e-12
@@ -48,8 +48,10 @@ POLICIES = ("best_of_k", "critic", "majority", "critic_vote", "oracle")
 
 
 @dataclass(frozen=True)
-class Scored:
-    """One candidate of one problem, with everything a policy may need."""
+class Sample:
+    """One candidate of one problem with its verdict and critic score: the one
+    record every policy, pair builder and metric reads. Built by ``Sample.of``
+    (the coordinator's phases and the store's readers both use it)."""
 
     candidate_id: str
     visible_pass: bool  # reproduced every visible example
@@ -57,10 +59,10 @@ class Scored:
     heldout_outputs: tuple | None = None  # (n_heldout,) outputs; None if unknown
     score: float | None = None  # critic P(held-out correct); None if not scored
     text: str | None = None  # completion text, used to drop duplicate examples
+    adapter_version: int = 0  # the adapter that sampled it (0 = base)
 
     @classmethod
-    def from_verdict(cls, verdict: Verdict, score: float | None = None,
-                     text: str | None = None) -> Scored:
+    def of(cls, verdict: Verdict, candidate: Candidate | None = None, score: float | None = None) -> Sample:
         outputs = verdict.heldout_outputs
         return cls(
             candidate_id=verdict.candidate_id,
@@ -68,7 +70,8 @@ class Scored:
             heldout_correct=bool(verdict.heldout_correct),
             heldout_outputs=None if outputs is None else tuple(outputs),
             score=score,
-            text=text,
+            text=None if candidate is None else candidate.text,
+            adapter_version=0 if candidate is None else candidate.adapter_version,
         )
 
 
@@ -77,20 +80,20 @@ class Scored:
 # --------------------------------------------------------------------------
 
 
-def _passing(pool: Sequence[Scored]) -> list[Scored]:
+def _passing(pool: Sequence[Sample]) -> list[Sample]:
     """Visible-pass candidates, sorted by candidate_id (the tie-break order)."""
     return sorted((s for s in pool if s.visible_pass), key=lambda s: s.candidate_id)
 
 
-def _has_score(s: Scored) -> bool:
+def _has_score(s: Sample) -> bool:
     return s.score is not None and not math.isnan(s.score)
 
 
-def _mean_correct(candidates: Sequence[Scored]) -> float:
+def _mean_correct(candidates: Sequence[Sample]) -> float:
     return sum(s.heldout_correct for s in candidates) / len(candidates)
 
 
-def _critic_winners(passing: list[Scored]) -> list[Scored]:
+def _critic_winners(passing: list[Sample]) -> list[Sample]:
     """Passing candidates tied at the top critic score (all if none scored)."""
     scored = [s for s in passing if _has_score(s)]
     if not scored:
@@ -99,7 +102,7 @@ def _critic_winners(passing: list[Scored]) -> list[Scored]:
     return [s for s in scored if s.score == best]
 
 
-def _vote_winners(passing: list[Scored], weighted: bool) -> list[list[Scored]]:
+def _vote_winners(passing: list[Sample], weighted: bool) -> list[list[Sample]]:
     """The output-vector classes tied at the top vote, each sorted by id.
 
     Returns [] when no passing candidate has an output vector. With
@@ -109,7 +112,7 @@ def _vote_winners(passing: list[Scored], weighted: bool) -> list[list[Scored]]:
     if not voters:
         return []
     use_scores = weighted and any(_has_score(s) for s in voters)
-    classes: dict[tuple, list[Scored]] = {}
+    classes: dict[tuple, list[Sample]] = {}
     weights: dict[tuple, float] = {}
     for s in voters:  # sorted by id, so every class list is sorted too
         key = s.heldout_outputs
@@ -126,31 +129,31 @@ def _vote_winners(passing: list[Scored], weighted: bool) -> list[list[Scored]]:
 # --------------------------------------------------------------------------
 
 
-def select_best_of_k(pool: Sequence[Scored], rng: random.Random) -> Scored | None:
+def select_best_of_k(pool: Sequence[Sample], rng: random.Random) -> Sample | None:
     """A uniformly random visible-pass candidate; None if none passes."""
     passing = _passing(pool)
     return rng.choice(passing) if passing else None
 
 
-def expected_accuracy_best_of_k(pool: Sequence[Scored]) -> float:
+def expected_accuracy_best_of_k(pool: Sequence[Sample]) -> float:
     """Share of visible-pass candidates that are held-out correct (0 if none
     passes): the exact expectation of ``select_best_of_k`` over its rng."""
     passing = _passing(pool)
     return _mean_correct(passing) if passing else 0.0
 
 
-def select_critic(pool: Sequence[Scored]) -> Scored | None:
+def select_critic(pool: Sequence[Sample]) -> Sample | None:
     """The visible-pass candidate with the highest critic score."""
     winners = _critic_winners(_passing(pool))
     return winners[0] if winners else None
 
 
-def expected_accuracy_critic(pool: Sequence[Scored]) -> float:
+def expected_accuracy_critic(pool: Sequence[Sample]) -> float:
     winners = _critic_winners(_passing(pool))
     return _mean_correct(winners) if winners else 0.0
 
 
-def select_majority(pool: Sequence[Scored]) -> Scored | None:
+def select_majority(pool: Sequence[Sample]) -> Sample | None:
     """A member of the most common held-out output vector among visible-pass
     candidates: the first by id of the tied class holding the smallest id."""
     passing = _passing(pool)
@@ -160,7 +163,7 @@ def select_majority(pool: Sequence[Scored]) -> Scored | None:
     return classes[0][0]
 
 
-def _expected_accuracy_vote(pool: Sequence[Scored], weighted: bool) -> float:
+def _expected_accuracy_vote(pool: Sequence[Sample], weighted: bool) -> float:
     """Accuracy of a vote, averaged over a uniformly random pick among tied
     winning classes; best-of-k when nobody votes."""
     classes = _vote_winners(_passing(pool), weighted=weighted)
@@ -169,11 +172,11 @@ def _expected_accuracy_vote(pool: Sequence[Scored], weighted: bool) -> float:
     return sum(_mean_correct(members) for members in classes) / len(classes)
 
 
-def expected_accuracy_majority(pool: Sequence[Scored]) -> float:
+def expected_accuracy_majority(pool: Sequence[Sample]) -> float:
     return _expected_accuracy_vote(pool, weighted=False)
 
 
-def select_critic_weighted_vote(pool: Sequence[Scored]) -> Scored | None:
+def select_critic_weighted_vote(pool: Sequence[Sample]) -> Sample | None:
     """Like ``select_majority``, each vote weighing its critic score; within
     the winning class the highest-scored member (then smallest id)."""
     passing = _passing(pool)
@@ -183,17 +186,17 @@ def select_critic_weighted_vote(pool: Sequence[Scored]) -> Scored | None:
     return _critic_winners(classes[0])[0]
 
 
-def expected_accuracy_critic_vote(pool: Sequence[Scored]) -> float:
+def expected_accuracy_critic_vote(pool: Sequence[Sample]) -> float:
     return _expected_accuracy_vote(pool, weighted=True)
 
 
-def oracle_accuracy(pool: Sequence[Scored]) -> float:
+def oracle_accuracy(pool: Sequence[Sample]) -> float:
     """1.0 if any candidate (visible-pass or not) is held-out correct: the
     pass@k of this group, the bound no selector can beat."""
     return 1.0 if any(s.heldout_correct for s in pool) else 0.0
 
 
-_EXPECTED_ACCURACY: dict[str, Callable[[Sequence[Scored]], float]] = {
+_EXPECTED_ACCURACY: dict[str, Callable[[Sequence[Sample]], float]] = {
     "best_of_k": expected_accuracy_best_of_k,
     "critic": expected_accuracy_critic,
     "majority": expected_accuracy_majority,
@@ -207,7 +210,7 @@ def _check_policy(policy: str) -> None:
         raise ValueError(f"unknown selection policy {policy!r}; known: {', '.join(POLICIES)}")
 
 
-def selection_accuracy(pools_per_problem: list[list[Scored]], k: int, policy: str) -> float:
+def selection_accuracy(pools_per_problem: list[list[Sample]], k: int, policy: str) -> float:
     """Held-out accuracy of ``policy`` choosing from k samples per problem.
 
     Each problem's n >= k candidates are cut, in the given order, into
@@ -237,8 +240,8 @@ def selection_accuracy(pools_per_problem: list[list[Scored]], k: int, policy: st
 # --------------------------------------------------------------------------
 
 
-def select_training_examples(pool: Sequence[Scored], policy: str, per_problem: int,
-                             rng: random.Random) -> list[Scored]:
+def select_training_examples(pool: Sequence[Sample], policy: str, per_problem: int,
+                             rng: random.Random) -> list[Sample]:
     """Up to ``per_problem`` distinct candidates to fine-tune on.
 
     Candidates are ranked by the policy and taken in order, skipping
@@ -269,7 +272,7 @@ def select_training_examples(pool: Sequence[Scored], policy: str, per_problem: i
         ranked = _by_score(members) if policy == "critic_vote" else members
     else:  # oracle
         ranked = [s for s in passing if s.heldout_correct]
-    chosen: list[Scored] = []
+    chosen: list[Sample] = []
     seen: set[Any] = set()
     for s in ranked:
         if len(chosen) >= per_problem:
@@ -281,12 +284,12 @@ def select_training_examples(pool: Sequence[Scored], policy: str, per_problem: i
     return chosen
 
 
-def _by_score(candidates: Sequence[Scored]) -> list[Scored]:
+def _by_score(candidates: Sequence[Sample]) -> list[Sample]:
     """Highest critic score first, unscored last; stable, so ties keep id order."""
     return sorted(candidates, key=lambda s: -s.score if _has_score(s) else math.inf)
 
 
-def agreement(pool: Sequence[Scored]) -> bool | None:
+def agreement(pool: Sequence[Sample]) -> bool | None:
     """Whether all visible-pass candidates give the same held-out outputs.
 
     Only candidates with an output vector count; None if fewer than two do
@@ -305,7 +308,7 @@ def agreement(pool: Sequence[Scored]) -> bool | None:
 AGREE, DISAGREE = "agree", "disagree"
 
 
-def disagreement_class(group: Sequence[Scored]) -> str:
+def disagreement_class(group: Sequence[Sample]) -> str:
     """"disagree" if the group's visible-pass candidates give at least two
     different held-out output vectors, else "agree" (this includes groups
     with fewer than two passing candidates). Identical vectors mean identical
@@ -326,7 +329,7 @@ class GroupResult:
     accuracy: dict[str, float]  # policy -> expected accuracy in [0, 1]
 
 
-def group_results(pools: dict[str, Sequence[Scored]], ks: Sequence[int],
+def group_results(pools: dict[str, Sequence[Sample]], ks: Sequence[int],
                   policies: Sequence[str] = POLICIES) -> list[GroupResult]:
     """Every policy scored on the same candidates: each problem's pool is cut,
     in order, into floor(n / k) disjoint groups of k for each k (a k above a

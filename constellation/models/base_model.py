@@ -23,17 +23,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import msgspec
 
+from constellation.models.fit import FitArgs, fit
 from constellation.protocol.config import ModelConfig, TaskConfig
 from constellation.protocol.messages import Problem
 
@@ -133,13 +134,6 @@ def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Ran
     return batches
 
 
-def lr_factor(step: int, frac: float, warmup_steps: int, floor: float = 0.05) -> float:
-    """Linear warmup over steps, then cosine decay over the elapsed fraction of
-    the (time or step) budget down to ``floor`` times the peak."""
-    warm = min(1.0, (step + 1) / max(1, warmup_steps))
-    return warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
-
-
 # --------------------------------------------------------------------------
 # Tiny model + warm start
 # --------------------------------------------------------------------------
@@ -179,13 +173,32 @@ def warm_start_target(problem: Problem) -> str | None:
     return problem.data.get("solution") or problem.reference
 
 
-def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: float, batch_size: int,
-               max_len: int, seed: int, progress: Progress = None, prompt_loss_weight: float = 0.0,
-               steps: int = 0) -> dict[str, Any]:
-    """Supervised training prompt -> reference (+eos) for ``steps`` optimizer
-    steps if steps > 0 (reproducible: the same model on any machine and under
-    any load), else for ``seconds`` of wall time; all parameters, AdamW,
-    warmup + cosine decay over the budget.
+@dataclass(frozen=True)
+class WarmStartArgs:
+    steps: int = 0  # optimizer steps; > 0 replaces the time budget (reproducible on any machine and load)
+    seconds: float = 480.0  # wall-clock budget, used when steps = 0
+    lr: float = 2e-3  # peak learning rate (all parameters, AdamW betas (0.9, 0.95), weight decay 0.01)
+    batch_size: int = 8  # examples per step
+    max_len: int = 256  # longer (prompt + target) sequences are left out
+    seed: int = 0  # batch order and torch's global RNG
+    prompt_loss_weight: float = 0.0  # weight of the LM loss on prompt tokens added to the completion loss
+
+    @classmethod
+    def from_model_config(cls, mcfg: ModelConfig, seed: int) -> WarmStartArgs:
+        return cls(steps=mcfg.warm_start_steps, seconds=mcfg.warm_start_seconds, lr=mcfg.warm_start_lr,
+                   batch_size=mcfg.warm_start_batch, max_len=mcfg.max_len, seed=seed,
+                   prompt_loss_weight=mcfg.warm_start_prompt_loss)
+
+
+CURVE_EVERY = 25  # steps per point of the warm-start loss curve (and per progress line)
+
+
+def warm_start(model, tokenizer, labeled: list[Problem], args: WarmStartArgs,
+               progress: Progress = None) -> dict[str, Any]:
+    """Supervised training prompt -> reference (+eos) for ``args.steps``
+    optimizer steps if steps > 0 (reproducible: the same model on any machine
+    and under any load), else for ``args.seconds`` of wall time; all
+    parameters, AdamW, warmup (30 steps) + cosine decay over the budget.
 
     ``prompt_loss_weight`` > 0 adds that weight times the LM loss on the
     prompt tokens (the visible examples): predicting example outputs from the
@@ -195,50 +208,62 @@ def warm_start(model, tokenizer, labeled: list[Problem], *, seconds: float, lr: 
     import torch
 
     pairs = [encode_example(tokenizer, p.prompt, warm_start_target(p)) for p in labeled if warm_start_target(p)]
-    kept = [pr for pr in pairs if len(pr[0]) <= max_len]
+    kept = [pr for pr in pairs if len(pr[0]) <= args.max_len]
     if not kept:
         raise ValueError(f"warm start: none of {len(labeled)} labeled problems has a reference "
-                         f"that fits max_len={max_len}")
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
-    model.train()
-    curve: list[tuple[float, int, float]] = []  # (seconds, step, mean loss since last point)
-    batches: list[list[int]] = []
-    step, window, t0 = 0, [], time.monotonic()
+                         f"that fits max_len={args.max_len}")
+    rng = random.Random(args.seed)
+    torch.manual_seed(args.seed)
+    lengths = [len(ids) for ids, _ in kept]
 
-    def used() -> float:  # the share of the budget spent so far
-        return step / steps if steps > 0 else (time.monotonic() - t0) / seconds
+    def epoch_batches(_epoch: int):  # taken from the end of each epoch's list
+        return reversed(length_bucketed_batches(lengths, args.batch_size, rng))
 
-    while used() < 1.0:
-        elapsed = time.monotonic() - t0
-        for group in opt.param_groups:
-            group["lr"] = lr * lr_factor(step, used(), warmup_steps=30)
-        if not batches:
-            batches = length_bucketed_batches([len(ids) for ids, _ in kept], batch_size, rng)
-        batch = [kept[i] for i in batches.pop()]
-        input_ids, mask, labels = collate(batch, tokenizer.pad_token_id)
+    def loss_fn(batch: list[int]):  # -> (loss to minimize, completion loss to report)
+        input_ids, mask, labels = collate([kept[i] for i in batch], tokenizer.pad_token_id)
         completion_loss, prompt_loss = completion_and_prompt_loss(model, input_ids, mask, labels)
-        loss = completion_loss + prompt_loss_weight * prompt_loss if prompt_loss_weight else completion_loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"warm start: loss {loss.item()} at step {step} (lr {lr})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        window.append(completion_loss.item())
-        if step % 25 == 0:
-            curve.append((round(elapsed, 1), step, sum(window) / len(window)))
-            window = []
-            if progress:
-                progress(min(1.0, used()), f"warm start step {step} loss {curve[-1][2]:.3f}")
-    if window:
-        curve.append((round(time.monotonic() - t0, 1), step, sum(window) / len(window)))
-    model.eval()
-    return {"seconds": time.monotonic() - t0, "steps": step, "n_examples": len(kept),
-            "n_too_long": len(pairs) - len(kept), "loss_first": curve[0][2], "loss_last": curve[-1][2],
-            "curve": curve, "lr": lr, "batch_size": batch_size, "prompt_loss_weight": prompt_loss_weight}
+        w = args.prompt_loss_weight
+        return (completion_loss + w * prompt_loss if w else completion_loss), completion_loss
+
+    curve = LossCurve(time.monotonic(), args.seconds, progress)
+    fit_args = FitArgs(lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01, epochs=0, warmup_steps=30,
+                       max_steps=max(0, args.steps), max_seconds=0.0 if args.steps > 0 else args.seconds)
+    result = fit(model, epoch_batches, loss_fn, fit_args, started=curve.t0, progress=curve.add,
+                 name="warm start")
+    curve.close()
+    return {"seconds": result.seconds, "steps": result.steps, "n_examples": len(kept),
+            "n_too_long": len(pairs) - len(kept), "loss_first": curve.points[0][2], "loss_last": curve.points[-1][2],
+            "curve": curve.points, "lr": args.lr, "batch_size": args.batch_size,
+            "prompt_loss_weight": args.prompt_loss_weight}
+
+
+class LossCurve:
+    """The warm start's loss curve: one (seconds, step, mean loss since the
+    last point) every CURVE_EVERY steps, and one for the tail; each point is
+    also a progress line."""
+
+    def __init__(self, t0: float, seconds: float, progress: Progress) -> None:
+        self.t0, self.seconds, self.progress = t0, seconds, progress
+        self.points: list[tuple[float, int, float]] = []
+        self.window: list[float] = []
+        self.step = 0
+
+    def add(self, step: int, total: int, loss: float) -> None:
+        self.step = step
+        self.window.append(loss)
+        if step % CURVE_EVERY == 0:
+            self._point()
+            if self.progress:
+                used = step / total if total else (time.monotonic() - self.t0) / self.seconds
+                self.progress(min(1.0, used), f"warm start step {step} loss {self.points[-1][2]:.3f}")
+
+    def close(self) -> None:
+        if self.window:
+            self._point()
+
+    def _point(self) -> None:
+        self.points.append((round(time.monotonic() - self.t0, 1), self.step, sum(self.window) / len(self.window)))
+        self.window = []
 
 
 # --------------------------------------------------------------------------
@@ -331,10 +356,7 @@ def ensure_base_model(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: l
     n_params = sum(p.numel() for p in model.parameters())
     if progress:
         progress(0.0, f"warm-starting a {n_params / 1e6:.2f}M-parameter model on {len(labeled)} problems")
-    report = warm_start(model, tokenizer, labeled, seconds=mcfg.warm_start_seconds, steps=mcfg.warm_start_steps,
-                        lr=mcfg.warm_start_lr,
-                        batch_size=mcfg.warm_start_batch, max_len=mcfg.max_len, seed=seed, progress=progress,
-                        prompt_loss_weight=prompt_loss_weight)
+    report = warm_start(model, tokenizer, labeled, WarmStartArgs.from_model_config(mcfg, seed), progress)
     report["n_params"] = n_params
     tmp = cache / f"{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -30,9 +30,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from constellation.algorithms.pairs import split_holdout
 from constellation.models.base_model import encode_example
+from constellation.models.fit import FitArgs, FitProgress, fit
 from constellation.protocol.messages import PreferencePair
+
+if TYPE_CHECKING:
+    from constellation.protocol.config import Config
 
 LOSS_TYPES = ("sigmoid", "ipo")
 
@@ -237,20 +243,49 @@ class NoUsablePairs(ValueError):
     """No training pair fits max_len (or every weight is 0)."""
 
 
-def train_dpo(model, tokenizer, pairs: list[PreferencePair], *, beta: float = 0.1, loss_type: str = "sigmoid",
-              length_normalize: bool = False, sft_weight: float = 0.0, lr: float = 1e-4, epochs: int = 1,
-              max_seconds: float = 0.0, batch_size: int = 8, max_len: int = 256, holdout_frac: float = 0.0,
-              seed: int = 0) -> dict[str, float]:
-    """Train the peft ``model`` in place on ``pairs``. Reference log-probs are
-    those of the model as passed in. -> metrics. Raises NoUsablePairs (a
-    ValueError) when no pair fits max_len, FloatingPointError on a non-finite
-    loss (before the update of that step)."""
-    import torch
+@dataclass(frozen=True)
+class DPOArgs:
+    beta: float = 0.1  # strength of the pull towards the reference (IPO: its tau)
+    loss_type: str = "sigmoid"  # "sigmoid" (DPO) or "ipo"
+    length_normalize: bool = False  # sigmoid loss on per-token average log-ratios instead of sums
+    sft_weight: float = 0.0  # weight of an SFT term (mean NLL per chosen token), RPO-style; 0 = none
+    lr: float = 1e-4  # peak learning rate
+    epochs: int = 1  # passes over the training pairs
+    max_seconds: float = 0.0  # time budget counted from the start of train_dpo (at least one step); 0 = none
+    batch_size: int = 8  # pairs per step
+    max_len: int = 256  # max tokens of prompt + completion (also capped by the model's positions)
+    holdout_frac: float = 0.0  # share of problems whose pairs are kept out, to measure reward accuracy
+    seed: int = 0  # holdout split and batch order
 
-    from constellation.models.lm import optimizer_step, schedule_lr
+    @classmethod
+    def from_config(cls, cfg: Config, round_: int) -> DPOArgs:
+        """The trainer's settings for one round; the seed is run.seed * 1000 + round."""
+        t = cfg.trainer
+        return cls(beta=t.beta, loss_type=t.loss_type, length_normalize=t.length_normalize,
+                   sft_weight=t.sft_weight, lr=t.lr, epochs=t.epochs, max_seconds=t.max_seconds,
+                   batch_size=t.batch_size, max_len=cfg.model.max_len, holdout_frac=cfg.pairs.holdout_frac,
+                   seed=cfg.run.seed * 1000 + round_)
 
-    t0 = time.monotonic()
-    train_pairs, held_pairs = split_holdout(pairs, holdout_frac, seed)
+    def loss_kwargs(self) -> dict[str, Any]:
+        return {"beta": self.beta, "loss_type": self.loss_type, "length_normalize": self.length_normalize}
+
+
+@dataclass
+class EncodedPairs:
+    """A round's pairs, encoded: training pairs first, then held-out ones."""
+
+    encoded: list[EncodedPair | None]  # None: the completion alone does not fit max_len
+    weights: list[float]  # loss weight of each pair
+    train_idx: list[int]  # trainable pairs (fit, weight > 0)
+    held_idx: list[int]  # held-out pairs that fit
+    too_long: int  # pairs dropped for length
+    truncated: int  # pairs whose prompt lost tokens from the left
+
+
+def encode_pairs(tokenizer, pairs: list[PreferencePair], args: DPOArgs, max_len: int) -> EncodedPairs:
+    """Split off the held-out problems and encode every pair; raises NoUsablePairs
+    when no training pair fits max_len (or every weight is 0)."""
+    train_pairs, held_pairs = split_holdout(pairs, args.holdout_frac, args.seed)
     encoded, weights, too_long, truncated = [], [], 0, 0
     for p in train_pairs + held_pairs:
         e = encode_pair(tokenizer, p.prompt, p.chosen, p.rejected, max_len)
@@ -263,67 +298,96 @@ def train_dpo(model, tokenizer, pairs: list[PreferencePair], *, beta: float = 0.
     held_idx = [i for i in range(n_train, len(encoded)) if encoded[i] is not None]
     if not train_idx:
         raise NoUsablePairs(f"train_dpo: none of {n_train} training pairs fits max_len {max_len}")
+    return EncodedPairs(encoded, weights, train_idx, held_idx, too_long, truncated)
 
-    def batches(idx: list[int], rng: random.Random | None) -> list[list[int]]:
-        idx = list(idx)
-        if rng:
-            rng.shuffle(idx)
-        return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
 
-    @torch.no_grad()
-    def logps_of(idx: list[int]):
-        model.eval()
-        out = torch.zeros(len(encoded), 2)  # (pairs, [chosen, rejected])
-        for b in batches(idx, None):
-            chosen, rejected, _, _, _ = pair_logps(model, collate_shared([encoded[i] for i in b],
+def _chunks(idx: list[int], size: int, rng: random.Random | None = None) -> list[list[int]]:
+    """Batches of ``size`` indices, shuffled first when ``rng`` is given."""
+    idx = list(idx)
+    if rng:
+        rng.shuffle(idx)
+    return [idx[i:i + size] for i in range(0, len(idx), size)]
+
+
+def pairs_logps(model, tokenizer, data: EncodedPairs, idx: list[int], batch_size: int):
+    """-> (pairs, 2) [chosen, rejected] log-probs of the pairs ``idx`` under
+    ``model`` in eval mode (other rows 0)."""
+    import torch
+
+    model.eval()
+    out = torch.zeros(len(data.encoded), 2)
+    with torch.no_grad():
+        for b in _chunks(idx, batch_size):
+            chosen, rejected, _, _, _ = pair_logps(model, collate_shared([data.encoded[i] for i in b],
                                                                          tokenizer.pad_token_id))
             out[b] = torch.stack([chosen, rejected], -1)
-        return out
+    return out
 
-    ref = logps_of(train_idx + held_idx)  # the reference: the model before this round's updates
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    total = math.ceil(len(train_idx) / batch_size) * max(1, epochs)
-    rng = random.Random(seed)
-    w = torch.tensor(weights, dtype=torch.float32)
-    losses: list[float] = []
-    last_epoch: list[tuple[Any, Any]] = []  # (chosen, rejected) log-ratios of the last epoch that ran a step
-    step = 0
-    for epoch in range(max(1, epochs)):
-        this_epoch: list[tuple[Any, Any]] = []
-        model.train()
-        for b in batches(train_idx, rng):
-            elapsed = time.monotonic() - t0
-            if max_seconds and elapsed >= max_seconds and step > 0:
-                break
-            schedule_lr(opt, lr, step, total, elapsed, max_seconds)
-            batch = collate_shared([encoded[i] for i in b], tokenizer.pad_token_id)
-            loss, stats = dpo_batch_loss(model, batch, ref[b, 0], ref[b, 1], w[b], beta=beta, loss_type=loss_type,
-                                         length_normalize=length_normalize, sft_weight=sft_weight)
-            losses.append(optimizer_step(opt, params, loss, f"train_dpo: step {step} (lr {lr}, beta {beta})"))
-            this_epoch.append((stats["chosen_logratio"], stats["rejected_logratio"]))
-            step += 1
-        last_epoch = this_epoch or last_epoch
-        if max_seconds and time.monotonic() - t0 >= max_seconds:
-            break  # out of time
-    model.eval()
+
+def train_dpo(model, tokenizer, pairs: list[PreferencePair], args: DPOArgs = DPOArgs(),
+              progress: FitProgress = None) -> dict[str, float]:
+    """Train the peft ``model`` in place on ``pairs``. Reference log-probs are
+    those of the model as passed in. -> metrics. Raises NoUsablePairs (a
+    ValueError) when no pair fits max_len, FloatingPointError on a non-finite
+    loss (before the update of that step)."""
+    import torch
+
+    t0 = time.monotonic()
+    max_len = min(args.max_len, getattr(model.config, "max_position_embeddings", 1 << 30))
+    data = encode_pairs(tokenizer, pairs, args, max_len)
+    ref = pairs_logps(model, tokenizer, data, data.train_idx + data.held_idx, args.batch_size)  # before any update
+    rng = random.Random(args.seed)
+    w = torch.tensor(data.weights, dtype=torch.float32)
+    epochs: list[list[tuple[Any, Any]]] = []  # per epoch, (chosen, rejected) log-ratios of each step
+
+    def epoch_batches(_epoch: int) -> list[list[int]]:
+        epochs.append([])
+        return _chunks(data.train_idx, args.batch_size, rng)
+
+    def loss_fn(b: list[int]):
+        batch = collate_shared([data.encoded[i] for i in b], tokenizer.pad_token_id)
+        loss, stats = dpo_batch_loss(model, batch, ref[b, 0], ref[b, 1], w[b], sft_weight=args.sft_weight,
+                                     **args.loss_kwargs())
+        epochs[-1].append((stats["chosen_logratio"], stats["rejected_logratio"]))
+        return loss
+
+    fit_args = FitArgs.over_epochs(args.lr, args.epochs, math.ceil(len(data.train_idx) / args.batch_size),
+                                   args.max_seconds)
+    result = fit(model, epoch_batches, loss_fn, fit_args, started=t0, progress=progress,
+                 name=f"train_dpo (beta {args.beta})", nan_note="no adapter written")
+    last_epoch = [e for e in epochs if e][-1]  # the last epoch that ran a step
     metrics: dict[str, float] = {
-        "loss_first": losses[0], "loss_last": sum(losses[-5:]) / len(losses[-5:]), "steps": step,
-        "n_pairs": len(pairs), "n_train_pairs": len(train_idx), "n_heldout_pairs": len(held_idx),
-        "n_too_long": too_long, "n_prompt_truncated": truncated}
-    metrics.update(reward_metrics(torch.cat([c for c, _ in last_epoch]), torch.cat([r for _, r in last_epoch]), beta))
-    if held_idx:
-        now = logps_of(held_idx)[held_idx]
-        for k, v in reward_metrics(now[:, 0] - ref[held_idx, 0], now[:, 1] - ref[held_idx, 1], beta).items():
-            metrics[f"heldout_{k}"] = v
-        # the held-out loss under the same objective, for a sanity check against training
-        lens = torch.tensor([[len(encoded[i].chosen_ids), len(encoded[i].rejected_ids)] for i in held_idx])
-        held_loss, _, _ = preference_loss(now[:, 0], now[:, 1], ref[held_idx, 0], ref[held_idx, 1], lens[:, 0],
-                                          lens[:, 1], beta=beta, loss_type=loss_type, length_normalize=length_normalize)
-        metrics["heldout_loss"] = float(held_loss.mean())
-    for source, n in Counter(p.source for p in pairs).items():
-        metrics[f"n_pairs_{source}"] = n
-    newest = max(p.round for p in pairs)
-    metrics["n_pairs_earlier_rounds"] = sum(p.round < newest for p in pairs)
+        **result.loss_summary(), "steps": result.steps, "n_pairs": len(pairs),
+        "n_train_pairs": len(data.train_idx), "n_heldout_pairs": len(data.held_idx),
+        "n_too_long": data.too_long, "n_prompt_truncated": data.truncated,
+        **reward_metrics(torch.cat([c for c, _ in last_epoch]), torch.cat([r for _, r in last_epoch]), args.beta)}
+    if data.held_idx:
+        metrics.update(heldout_metrics(model, tokenizer, data, ref, args))
+    metrics.update(pair_counts(pairs))
     metrics["seconds"] = time.monotonic() - t0
     return metrics
+
+
+def heldout_metrics(model, tokenizer, data: EncodedPairs, ref, args: DPOArgs) -> dict[str, float]:
+    """Reward metrics and the loss of the trained ``model`` on the held-out
+    pairs, against the reference log-probs ``ref`` (pairs, 2)."""
+    import torch
+
+    held = data.held_idx
+    now = pairs_logps(model, tokenizer, data, held, args.batch_size)[held]
+    metrics = {f"heldout_{k}": v
+               for k, v in reward_metrics(now[:, 0] - ref[held, 0], now[:, 1] - ref[held, 1], args.beta).items()}
+    # the held-out loss under the same objective, for a sanity check against training
+    lens = torch.tensor([[len(data.encoded[i].chosen_ids), len(data.encoded[i].rejected_ids)] for i in held])
+    held_loss, _, _ = preference_loss(now[:, 0], now[:, 1], ref[held, 0], ref[held, 1], lens[:, 0], lens[:, 1],
+                                      **args.loss_kwargs())
+    metrics["heldout_loss"] = float(held_loss.mean())
+    return metrics
+
+
+def pair_counts(pairs: list[PreferencePair]) -> dict[str, int]:
+    """n_pairs_<source> for each source, and how many pairs come from earlier rounds."""
+    counts = {f"n_pairs_{source}": n for source, n in Counter(p.source for p in pairs).items()}
+    newest = max(p.round for p in pairs)
+    counts["n_pairs_earlier_rounds"] = sum(p.round < newest for p in pairs)
+    return counts

@@ -3,8 +3,8 @@
     build_tokenizer, ensure_base_model   (constellation/models/base_model.py: tokenizer, tiny model, warm start, cache)
     load_model(path, adapter_path)       -> (model, tokenizer), adapter merged, eval mode
     sample(model, tokenizer, prompts, k, ...) -> K (completion, logprob) per prompt
-    train_sft(base_path, examples, out_dir, ...) -> metrics; a peft LoRA adapter folder
-    load_lora_model, save_adapter         (shared with the DPO trainer, roles/trainer_dpo.py)
+    train_sft(base_path, examples, out_dir, SFTArgs(...)) -> metrics; a peft LoRA adapter folder
+    load_lora_model(base_path, init_adapter, LoraArgs(...)), save_adapter   (shared with the DPO trainer)
 
 For Llama-architecture models ``sample`` runs its own decode loop in plain
 torch (``_FastLlama``): fused q/k/v and gate/up projections, each prompt
@@ -30,9 +30,19 @@ import shutil
 import time
 from pathlib import Path
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from constellation.models.base_model import (Progress, build_tokenizer, collate, encode_example,  # noqa: F401
+                                             ensure_base_model, length_bucketed_batches, offline)
+from constellation.models.fit import FitArgs, FitProgress, fit
 from constellation.protocol.messages import TrainExample
-from constellation.models.base_model import (Progress, build_tokenizer, collate, encode_example, ensure_base_model,  # noqa: F401
-                              length_bucketed_batches, lr_factor, offline)
+
+if TYPE_CHECKING:
+    from constellation.protocol.config import Config
+
+# every projection of a Llama block: the default LoRA targets
+LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def load_tokenizer(path: str | Path):
@@ -329,95 +339,82 @@ def sample(model, tokenizer, prompts: list[str], k: int, temperature: float = 1.
 # --------------------------------------------------------------------------
 
 
-def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path, init_adapter: str | None = None,
-              lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.0,
-              lora_targets: list[str] | None = None, lr: float = 2e-3, epochs: int = 3,
-              max_seconds: float = 60.0, batch_size: int = 16, seed: int = 0,
-              progress: Progress = None, quantization: str = "none", compute_dtype: str = "float32",
-              gradient_checkpointing: bool = False) -> dict[str, float]:
-    """LoRA on the base (fresh, or continued from ``init_adapter``), loss on the
-    completion tokens + eos only. Stops after ``epochs`` or ``max_seconds``
-    (0 = no limit), whichever first; linear warmup + cosine decay over the
-    planned steps. Saves the adapter to ``out_dir`` atomically (temp + rename;
-    an existing out_dir is replaced). Raises FloatingPointError on a NaN/inf
-    loss without writing anything. -> {loss_first, loss_last, steps, seconds,
-    n_examples, n_too_long}. ``quantization = "nf4"``: QLoRA on a 4-bit base
-    (constellation/models/quant.py)."""
-    import torch
+@dataclass(frozen=True)
+class LoraArgs:
+    r: int = 16  # LoRA rank
+    alpha: int = 32  # LoRA alpha (the update is scaled by alpha / r)
+    dropout: float = 0.0  # dropout on the LoRA input
+    targets: tuple[str, ...] = LLAMA_PROJECTIONS  # module names LoRA adapts (empty = LLAMA_PROJECTIONS)
+    quantization: str = "none"  # "nf4": a 4-bit base (QLoRA, constellation/models/quant.py)
+    compute_dtype: str = "float32"  # compute dtype of the 4-bit layers
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass
 
+    @classmethod
+    def from_config(cls, cfg: Config) -> LoraArgs:
+        t, m = cfg.trainer, cfg.model
+        return cls(r=t.lora_r, alpha=t.lora_alpha, dropout=t.lora_dropout, targets=tuple(t.lora_targets),
+                   quantization=m.quantization, compute_dtype=m.compute_dtype,
+                   gradient_checkpointing=m.gradient_checkpointing)
+
+
+@dataclass(frozen=True)
+class SFTArgs:
+    lora: LoraArgs = LoraArgs()  # the adapter's shape and how the base is loaded
+    init_adapter: str | None = None  # continue this adapter folder instead of a fresh LoRA
+    lr: float = 2e-3  # peak learning rate
+    epochs: int = 3  # passes over the examples
+    max_seconds: float = 60.0  # time budget counted from the start of loading; 0 = none
+    batch_size: int = 16  # examples per step
+    seed: int = 0  # LoRA init and batch order
+
+    @classmethod
+    def from_config(cls, cfg: Config, round_: int, init_adapter: str | None = None) -> SFTArgs:
+        """The trainer's settings for one round; the seed is run.seed * 1000 + round."""
+        t = cfg.trainer
+        return cls(lora=LoraArgs.from_config(cfg), init_adapter=init_adapter, lr=t.lr, epochs=t.epochs,
+                   max_seconds=t.max_seconds, batch_size=t.batch_size, seed=cfg.run.seed * 1000 + round_)
+
+
+def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path, args: SFTArgs = SFTArgs(),
+              progress: FitProgress = None) -> dict[str, float]:
+    """LoRA on the base (fresh, or continued from ``args.init_adapter``), loss
+    on the completion tokens + eos only. Stops after ``epochs`` or
+    ``max_seconds`` (0 = no limit), whichever first; linear warmup + cosine
+    decay over the planned steps. Saves the adapter to ``out_dir`` atomically
+    (temp + rename; an existing out_dir is replaced). Raises
+    FloatingPointError on a NaN/inf loss without writing anything. ->
+    {loss_first, loss_last, steps, seconds, n_examples, n_too_long}."""
     if not examples:
         raise ValueError("train_sft: no examples")
     t0 = time.monotonic()
-    model, tokenizer = load_lora_model(base_path, init_adapter, lora_r=lora_r, lora_alpha=lora_alpha,
-                                       lora_dropout=lora_dropout, lora_targets=lora_targets, seed=seed,
-                                       quantization=quantization, compute_dtype=compute_dtype,
-                                       gradient_checkpointing=gradient_checkpointing)
+    model, tokenizer = load_lora_model(base_path, args.init_adapter, args.lora, seed=args.seed)
     max_len = getattr(model.config, "max_position_embeddings", 1 << 30)
     pairs = [encode_example(tokenizer, e.prompt, e.completion) for e in examples]
     kept = [p for p in pairs if len(p[0]) <= max_len]
     if not kept:
         raise ValueError(f"train_sft: all {len(pairs)} examples are longer than max_len {max_len}")
-    steps_per_epoch = math.ceil(len(kept) / batch_size)
-    total = steps_per_epoch * max(1, epochs)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    rng = random.Random(seed)
-    model.train()
-    losses: list[float] = []
-    step = 0
-    for epoch in range(max(1, epochs)):
-        batches = length_bucketed_batches([len(ids) for ids, _ in kept], batch_size, rng)
-        for b, batch in enumerate(batches):
-            elapsed = time.monotonic() - t0
-            if max_seconds and elapsed >= max_seconds:
-                break
-            schedule_lr(opt, lr, step, total, elapsed, max_seconds)
-            input_ids, mask, labels = (t.to(model.device) for t in collate([kept[i] for i in batch],
-                                                                           tokenizer.pad_token_id))
-            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-            losses.append(optimizer_step(opt, params, loss, f"train_sft: step {step} (lr {lr})"))
-            step += 1
-            if progress:
-                progress(min(1.0, max(step / total, elapsed / max_seconds if max_seconds else 0.0)),
-                         f"sft step {step}/{total} loss {losses[-1]:.3f}")
-        else:
-            continue
-        break  # out of time
-    metrics = {"loss_first": losses[0], "loss_last": sum(losses[-5:]) / len(losses[-5:]), "steps": step,
-               "seconds": time.monotonic() - t0, "n_examples": len(kept), "n_too_long": len(pairs) - len(kept)}
+    rng = random.Random(args.seed)
+    lengths = [len(ids) for ids, _ in kept]
+
+    def loss_fn(batch: list[int]):
+        input_ids, mask, labels = (t.to(model.device) for t in collate([kept[i] for i in batch],
+                                                                       tokenizer.pad_token_id))
+        return model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+
+    fit_args = FitArgs.over_epochs(args.lr, args.epochs, math.ceil(len(kept) / args.batch_size), args.max_seconds)
+    result = fit(model, lambda _epoch: length_bucketed_batches(lengths, args.batch_size, rng), loss_fn, fit_args,
+                 started=t0, progress=progress, name="train_sft", nan_note="no adapter written")
+    metrics = {**result.loss_summary(), "steps": result.steps, "seconds": time.monotonic() - t0,
+               "n_examples": len(kept), "n_too_long": len(pairs) - len(kept)}
     save_adapter(model, out_dir, metrics)
     return metrics
 
 
-def schedule_lr(opt, lr: float, step: int, total: int, elapsed: float, max_seconds: float) -> None:
-    """Linear warmup + cosine decay over the planned ``total`` steps or the
-    time budget, whichever is further along."""
-    frac = step / total if not max_seconds else max(step / total, elapsed / max_seconds)
-    for group in opt.param_groups:
-        group["lr"] = lr * lr_factor(step, frac, warmup_steps=min(10, total // 10 + 1))
-
-
-def optimizer_step(opt, params, loss, where: str) -> float:
-    """backward + clip (norm 1) + step; -> loss value. A NaN/inf loss raises
-    FloatingPointError before any update (``where`` says which step)."""
-    import torch
-
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{where}: loss {loss.item()}; no adapter written")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-    return loss.item()
-
-
-def load_lora_model(base_path: str | Path, init_adapter: str | None = None, *, lora_r: int = 16,
-                    lora_alpha: int = 32, lora_dropout: float = 0.0, lora_targets: list[str] | None = None,
-                    seed: int = 0, quantization: str = "none", compute_dtype: str = "float32",
-                    gradient_checkpointing: bool = False):
+def load_lora_model(base_path: str | Path, init_adapter: str | None = None, lora: LoraArgs = LoraArgs(),
+                    seed: int = 0):
     """-> (peft model with a trainable LoRA, tokenizer): a fresh LoRA on the base
     (seeded init), or the adapter at ``init_adapter`` made trainable. The base
-    is float32, or 4-bit NF4 with ``quantization = "nf4"`` (constellation/models/quant.py);
+    is float32, or 4-bit NF4 with ``lora.quantization = "nf4"`` (constellation/models/quant.py);
     either way the saved adapter is a plain peft adapter."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -425,14 +422,13 @@ def load_lora_model(base_path: str | Path, init_adapter: str | None = None, *, l
     from constellation.models.quant import load_base_causal_lm, prepare_for_lora
 
     tokenizer = load_tokenizer(base_path)
-    base = prepare_for_lora(load_base_causal_lm(base_path, quantization, compute_dtype), quantization,
-                            gradient_checkpointing)
+    base = prepare_for_lora(load_base_causal_lm(base_path, lora.quantization, lora.compute_dtype),
+                            lora.quantization, lora.gradient_checkpointing)
     torch.manual_seed(seed)
     if init_adapter:
         return PeftModel.from_pretrained(base, init_adapter, is_trainable=True), tokenizer
-    targets = lora_targets or ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    return get_peft_model(base, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                                           target_modules=list(targets), task_type="CAUSAL_LM")), tokenizer
+    return get_peft_model(base, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                           target_modules=list(lora.targets or LLAMA_PROJECTIONS), task_type="CAUSAL_LM")), tokenizer
 
 
 def save_adapter(model, out_dir: str | Path, metrics: dict) -> None:

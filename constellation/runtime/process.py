@@ -25,7 +25,8 @@ from typing import Union
 
 from constellation.protocol import config
 from constellation.protocol import messages as m
-from constellation.runtime.registry import resolve_role
+from constellation.runtime.client import ZmqRoleClient, handle_request
+from constellation.runtime.registry import WORKER_ROLES, resolve_role
 from constellation.protocol.transport import Link
 
 log = logging.getLogger("process")
@@ -77,14 +78,10 @@ def serve_worker(role: str, cfg: config.Config, run_dir: Path, endpoints: dict, 
             hub.send(ready)
             continue
         beat.state = "busy"
-        try:
-            reply = worker.handle(msg)
-        except Exception as e:
-            log.exception("request %s failed", getattr(msg, "request_id", "?"))
-            reply = m.Error(request_id=getattr(msg, "request_id", ""), error_kind="role",
-                            message=f"{type(e).__name__}: {e}")
+        reply = handle_request(worker, msg)
         hub.send(reply)
         beat.state = "idle"
+    worker.close()
     hub.close()
 
 
@@ -92,11 +89,13 @@ def serve_coordinator(cfg: config.Config, run_dir: Path, endpoints: dict, life: 
                       link: list, stop: threading.Event) -> None:
     from constellation.runtime.coordinator import Coordinator, Interrupted
 
-    hub = Link("router", endpoints["hub"], bind=True)
-    link.append(hub)
-    coord = Coordinator(cfg, run_dir, hub, stop)
-    beat.stats = lambda: {"pending": len(coord.pending), "candidates": len(coord.candidates),
-                          "verdicts": len(coord.verdicts), "round": coord.round}
+    # a run without a critic (critic.impl = "none") starts no critic process
+    roles = tuple(r for r in WORKER_ROLES if r != "critic" or cfg.critic.impl != "none")
+    client = ZmqRoleClient(endpoints["hub"], roles)
+    link.append(client.link)
+    coord = Coordinator(cfg, run_dir, client, stop)
+    beat.stats = lambda: {"pending": len(coord.pending), "round": coord.current.round if coord.current else -1,
+                          "candidates": len(coord.current.candidates) if coord.current else 0}
     life.send(m.Ready(role="coordinator", pid=os.getpid(), impl="coordinator"))
     beat.state = "busy"
     try:
@@ -106,10 +105,10 @@ def serve_coordinator(cfg: config.Config, run_dir: Path, endpoints: dict, life: 
         ok, summary = False, "interrupted"
     finally:
         coord.close()
-    for role in ("generator", "verifier", "critic", "trainer"):
-        hub.send(m.Shutdown(reason="run finished"), peer=role)
+    for role in roles:
+        client.send(role, m.Shutdown(reason="run finished"))
     life.send(m.Finished(ok=ok, summary=summary))
-    hub.close()
+    client.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from constellation.protocol import messages as m
-from constellation.runtime.registry import WORKER_ROLES
-from constellation.protocol.transport import Link
+from constellation.runtime.client import RoleClient
 
 log = logging.getLogger("coordinator")
 
@@ -55,11 +54,12 @@ class Pending:
 
 
 class RequestLoop:
-    def __init__(self, hub: Link, stop: threading.Event, request_timeout: float) -> None:
-        self.hub, self.stop, self.request_timeout = hub, stop, request_timeout
+    def __init__(self, client: RoleClient, stop: threading.Event, request_timeout: float) -> None:
+        self.client, self.stop, self.request_timeout = client, stop, request_timeout
         self.pending: dict[str, Pending] = {}
         self.ready: set[str] = set()
         self.pids: dict[str, int] = {}  # role -> pid of the process that announced Ready
+        self.role_info: dict[str, dict[str, Any]] = {}  # role -> the info of its latest Ready
         self._handlers: dict[type, Callable[[Any], None]] = {}
         self._replies: dict[str, Any] = {}  # request_id -> reply, for one-off requests
         self._unawaited: set[str] = set()  # requests whose reply nobody waits for
@@ -86,7 +86,7 @@ class RequestLoop:
 
     def _submit(self, role: str, msg: Any) -> None:
         self.pending[msg.request_id] = Pending(role, msg, time.monotonic())
-        self.hub.send(msg, peer=role)
+        self.client.send(role, msg)
 
     def _request(self, role: str, msg: Any) -> Any:
         """Send one request and serve messages until its reply arrives."""
@@ -101,7 +101,7 @@ class RequestLoop:
             if self.stop.is_set():
                 raise Interrupted()
             self._before_poll()
-            env = self.hub.recv(timeout=0.5)
+            env = self.client.recv(0.5)
             if env is None:
                 self._resend_timed_out()
                 continue
@@ -135,6 +135,7 @@ class RequestLoop:
         previous = self.pids.get(role)
         self.ready.add(role)
         self.pids[role] = msg.pid
+        self.role_info[role] = msg.info
         if previous is None:
             log.info("%s ready (pid %d, impl %s)", role, msg.pid, msg.impl)
             return
@@ -148,7 +149,7 @@ class RequestLoop:
         for rid in mine:
             p = self.pending[rid]
             p.attempts, p.sent_at = p.attempts + 1, time.monotonic()
-            self.hub.send(p.msg, peer=role)
+            self.client.send(role, p.msg)
         self.counters["resent"] += len(mine)
 
     def _on_error(self, pending: Pending, err: m.Error) -> None:
@@ -158,7 +159,7 @@ class RequestLoop:
         pending.attempts += 1
         pending.sent_at = time.monotonic()
         self.pending[err.request_id] = pending
-        self.hub.send(pending.msg, peer=pending.role)
+        self.client.send(pending.role, pending.msg)
 
     def _resend_timed_out(self) -> None:
         now = time.monotonic()
@@ -166,20 +167,20 @@ class RequestLoop:
             if now - p.sent_at > self.request_timeout:
                 log.warning("request %s to %s timed out; re-sending", rid, p.role)
                 p.sent_at, p.attempts = now, p.attempts + 1
-                self.hub.send(p.msg, peer=p.role)
+                self.client.send(p.role, p.msg)
 
     def _wait_for_workers(self) -> None:
         """Workers announce Ready when they start; a restarted coordinator
         missed that, so it asks (Hello) every second until all have answered."""
-        log.info("waiting for workers: %s", ", ".join(WORKER_ROLES))
+        log.info("waiting for workers: %s", ", ".join(self.client.roles))
         last_hello = 0.0
-        while not self.ready >= set(WORKER_ROLES):
+        while not self.ready >= set(self.client.roles):
             if self.stop.is_set():
                 raise Interrupted()
             if time.monotonic() - last_hello > 1.0:
-                for role in set(WORKER_ROLES) - self.ready:
-                    self.hub.send(m.Hello(), peer=role)
+                for role in set(self.client.roles) - self.ready:
+                    self.client.send(role, m.Hello())
                 last_hello = time.monotonic()
-            env = self.hub.recv(timeout=0.2)
+            env = self.client.recv(0.2)
             if env is not None:
                 self._dispatch(env.peer, env.msg)

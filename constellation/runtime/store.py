@@ -19,6 +19,8 @@ import msgspec
 
 from constellation.protocol import events as ev
 from constellation.protocol import messages as m
+from constellation.algorithms.selection import Sample
+from constellation.runtime.phase import pools_of
 
 E = TypeVar("E", bound=ev.Event)
 
@@ -154,49 +156,34 @@ class RunStore:
 
     def load_phase(self, round: int, phase: str) -> tuple[list[m.Candidate], list[m.Verdict], dict[str, float]]:
         """Everything already recorded for one phase of one round."""
-        cands = [m.Candidate(id=r["id"], problem_id=r["problem_id"], text=r["text"], logprob=r["logprob"],
-                             adapter_version=r["adapter_version"])
-                 for r in self.conn.execute("SELECT * FROM candidates WHERE round = ? AND phase = ?", (round, phase))]
-        ids = {c.id for c in cands}
-        verdicts = [m.Verdict(candidate_id=r["candidate_id"], problem_id=r["problem_id"], status=r["status"],
-                              visible_passed=r["visible_passed"], visible_total=r["visible_total"],
-                              heldout_correct=None if r["heldout_correct"] is None else bool(r["heldout_correct"]),
-                              heldout_outputs=None if r["heldout_outputs"] is None else json.loads(r["heldout_outputs"]),
-                              detail=r["detail"] or "")
-                    for r in self.conn.execute(
-                        "SELECT v.*, c.problem_id FROM verdicts v JOIN candidates c ON c.id = v.candidate_id "
-                        "WHERE c.round = ? AND c.phase = ?", (round, phase))]
-        scores = {r["candidate_id"]: r["score"] for r in self.conn.execute(
-            "SELECT s.* FROM scores s JOIN candidates c ON c.id = s.candidate_id WHERE c.round = ? AND c.phase = ?",
-            (round, phase)) if r["candidate_id"] in ids}
-        return cands, verdicts, scores
+        return load_phase(self.conn, round, phase)
 
 
-def candidate_order(cid: str) -> tuple[str, int]:
-    """Sort key of candidate ids "<phase>/<round>/<problem>/<i>": sampling order
-    within a problem (i as a number, so 10 follows 9)."""
-    head, _, idx = cid.rpartition("/")
-    return head, int(idx) if idx.isdigit() else 0
+def load_phase(conn: sqlite3.Connection, round: int, phase: str
+               ) -> tuple[list[m.Candidate], list[m.Verdict], dict[str, float]]:
+    """(candidates, verdicts, scores) recorded for one phase of one round."""
+    cands = [m.Candidate(id=r["id"], problem_id=r["problem_id"], text=r["text"], logprob=r["logprob"],
+                         adapter_version=r["adapter_version"])
+             for r in conn.execute("SELECT * FROM candidates WHERE round = ? AND phase = ?", (round, phase))]
+    verdicts = [m.Verdict(candidate_id=r["candidate_id"], problem_id=r["problem_id"], status=r["status"],
+                          visible_passed=r["visible_passed"], visible_total=r["visible_total"],
+                          heldout_correct=None if r["heldout_correct"] is None else bool(r["heldout_correct"]),
+                          heldout_outputs=None if r["heldout_outputs"] is None else json.loads(r["heldout_outputs"]),
+                          detail=r["detail"] or "")
+                for r in conn.execute(
+                    "SELECT v.*, c.problem_id FROM verdicts v JOIN candidates c ON c.id = v.candidate_id "
+                    "WHERE c.round = ? AND c.phase = ?", (round, phase))]
+    scores = {r["candidate_id"]: r["score"] for r in conn.execute(
+        "SELECT s.* FROM scores s JOIN candidates c ON c.id = s.candidate_id WHERE c.round = ? AND c.phase = ?",
+        (round, phase))}
+    return cands, verdicts, scores
 
 
-def read_pools(conn: sqlite3.Connection, round: int, phase: str) -> dict[str, list[Any]]:
+def read_pools(conn: sqlite3.Connection, round: int, phase: str) -> dict[str, list[Sample]]:
     """One round's phase as the coordinator saw it: problem id -> its verified
-    candidates as ``selection.Scored``, in sampling order (unverified ones are
-    left out; unscored ones have score None)."""
-    from constellation.algorithms.selection import Scored
-
-    rows = conn.execute(
-        "SELECT c.id, c.problem_id, c.text, v.status, v.heldout_correct, v.heldout_outputs, s.score "
-        "FROM candidates c JOIN verdicts v ON v.candidate_id = c.id LEFT JOIN scores s ON s.candidate_id = c.id "
-        "WHERE c.round = ? AND c.phase = ?", (round, phase)).fetchall()
-    pools: dict[str, list[Any]] = {}
-    for r in sorted(rows, key=lambda r: candidate_order(r["id"])):
-        outputs = r["heldout_outputs"]
-        pools.setdefault(r["problem_id"], []).append(Scored(
-            candidate_id=r["id"], visible_pass=r["status"] == "pass", heldout_correct=bool(r["heldout_correct"]),
-            heldout_outputs=None if outputs is None else tuple(json.loads(outputs)), score=r["score"],
-            text=r["text"]))
-    return pools
+    candidates as Samples, in sampling order (runtime.phase.pools_of)."""
+    cands, verdicts, scores = load_phase(conn, round, phase)
+    return pools_of(cands, {v.candidate_id: v for v in verdicts}, scores)
 
 
 SPLIT_FILE = "split.msgpack"
