@@ -7,17 +7,17 @@ so it works the same whichever process produced them.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from constellation.protocol import config as config_mod
+from constellation.protocol import events as ev
 from constellation.runtime.store import read_events
 
 PROGRESS_PREFIX = "PROGRESS "  # launch.prepare writes "PROGRESS <fraction> <message>" lines
@@ -73,54 +73,31 @@ class ConsoleView:
             chunk = f.read()
         end = chunk.rfind(b"\n") + 1  # only whole lines
         self._offset += end
-        for line in chunk[:end].decode(errors="replace").splitlines():
+        for line in chunk[:end].splitlines():
             try:
-                self._show(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+                event = ev.decode_event(line)
+            except ev.BadEvent:
+                continue  # the monitor counts bad lines; the console only shows what it can read
+            self._show(event)
 
-    def _show(self, ev: dict) -> None:
-        kind, r = ev.get("event"), ev.get("round")
-        if kind == "progress":
-            key = (ev["phase"], r)
-            if self._phase != key:
-                self._end_progress()
-                self._progress = self._new_progress()
-                self._progress.start()
-                self._task = self._progress.add_task(f"round {r} {ev['phase']}", total=ev["total"])
-                self._phase = key
-            self._progress.update(self._task, completed=ev["done"])
+    def _show(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Progress):
+            self._show_progress(event)
             return
         self._end_progress()
-        if kind == "eval":
-            p = ev["pass_at_k"]
-            shown = [k for k in ("1", "8", max(p, key=int)) if k in p]
-            curve = "  ".join(f"pass@{k} {p[k]:.1%}" for k in dict.fromkeys(shown))
-            sel = ", ".join(f"{k} {v:.0%}" for k, v in ev.get("selection_accuracy", {}).items())
-            self.console.print(f"[bold]eval {ev['model']}[/bold]: {curve}  | selection@{ev['selection_k']}: {sel}",
-                               highlight=False)
-        elif kind == "zpd":
-            self.console.print(f"base pass@1 {ev['pass_at_1']:.1%}: [bold]{ev['verdict']}[/bold] "
-                               f"(ZPD = {ev['low']:.0%}..{ev['high']:.0%})")
-        elif kind == "round_end":
-            self.console.print(f"round {r}: {ev['n_candidates']} candidates, {ev['n_visible_pass']} visible-pass, "
-                               f"{ev['n_train_examples']} training examples, {ev['seconds']:.0f}s")
-        elif kind == "trainer":
-            self.console.print(f"round {r} trainer: adapter v{ev['version']}, loss {ev.get('loss_first', float('nan')):.3f}"
-                               f" -> {ev.get('loss_last', float('nan')):.3f} in {ev.get('seconds', 0):.0f}s")
-        elif kind == "critic":
-            auroc = ev.get("auroc")
-            self.console.print(f"round {r} critic: held-out AUROC {'n/a' if auroc is None else f'{auroc:.3f}'}")
-        elif kind == "crossover":
-            k = ev["k_star"]
-            self.console.print(f"round {r}: crossover k* = {k if k is not None else 'none (trained model ahead at every k)'}")
-        elif kind == "guard":
-            style = "bold red" if ev.get("stop") else "dim"
-            self.console.print(f"[{style}]round {r} guard: {ev['reason']}[/{style}]", highlight=False)
-        elif kind == "early_stop":
-            self.console.print(f"[bold red]early stop after round {r}: {ev['reason']}[/bold red]", highlight=False)
-        elif kind == "role_restart":
-            self.console.print(f"[yellow]{ev['role']} restarted; {ev['resent']} requests re-sent[/yellow]")
+        line = EVENT_LINES.get(type(event))
+        if line is not None:
+            self.console.print(line(event), highlight=False)
+
+    def _show_progress(self, event: ev.Progress) -> None:
+        key = (event.phase, event.round)
+        if self._phase != key:
+            self._end_progress()
+            self._progress = self._new_progress()
+            self._progress.start()
+            self._task = self._progress.add_task(f"round {event.round} {event.phase}", total=event.total)
+            self._phase = key
+        self._progress.update(self._task, completed=event.done)
 
     def _end_progress(self) -> None:
         if self._progress is not None:
@@ -132,18 +109,74 @@ class ConsoleView:
         self.console.print(pass_at_k_table(self.run_dir))
 
 
+# -- one line (rich markup) per finished step; kinds not listed print nothing --------
+
+
+def _eval_line(e: ev.Eval) -> str:
+    p = e.pass_at_k
+    shown = [k for k in ("1", "8", max(p, key=int, default="1")) if k in p]
+    curve = "  ".join(f"pass@{k} {p[k]:.1%}" for k in dict.fromkeys(shown))
+    sel = ", ".join(f"{k} {'n/a' if v is None else f'{v:.0%}'}" for k, v in e.selection_accuracy.items())
+    return f"[bold]eval {e.model}[/bold]: {curve}  | selection@{e.selection_k}: {sel}"
+
+
+def _zpd_line(e: ev.Zpd) -> str:
+    return f"base pass@1 {e.pass_at_1:.1%}: [bold]{e.verdict}[/bold] (ZPD = {e.low:.0%}..{e.high:.0%})"
+
+
+def _round_end_line(e: ev.RoundEnd) -> str:
+    return (f"round {e.round}: {e.n_candidates} candidates, {e.n_visible_pass} visible-pass, "
+            f"{e.n_train_examples} training examples, {e.seconds:.0f}s")
+
+
+def _trainer_line(e: ev.Trainer) -> str:
+    nan = float("nan")
+    return (f"round {e.round} trainer: adapter v{e.version}, loss {e.metrics.get('loss_first', nan):.3f}"
+            f" -> {e.metrics.get('loss_last', nan):.3f} in {e.metrics.get('seconds', 0):.0f}s")
+
+
+def _critic_line(e: ev.Critic) -> str:
+    auroc = e.metrics.get("auroc")
+    return f"round {e.round} critic: held-out AUROC {'n/a' if auroc is None else f'{auroc:.3f}'}"
+
+
+def _crossover_line(e: ev.Crossover) -> str:
+    k = e.k_star
+    return f"round {e.round}: crossover k* = {k if k is not None else 'none (trained model ahead at every k)'}"
+
+
+def _guard_line(e: ev.Guard) -> str:
+    style = "bold red" if e.stop else "dim"
+    return f"[{style}]round {e.round} guard: {e.reason}[/{style}]"
+
+
+def _early_stop_line(e: ev.EarlyStop) -> str:
+    return f"[bold red]early stop after round {e.round}: {e.reason}[/bold red]"
+
+
+def _role_restart_line(e: ev.RoleRestart) -> str:
+    return f"[yellow]{e.role} restarted; {e.resent} requests re-sent[/yellow]"
+
+
+EVENT_LINES: dict[type[ev.Event], Callable[[Any], str]] = {
+    ev.Eval: _eval_line, ev.Zpd: _zpd_line, ev.RoundEnd: _round_end_line, ev.Trainer: _trainer_line,
+    ev.Critic: _critic_line, ev.Crossover: _crossover_line, ev.Guard: _guard_line,
+    ev.EarlyStop: _early_stop_line, ev.RoleRestart: _role_restart_line,
+}
+
+
 def pass_at_k_table(run_dir: Path) -> Table:
     events = read_events(run_dir)
-    evals = [e for e in events if e["event"] == "eval"]
-    cross = {e["round"]: e["k_star"] for e in events if e["event"] == "crossover"}
-    ks = list(evals[0]["pass_at_k"]) if evals else []
+    evals = [e for e in events if isinstance(e, ev.Eval)]
+    cross = {e.round: e.k_star for e in events if isinstance(e, ev.Crossover)}
+    ks = list(evals[0].pass_at_k) if evals else []
     table = Table(title=f"pass@k by round ({run_dir.name}); columns are k")
     table.add_column("model", no_wrap=True)
     for k in ks:
         table.add_column(f"@{k}", justify="right", no_wrap=True)
     table.add_column("k*", justify="right")
     for e in evals:
-        k_star = cross.get(e["round"], "")
-        table.add_row(e["model"], *(f"{e['pass_at_k'][k]:.1%}" for k in ks),
-                      "-" if e["round"] == 0 else ("none" if k_star is None else str(k_star)))
+        k_star = cross.get(e.round, "")
+        table.add_row(e.model, *(f"{e.pass_at_k[k]:.1%}" if k in e.pass_at_k else "-" for k in ks),
+                      "-" if e.round == 0 else ("none" if k_star is None else str(k_star)))
     return table

@@ -3,14 +3,14 @@
 Reads only files, so it can watch a run from another terminal (or after the
 fact) and never talks to the processes:
 
-  RUN_DIR/metrics.jsonl  one JSON event per line, appended by the coordinator
-                         (events: run_start, eval, crossover, progress,
-                         round_end, trainer, critic, run_end)
+  RUN_DIR/metrics.jsonl  one event per line, appended by the coordinator
+                         (the structs of constellation/protocol/events.py)
   RUN_DIR/status.json    role table, rewritten atomically by the supervisor
 
-Both are written while we read, so a half-written last line, an unreadable
-line, a missing file or a field of the wrong type is shown as missing data,
-never an exception. ``render`` is pure (files in, renderable out) so tests can
+Both are written while we read, so a half-written last line, a missing file or
+a field of the wrong type is shown as missing data, never an exception: an
+event line that does not decode is counted as bad (and its count shown), and
+status.json is read as untyped JSON that every formatter below tolerates. ``render`` is pure (files in, renderable out) so tests can
 print a frame into a string; ``monitor`` only repeats it.
 """
 
@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -30,12 +30,15 @@ from rich.table import Table
 from rich.text import Text
 
 from constellation.algorithms.passk import crossover
+from constellation.protocol import events as ev
 from constellation.runtime.store import read_event_lines
 
 # a heartbeat older than this (seconds) is flagged; roles beat about every second
 STALE_HEARTBEAT_SECONDS = 10.0
 BAR_WIDTH = 16
 SELECTION_POLICIES = ("best_of_k", "critic", "majority", "critic_vote", "oracle")
+
+E = TypeVar("E", bound=ev.Event)
 
 
 # --------------------------------------------------------------------------
@@ -46,22 +49,19 @@ SELECTION_POLICIES = ("best_of_k", "critic", "majority", "critic_vote", "oracle"
 @dataclass
 class RunState:
     run_dir: Path
-    events: list[dict[str, Any]]  # metrics.jsonl events in file order
+    events: list[ev.Event]  # metrics.jsonl events in file order
     bad_lines: int  # unreadable lines other than a half-written last one
     status: dict[str, Any] | None  # status.json, None if missing or unreadable
 
-    def last(self, event: str) -> dict[str, Any] | None:
-        for e in reversed(self.events):
-            if e.get("event") == event:
-                return e
-        return None
+    def last(self, kind: type[E]) -> E | None:
+        return next((e for e in reversed(self.events) if isinstance(e, kind)), None)
 
-    def all(self, event: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e.get("event") == event]
+    def all(self, kind: type[E]) -> list[E]:
+        return [e for e in self.events if isinstance(e, kind)]
 
     @property
     def ended(self) -> bool:
-        return self.last("run_end") is not None
+        return self.last(ev.RunEnd) is not None
 
 
 def read_status(path: Path) -> dict[str, Any] | None:
@@ -114,24 +114,15 @@ def _bar(value: float | None, width: int = BAR_WIDTH) -> str:
     return "█" * full + ("" if rest == 0 else " ▏▎▍▌▋▊▉"[rest])
 
 
-def _curve(event: dict[str, Any] | None) -> dict[int, float]:
+def _curve(event: ev.Eval | None) -> dict[int, float]:
     """pass@k of an eval event with int keys (JSON keys are strings)."""
-    if event is None or not isinstance(event.get("pass_at_k"), dict):
+    if event is None:
         return {}
-    curve = {}
-    for k, v in event["pass_at_k"].items():
-        try:
-            k_int = int(k)
-        except (TypeError, ValueError):
-            continue
-        if _num(v) is not None:
-            curve[k_int] = float(v)
-    return curve
+    return {int(k): v for k, v in event.pass_at_k.items() if k.isdigit() and _num(v) is not None}
 
 
-def _round_key(event: dict[str, Any]) -> int:
-    r = event.get("round")
-    return r if isinstance(r, int) and not isinstance(r, bool) else -1
+def _round_key(event: ev.Event) -> int:
+    return -1 if event.round is None else event.round
 
 
 # --------------------------------------------------------------------------
@@ -141,41 +132,35 @@ def _round_key(event: dict[str, Any]) -> int:
 
 def _header(state: RunState, now: float) -> Text:
     """State first, path last: a long path may wrap without hiding the rest."""
-    start, end = state.last("run_start"), state.last("run_end")
+    start, end = state.last(ev.RunStart), state.last(ev.RunEnd)
     text = Text()
     text.append("constellation  ", style="bold")
     if end is not None:
-        ok = end.get("ok") is True
+        ok = end.ok
         text.append("finished ok" if ok else "finished FAILED",
                     style="bold green" if ok else "bold red")
     elif not state.events:
         text.append("waiting for metrics.jsonl", style="yellow")
     else:
         text.append("running", style="bold cyan")
-    if start is not None and start.get("preset"):
-        text.append(f"  preset {start['preset']}")
-    t0 = _num(start.get("time")) if start else None
-    t1 = (_num(end.get("time")) if end else None) or now
-    if t0 is not None:
-        text.append(f"  elapsed {_duration(t1 - t0)}")
+    if start is not None:
+        text.append(f"  seed {start.seed}, {start.rounds} rounds" + (", resumed" if start.resumed else ""))
+        text.append(f"  elapsed {_duration((end.time if end else now) - start.time)}")
     if state.bad_lines:
         text.append(f"  ({state.bad_lines} unreadable lines in metrics.jsonl)", style="red")
     text.append(f"  {state.run_dir}", style="dim")
     return text
 
 
-def _latest_trained_eval(state: RunState) -> dict[str, Any] | None:
-    for e in reversed(state.all("eval")):
-        if e.get("model") != "base":
-            return e
-    return None
+def _last_eval(state: RunState, base: bool) -> ev.Eval | None:
+    """The newest evaluation of the base model (``base``) or of a trained round."""
+    return next((e for e in reversed(state.all(ev.Eval)) if (e.model == "base") == base), None)
 
 
 def _passk_section(state: RunState) -> RenderableType:
-    base_event = next((e for e in reversed(state.all("eval")) if e.get("model") == "base"), None)
-    latest_event = _latest_trained_eval(state)
-    base, latest = _curve(base_event), _curve(latest_event)
-    latest_name = str(latest_event.get("model", "latest")) if latest_event else "latest"
+    latest_event = _last_eval(state, base=False)
+    base, latest = _curve(_last_eval(state, base=True)), _curve(latest_event)
+    latest_name = latest_event.model if latest_event else "latest"
     table = Table(title=f"pass@k: base vs {latest_name}", title_justify="left", expand=False)
     table.add_column("k", justify="right")
     table.add_column("base", justify="right")
@@ -197,9 +182,9 @@ def _passk_section(state: RunState) -> RenderableType:
 
 
 def _crossover_line(state: RunState, base: dict[int, float], latest: dict[int, float]) -> Text:
-    event = state.last("crossover")
+    event = state.last(ev.Crossover)
     if event is not None:
-        k_star, source = event.get("k_star"), f"round {event.get('round', '?')}"
+        k_star, source = event.k_star, f"round {event.round}"
     elif base and latest:
         k_star, source = crossover(base, latest), "computed from the curves above"
     else:
@@ -212,12 +197,12 @@ def _crossover_line(state: RunState, base: dict[int, float], latest: dict[int, f
 
 
 def _rounds_section(state: RunState) -> RenderableType:
-    evals: dict[tuple[int, str], dict[str, Any]] = {}
-    for e in state.all("eval"):  # a repeated (round, model) keeps the last
-        evals[(_round_key(e), str(e.get("model", "?")))] = e
-    k_star = {_round_key(e): e.get("k_star") for e in state.all("crossover")}
-    first = next(iter(evals.values()), {})
-    sel_k = first.get("selection_k")
+    evals: dict[tuple[int, str], ev.Eval] = {}
+    for e in state.all(ev.Eval):  # a repeated (round, model) keeps the last
+        evals[(_round_key(e), e.model)] = e
+    k_star = {_round_key(e): e.k_star for e in state.all(ev.Crossover)}
+    first = next(iter(evals.values()), None)
+    sel_k = first.selection_k if first else None
     title = "evaluation per round" + (f" (selection accuracy at k={sel_k})" if sel_k else "")
     table = Table(title=title, title_justify="left")
     for name in ("round", "model", "pass@1", "pass@8"):
@@ -227,18 +212,17 @@ def _rounds_section(state: RunState) -> RenderableType:
     table.add_column("k*", justify="right")
     for (r, model), e in sorted(evals.items(), key=lambda item: item[0]):
         curve = _curve(e)
-        sel = e.get("selection_accuracy") if isinstance(e.get("selection_accuracy"), dict) else {}
         table.add_row(str(r), model, _fmt(curve.get(1)), _fmt(curve.get(8)),
-                      *(_fmt(sel.get(p)) for p in SELECTION_POLICIES),
+                      *(_fmt(e.selection_accuracy.get(p)) for p in SELECTION_POLICIES),
                       "" if model == "base" else _fmt(k_star.get(r)))
     return table
 
 
 def _training_section(state: RunState) -> RenderableType | None:
-    by_round: dict[int, dict[str, dict[str, Any]]] = {}
-    for name in ("round_end", "trainer", "critic"):
-        for e in state.all(name):
-            by_round.setdefault(_round_key(e), {})[name] = e
+    by_round: dict[int, dict[type[ev.Event], ev.Event]] = {}
+    for kind in (ev.RoundEnd, ev.Trainer, ev.Critic):
+        for e in state.all(kind):
+            by_round.setdefault(_round_key(e), {})[kind] = e
     if not by_round:
         return None
     table = Table(title="training per round", title_justify="left")
@@ -246,15 +230,13 @@ def _training_section(state: RunState) -> RenderableType | None:
                  "train s", "critic auroc", "critic ece", "round s"):
         table.add_column(name, justify="right")
     for r in sorted(by_round):
-        end = by_round[r].get("round_end", {})
-        trainer = by_round[r].get("trainer", {})
-        critic = by_round[r].get("critic", {})
-        loss = (f"{_fmt(trainer.get('loss_first'))}→{_fmt(trainer.get('loss_last'))}"
-                if trainer else "-")
-        table.add_row(str(r), _fmt(end.get("n_candidates")), _fmt(end.get("n_visible_pass")),
-                      _fmt(end.get("n_train_examples")), loss, _fmt(trainer.get("seconds"), 1),
-                      _fmt(critic.get("auroc")), _fmt(critic.get("ece")),
-                      _fmt(end.get("seconds"), 1))
+        end, trainer, critic = (by_round[r].get(kind) for kind in (ev.RoundEnd, ev.Trainer, ev.Critic))
+        losses = trainer.metrics if trainer else {}
+        scores = critic.metrics if critic else {}
+        counts = (end.n_candidates, end.n_visible_pass, end.n_train_examples) if end else (None,) * 3
+        loss = f"{_fmt(losses.get('loss_first'))}→{_fmt(losses.get('loss_last'))}" if trainer else "-"
+        table.add_row(str(r), *map(_fmt, counts), loss, _fmt(losses.get("seconds"), 1),
+                      _fmt(scores.get("auroc")), _fmt(scores.get("ece")), _fmt(end.seconds if end else None, 1))
     return table
 
 
@@ -305,14 +287,12 @@ def _roles_section(state: RunState, now: float) -> RenderableType:
 def _progress_line(state: RunState) -> Text:
     if state.ended:
         return Text("run finished", style="green")
-    event = state.last("progress")
+    event = state.last(ev.Progress)
     if event is None:
         return Text("phase: -", style="dim")
-    done, total = _num(event.get("done")), _num(event.get("total"))
-    text = Text(f"round {event.get('round', '?')}  {event.get('phase', '?')}  "
-                f"{_fmt(event.get('done'))}/{_fmt(event.get('total'))}  ")
-    if done is not None and total:
-        share = done / total
+    text = Text(f"round {event.round}  {event.phase}  {event.done}/{event.total}  ")
+    if event.total:
+        share = event.done / event.total
         text.append(_bar(share, 30).ljust(30, "·"), style="cyan")
         text.append(f" {100 * share:.0f}%")
     return text
@@ -320,21 +300,20 @@ def _progress_line(state: RunState) -> Text:
 
 def _guard_section(state: RunState) -> RenderableType | None:
     """The collapse guard: its readings per round and its decision."""
-    readings = state.all("guard")
+    readings = state.all(ev.Guard)
     if not readings:
         return None
     table = Table(title="collapse guard (validation split)", title_justify="left")
     for name in ("round", "val pass@1", "diversity", "critic mean", "decision"):
         table.add_column(name, justify="right" if name != "decision" else "left")
     for e in readings:
-        style = "bold red" if e.get("stop") else ""
-        table.add_row(str(_round_key(e)), _fmt(e.get("val_pass_at_1")), _fmt(e.get("diversity"), 2),
-                      _fmt(e.get("critic_mean")), Text(str(e.get("reason", "")), style=style))
-    stop = state.last("early_stop")
+        table.add_row(str(_round_key(e)), _fmt(e.val_pass_at_1), _fmt(e.diversity, 2),
+                      _fmt(e.critic_mean), Text(e.reason, style="bold red" if e.stop else ""))
+    stop = state.last(ev.EarlyStop)
     if stop is None:
         return table
-    line = Text(f"EARLY STOP after round {stop.get('round')}: {stop.get('reason')} "
-                f"({stop.get('rounds_skipped', 0)} rounds skipped)", style="bold red")
+    line = Text(f"EARLY STOP after round {stop.round}: {stop.reason} "
+                f"({stop.rounds_skipped} rounds skipped)", style="bold red")
     return Group(table, line)
 
 

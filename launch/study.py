@@ -20,14 +20,14 @@ from typing import Any
 from rich.console import Console
 
 from constellation.protocol import config as config_mod
+from constellation.protocol import events as ev
 from constellation.runtime.store import read_events
 from launch.study_report import Report, StudyError, build_report, load_trajectory
 
 
 def finished(run_dir: Path) -> bool:
-    if not (run_dir / "metrics.jsonl").exists():
-        return False
-    return any(e.get("event") == "run_end" and e.get("ok") for e in read_events(run_dir))
+    """The trajectory's run ended ok (no metrics.jsonl yet reads as no events)."""
+    return any(isinstance(e, ev.RunEnd) and e.ok for e in read_events(run_dir))
 
 
 def seed_overrides(overrides: list[str], seed: int) -> list[str]:
@@ -131,11 +131,8 @@ def run_parallel(preset: str, overrides: list[str], seeds: list[int], runs: Path
 
 def _stage(run_dir: Path) -> str:
     """A few words on where a running trajectory is, from its metrics."""
-    try:
-        events = read_events(run_dir) if (run_dir / "metrics.jsonl").exists() else []
-    except (OSError, ValueError):
-        events = []
-    progress = next((e for e in reversed(events) if e.get("event") == "progress"), None)
+    # read_events skips a missing file, a line being written and bad lines
+    progress = next((e for e in reversed(read_events(run_dir)) if isinstance(e, ev.Progress)), None)
     if progress is None:
         return "building the base model"
-    return f"round {progress.get('round')} {progress.get('phase')} {progress.get('done')}/{progress.get('total')}"
+    return f"round {progress.round} {progress.phase} {progress.done}/{progress.total}"

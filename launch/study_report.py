@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -38,8 +37,10 @@ from typing import Any, Callable
 import numpy as np
 
 from launch import study_figures
+from constellation.algorithms.bootstrap import Plan, bootstrap, identity_plan, resample_plans
 from constellation.algorithms.passk import TIE_EPSILON, pass_at_k
 from constellation.algorithms.selection import AGREE, DISAGREE, POLICIES, group_results
+from constellation.protocol import events as ev
 from constellation.runtime.store import connect, read_events, read_pools
 
 CLASSES = ("all", AGREE, DISAGREE)
@@ -63,7 +64,7 @@ class Trajectory:
     sel_sum: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
     sel_count: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
     policies: tuple[str, ...] = POLICIES
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[ev.Event] = field(default_factory=list)  # metrics.jsonl, in file order
 
     @property
     def final(self) -> int:
@@ -72,7 +73,7 @@ class Trajectory:
 
 def load_trajectory(run_dir: Path, seed: int, selection_ks: list[int]) -> Trajectory:
     events = read_events(run_dir)
-    evals = {e["round"]: e for e in events if e.get("event") == "eval"}
+    evals = {e.round: e for e in events if isinstance(e, ev.Eval)}
     if 0 not in evals:
         raise StudyError(f"{run_dir}: no base evaluation recorded (did the run start?)")
     conn = connect(Path(run_dir) / "run.sqlite", readonly=True)
@@ -110,46 +111,6 @@ def load_trajectory(run_dir: Path, seed: int, selection_ks: list[int]) -> Trajec
 
 class StudyError(RuntimeError):
     pass
-
-
-# --------------------------------------------------------------------------
-# Two-level bootstrap
-# --------------------------------------------------------------------------
-
-Plan = list[tuple[int, np.ndarray]]  # (trajectory index, problem indices) per drawn trajectory
-
-
-def identity_plan(sizes: list[int]) -> Plan:
-    return [(s, np.arange(n)) for s, n in enumerate(sizes)]
-
-
-def resample_plans(sizes: list[int], n_boot: int, rng: np.random.Generator) -> list[Plan]:
-    """``n_boot`` resamples: draw len(sizes) trajectories with replacement (when
-    there are several), then each drawn trajectory's problems with replacement."""
-    plans = []
-    for _ in range(n_boot):
-        drawn = rng.integers(0, len(sizes), len(sizes)) if len(sizes) > 1 else [0]
-        plans.append([(int(s), rng.integers(0, sizes[s], sizes[s])) for s in drawn])
-    return plans
-
-
-def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval over bootstrap replicates (axis 0); NaN replicates dropped."""
-    values = np.asarray(values, dtype=float)
-    with warnings.catch_warnings():  # an all-NaN column (an empty class) gives NaN, quietly
-        warnings.simplefilter("ignore", RuntimeWarning)
-        lo, hi = np.nanpercentile(values, [50 * (1 - level), 50 * (1 + level)], axis=0)
-    return lo, hi
-
-
-def bootstrap(statistic: Callable[[Plan], Any], sizes: list[int], n_boot: int,
-              seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> (estimate, ci_low, ci_high) of ``statistic(plan)`` (a float or array)."""
-    rng = np.random.default_rng(seed)
-    estimate = np.asarray(statistic(identity_plan(sizes)), dtype=float)
-    reps = np.array([np.asarray(statistic(plan), dtype=float) for plan in resample_plans(sizes, n_boot, rng)])
-    lo, hi = percentile_ci(reps)
-    return estimate, np.asarray(lo), np.asarray(hi)
 
 
 # --------------------------------------------------------------------------
@@ -252,14 +213,41 @@ class Report:
 
 def build_report(trajs: list[Trajectory], out_dir: Path, n_boot: int = 1000, selection_k: int = 8,
                  figures: bool = True, title: str = "") -> Report:
+    """The report on these trajectories, written to out_dir/report.md and
+    report.json (and its figures, unless ``figures`` is off)."""
     if not trajs:
         raise StudyError("no finished trajectory to report on")
     out_dir.mkdir(parents=True, exist_ok=True)
+    d = _draft(trajs, out_dir, n_boot, figures, title)
+    _selection_section(d, selection_k)
+    _headroom_section(d)
+    per_traj = _passk_section(d)
+    _trajectories_section(d, per_traj)
+    markdown = "\n".join(d.lines)
+    (out_dir / "report.md").write_text(markdown)
+    (out_dir / "report.json").write_text(json.dumps({"findings": d.findings, **d.numbers}, indent=1))
+    return Report(markdown, d.findings, d.numbers)
+
+
+@dataclass
+class _Draft:
+    """The report being written: what every section reads, and what each adds."""
+
+    trajs: list[Trajectory]
+    sizes: list[int]  # eval problems per trajectory
+    ks: tuple[int, ...]  # pass@k curves' k, each <= every trajectory's n
+    n_boot: int
+    out_dir: Path
+    figures: bool
+    lines: list[str]  # markdown lines
+    numbers: dict[str, Any]
+    findings: dict[str, str] = field(default_factory=dict)
+
+
+def _draft(trajs: list[Trajectory], out_dir: Path, n_boot: int, figures: bool, title: str) -> _Draft:
+    """The title and the paragraph on the data and the intervals."""
     sizes = [len(t.problems) for t in trajs]
     n_min = min(t.n_samples for t in trajs)
-    ks = tuple(k for k in KS if k <= n_min)
-    policies = trajs[0].policies
-    max_round = max(t.final for t in trajs)
     boot_note = (f"{len(trajs)} seeds x {sizes[0] if len(set(sizes)) == 1 else sizes} problems, "
                  f"{n_boot} bootstrap resamples (seeds, then problems within seeds)"
                  if len(trajs) > 1 else
@@ -271,174 +259,201 @@ def build_report(trajs: list[Trajectory], out_dir: Path, n_boot: int = 1000, sel
              f"{', '.join(str(t.final) for t in trajs)} (per seed).", "",
              f"Every interval is a 95% percentile bootstrap interval: {boot_note}. "
              "Every number is read from the trajectories' run.sqlite.", ""]
-    numbers: dict[str, Any] = {"seeds": [t.seed for t in trajs], "n_problems": sizes, "n_samples": n_min,
-                               "n_boot": n_boot}
-    findings: dict[str, str] = {}
+    numbers = {"seeds": [t.seed for t in trajs], "n_problems": sizes, "n_samples": n_min, "n_boot": n_boot}
+    return _Draft(trajs, sizes, tuple(k for k in KS if k <= n_min), n_boot, out_dir, figures, lines, numbers)
 
-    # ---- 1. selection ------------------------------------------------
-    lines += ["## 1. Selection on one candidate pool", ""]
+
+# ---- 1. selection ----------------------------------------------------------
+
+
+def _selection_section(d: _Draft, selection_k: int) -> None:
+    trajs, policies = d.trajs, d.trajs[0].policies
+    d.lines += ["## 1. Selection on one candidate pool", ""]
     sel_ks = sorted({k for t in trajs for r in t.rounds if r >= 1 for k in t.sel_sum[r]})
     if not sel_ks:
-        lines += ["No trained round was evaluated: nothing to select on.", ""]
-        findings["selection"] = "inconclusive"
+        d.lines += ["No trained round was evaluated: nothing to select on.", ""]
+        d.findings["selection"] = "inconclusive"
+        return
+    d.lines += ["Held-out accuracy (%) of the candidate each policy picks among k samples, pooled over "
+                "the trained rounds' evaluations; groups split by whether their visible-pass candidates "
+                "agree on the held-out inputs. Oracle = pass@k of the group.", ""]
+    sel: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for k in sel_ks:
+        sel[k] = bootstrap(lambda plan, k=k: selection_stat(trajs, k, plan), d.sizes, d.n_boot)
+        counts = sum(t.sel_count[r][k].sum(axis=0) for t in trajs for r in t.rounds if r >= 1)
+        d.lines += [f"k = {k} (groups: {int(counts[0])} in all, {int(counts[1])} agree, "
+                    f"{int(counts[2])} disagree)", "",
+                    "| policy | all | agree | disagree |", "|---|---|---|---|"]
+        est, lo, hi = sel[k]
+        for i, p in enumerate(policies):
+            d.lines.append(f"| {p} | " + " | ".join(_ci(est[i, c], lo[i, c], hi[i, c]) for c in range(3)) + " |")
+        d.lines.append("")
+    d.numbers["selection"] = {str(k): {p: {c: float(sel[k][0][i, j]) for j, c in enumerate(CLASSES)}
+                                       for i, p in enumerate(policies)} for k in sel_ks}
+    if "critic" in policies:
+        _critic_vs_best_of_k(d, selection_k if selection_k in sel_ks else sel_ks[len(sel_ks) // 2])
     else:
-        lines += ["Held-out accuracy (%) of the candidate each policy picks among k samples, pooled over "
-                  "the trained rounds' evaluations; groups split by whether their visible-pass candidates "
-                  "agree on the held-out inputs. Oracle = pass@k of the group.", ""]
-        sel: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for k in sel_ks:
-            sel[k] = bootstrap(lambda plan, k=k: selection_stat(trajs, k, plan), sizes, n_boot)
-            counts = sum(t.sel_count[r][k].sum(axis=0) for t in trajs for r in t.rounds if r >= 1)
-            lines += [f"k = {k} (groups: {int(counts[0])} in all, {int(counts[1])} agree, "
-                      f"{int(counts[2])} disagree)", "",
-                      "| policy | all | agree | disagree |", "|---|---|---|---|"]
-            est, lo, hi = sel[k]
-            for i, p in enumerate(policies):
-                lines.append(f"| {p} | " + " | ".join(_ci(est[i, c], lo[i, c], hi[i, c]) for c in range(3)) + " |")
-            lines.append("")
-        numbers["selection"] = {str(k): {p: {c: float(sel[k][0][i, j]) for j, c in enumerate(CLASSES)}
-                                         for i, p in enumerate(policies)} for k in sel_ks}
-        if "critic" in policies:
-            k0 = selection_k if selection_k in sel_ks else sel_ks[len(sel_ks) // 2]
-            ci, bi = policies.index("critic"), policies.index("best_of_k")
-            delta = bootstrap(lambda plan: (lambda a: a[ci] - a[bi])(selection_stat(trajs, k0, plan)),
-                              sizes, n_boot)
-            per_seed = [float((lambda a: a[ci, 0] - a[bi, 0])(selection_stat(trajs, k0, identity_plan(sizes)[s:s + 1])))
-                        for s in range(len(trajs))]
-            wins = sum(d > 0 for d in per_seed)
-            d_all, d_dis = (delta[0][0], delta[1][0], delta[2][0]), (delta[0][2], delta[1][2], delta[2][2])
-            share = d_dis[0] * _class_share(trajs, k0, 2) / d_all[0] if d_all[0] and np.isfinite(d_all[0]) else math.nan
-            lines += [f"**Critic minus best-of-k at k = {k0}:** {_ci(*d_all)} points overall, "
-                      f"{_ci(*d_dis)} on disagree groups, "
-                      f"{_ci(delta[0][1], delta[1][1], delta[2][1])} on agree groups; critic ahead on "
-                      f"{wins} of {len(trajs)} seeds (per-seed deltas: "
-                      f"{', '.join(f'{100 * d:+.1f}' for d in per_seed)})."
-                      + (f" Share of the overall gain from disagree groups: {100 * share:.0f}%." if np.isfinite(share) else ""),
-                      ""]
-            numbers["critic_minus_best_of_k"] = {"k": k0, "all": list(map(float, d_all)),
-                                                 "disagree": list(map(float, d_dis)), "per_seed": per_seed}
-            findings["selection"] = ("reproduced" if d_all[1] > 0 else
-                                     "not reproduced" if d_all[2] <= 0 or d_all[0] <= 0 else "inconclusive")
-            if not np.isfinite(d_dis[0]):
-                lines += [f"No group at k = {k0} had visible-pass candidates that disagree on held-out inputs: "
-                          "every policy that picks a passing candidate is then equally right, so selection "
-                          "cannot matter on this task as configured.", ""]
-            lines += [f"Finding 1 (critic beats best-of-k, gain on disagree groups): **{findings['selection']}** "
-                      f"(reproduced = the interval of the overall difference lies above 0).", ""]
-        else:
-            findings["selection"] = "inconclusive"
-            lines += ["The run had no critic (critic.impl = \"none\"): finding 1 cannot be tested.", ""]
-        if figures:
-            study_figures.selection(out_dir / "selection.png", sel, policies, CLASSES)
-            lines += ["![selection](selection.png)", ""]
+        d.findings["selection"] = "inconclusive"
+        d.lines += ["The run had no critic (critic.impl = \"none\"): finding 1 cannot be tested.", ""]
+    if d.figures:
+        study_figures.selection(d.out_dir / "selection.png", sel, policies, CLASSES)
+        d.lines += ["![selection](selection.png)", ""]
 
-    # ---- 2. gain vs headroom -----------------------------------------
-    lines += ["## 2. Gain per round vs remaining headroom", ""]
+
+def _critic_vs_best_of_k(d: _Draft, k0: int) -> None:
+    """Finding 1: the critic's pick against best-of-k's at k0, overall and per agreement class."""
+    trajs, policies, sizes = d.trajs, d.trajs[0].policies, d.sizes
+    ci, bi = policies.index("critic"), policies.index("best_of_k")
+    delta = bootstrap(lambda plan: (lambda a: a[ci] - a[bi])(selection_stat(trajs, k0, plan)), sizes, d.n_boot)
+    per_seed = [float((lambda a: a[ci, 0] - a[bi, 0])(selection_stat(trajs, k0, identity_plan(sizes)[s:s + 1])))
+                for s in range(len(trajs))]
+    wins = sum(x > 0 for x in per_seed)
+    d_all, d_dis = (delta[0][0], delta[1][0], delta[2][0]), (delta[0][2], delta[1][2], delta[2][2])
+    share = d_dis[0] * _class_share(trajs, k0, 2) / d_all[0] if d_all[0] and np.isfinite(d_all[0]) else math.nan
+    d.lines += [f"**Critic minus best-of-k at k = {k0}:** {_ci(*d_all)} points overall, "
+                f"{_ci(*d_dis)} on disagree groups, "
+                f"{_ci(delta[0][1], delta[1][1], delta[2][1])} on agree groups; critic ahead on "
+                f"{wins} of {len(trajs)} seeds (per-seed deltas: "
+                f"{', '.join(f'{100 * x:+.1f}' for x in per_seed)})."
+                + (f" Share of the overall gain from disagree groups: {100 * share:.0f}%." if np.isfinite(share) else ""),
+                ""]
+    d.numbers["critic_minus_best_of_k"] = {"k": k0, "all": list(map(float, d_all)),
+                                           "disagree": list(map(float, d_dis)), "per_seed": per_seed}
+    finding = ("reproduced" if d_all[1] > 0 else
+               "not reproduced" if d_all[2] <= 0 or d_all[0] <= 0 else "inconclusive")
+    d.findings["selection"] = finding
+    if not np.isfinite(d_dis[0]):
+        d.lines += [f"No group at k = {k0} had visible-pass candidates that disagree on held-out inputs: "
+                    "every policy that picks a passing candidate is then equally right, so selection "
+                    "cannot matter on this task as configured.", ""]
+    d.lines += [f"Finding 1 (critic beats best-of-k, gain on disagree groups): **{finding}** "
+                f"(reproduced = the interval of the overall difference lies above 0).", ""]
+
+
+# ---- 2. gain vs headroom -----------------------------------------------------
+
+
+def _headroom_section(d: _Draft) -> None:
+    trajs, sizes, n_boot = d.trajs, d.sizes, d.n_boot
+    d.lines += ["## 2. Gain per round vs remaining headroom", ""]
     points = round_points(trajs, identity_plan(sizes))
     if len(points) < 2:
-        lines += ["Fewer than two trained rounds: no line to fit.", ""]
-        findings["headroom"] = "inconclusive"
-    else:
-        fit = bootstrap(lambda plan: fit_line(round_points(trajs, plan)), sizes, n_boot)
-        per_round = {}
-        for r in range(1, max_round + 1):
-            per_round[r] = bootstrap(lambda plan, r=r: _mean_gain(round_points(trajs, plan), r), sizes, n_boot)
-        lines += ["| round | trajectories | mean pass@1 gain (points) | mean headroom |", "|---|---|---|---|"]
-        for r, (est, lo, hi) in per_round.items():
-            pts = [p for p in points if p[0] == r]
-            lines.append(f"| {r} | {len(pts)} | {_ci(est, lo, hi)} | "
-                         f"{_pct(float(np.mean([p[1] for p in pts]))) if pts else 'n/a'}% |")
-        (slope, intercept), (slo, ilo), (shi, ihi) = fit[0], fit[1], fit[2]
-        lines += ["", f"Fitted line over {len(points)} (trajectory, round) points: gain = "
-                  f"{intercept:+.3f} [{ilo:+.3f}, {ihi:+.3f}] + {slope:.3f} [{slo:.3f}, {shi:.3f}] x headroom.", ""]
-        gains = [per_round[r][0] for r in sorted(per_round) if np.isfinite(per_round[r][0])]
-        shrinks = len(gains) >= 2 and all(a >= b for a, b in zip(gains, gains[1:]))
-        first_lo, first_hi = per_round[1][1], per_round[1][2]
-        # the finding has three parts: round 1 gains (raises the ceiling), the gain
-        # grows with headroom (slope > 0), and gains shrink round over round
-        findings["headroom"] = ("reproduced" if first_lo > 0 and slo > 0 and shrinks else
-                                "not reproduced" if first_hi <= 0 or shi <= 0 else "inconclusive")
-        numbers["headroom_fit"] = {"slope": [float(slope), float(slo), float(shi)],
-                                   "intercept": [float(intercept), float(ilo), float(ihi)],
-                                   "mean_gain_per_round": {str(r): float(v[0]) for r, v in per_round.items()}}
-        lines += [f"Finding 2 (STaR gains, the gain tracks headroom and shrinks): **{findings['headroom']}** "
-                  f"(reproduced = round-1 gain interval above 0, slope interval above 0, and mean gain "
-                  f"non-increasing over rounds; not reproduced = round-1 gain or slope interval at or below 0; "
-                  f"mean gains: "
-                  f"{', '.join(f'{100 * g:+.1f}' for g in gains)}).", ""]
-        if figures:
-            _draw_headroom(out_dir / "gain_headroom.png", points, trajs, sizes, n_boot)
-            lines += ["![gain vs headroom](gain_headroom.png)", ""]
+        d.lines += ["Fewer than two trained rounds: no line to fit.", ""]
+        d.findings["headroom"] = "inconclusive"
+        return
+    fit = bootstrap(lambda plan: fit_line(round_points(trajs, plan)), sizes, n_boot)
+    per_round = {}
+    for r in range(1, max(t.final for t in trajs) + 1):
+        per_round[r] = bootstrap(lambda plan, r=r: _mean_gain(round_points(trajs, plan), r), sizes, n_boot)
+    d.lines += ["| round | trajectories | mean pass@1 gain (points) | mean headroom |", "|---|---|---|---|"]
+    for r, (est, lo, hi) in per_round.items():
+        pts = [p for p in points if p[0] == r]
+        d.lines.append(f"| {r} | {len(pts)} | {_ci(est, lo, hi)} | "
+                       f"{_pct(float(np.mean([p[1] for p in pts]))) if pts else 'n/a'}% |")
+    (slope, intercept), (slo, ilo), (shi, ihi) = fit[0], fit[1], fit[2]
+    d.lines += ["", f"Fitted line over {len(points)} (trajectory, round) points: gain = "
+                f"{intercept:+.3f} [{ilo:+.3f}, {ihi:+.3f}] + {slope:.3f} [{slo:.3f}, {shi:.3f}] x headroom.", ""]
+    gains = [per_round[r][0] for r in sorted(per_round) if np.isfinite(per_round[r][0])]
+    shrinks = len(gains) >= 2 and all(a >= b for a, b in zip(gains, gains[1:]))
+    first_lo, first_hi = per_round[1][1], per_round[1][2]
+    # the finding has three parts: round 1 gains (raises the ceiling), the gain
+    # grows with headroom (slope > 0), and gains shrink round over round
+    finding = ("reproduced" if first_lo > 0 and slo > 0 and shrinks else
+               "not reproduced" if first_hi <= 0 or shi <= 0 else "inconclusive")
+    d.findings["headroom"] = finding
+    d.numbers["headroom_fit"] = {"slope": [float(slope), float(slo), float(shi)],
+                                 "intercept": [float(intercept), float(ilo), float(ihi)],
+                                 "mean_gain_per_round": {str(r): float(v[0]) for r, v in per_round.items()}}
+    d.lines += [f"Finding 2 (STaR gains, the gain tracks headroom and shrinks): **{finding}** "
+                f"(reproduced = round-1 gain interval above 0, slope interval above 0, and mean gain "
+                f"non-increasing over rounds; not reproduced = round-1 gain or slope interval at or below 0; "
+                f"mean gains: "
+                f"{', '.join(f'{100 * g:+.1f}' for g in gains)}).", ""]
+    if d.figures:
+        _draw_headroom(d.out_dir / "gain_headroom.png", points, trajs, sizes, n_boot)
+        d.lines += ["![gain vs headroom](gain_headroom.png)", ""]
 
-    # ---- 3. pass@k curves and crossover ------------------------------
-    lines += ["## 3. pass@k of the base and of each round; the crossover k*", ""]
+
+# ---- 3. pass@k curves and crossover ----------------------------------------------
+
+
+def _passk_section(d: _Draft) -> list[float]:
+    """The curves table and finding 3. -> k* per trajectory (NaN: none)."""
+    trajs, sizes, n_boot, ks = d.trajs, d.sizes, d.n_boot, d.ks
+    d.lines += ["## 3. pass@k of the base and of each round; the crossover k*", ""]
     curves = {}
-    for r in range(0, max_round + 1):
+    for r in range(0, max(t.final for t in trajs) + 1):
         curves[r] = bootstrap(lambda plan, r=r: pass_curve(trajs, lambda t: r if r in t.rounds else None, plan, ks),
                               sizes, n_boot)
     final = bootstrap(lambda plan: pass_curve(trajs, lambda t: t.final, plan, ks), sizes, n_boot)
     show = [k for k in (1, 2, 4, 8, 16, 32, 64) if k in ks]
     header = "| model | " + " | ".join(f"pass@{k}" for k in show) + " |"
-    lines += [header, "|---" * (len(show) + 1) + "|"]
+    d.lines += [header, "|---" * (len(show) + 1) + "|"]
     for r, (est, lo, hi) in curves.items():
-        lines.append(f"| {'base' if r == 0 else f'round {r}'} | " +
-                     " | ".join(_ci(est[ks.index(k)], lo[ks.index(k)], hi[ks.index(k)]) for k in show) + " |")
+        d.lines.append(f"| {'base' if r == 0 else f'round {r}'} | " +
+                       " | ".join(_ci(est[ks.index(k)], lo[ks.index(k)], hi[ks.index(k)]) for k in show) + " |")
     est, lo, hi = final
-    lines.append("| final (each seed's last round) | " +
-                 " | ".join(_ci(est[ks.index(k)], lo[ks.index(k)], hi[ks.index(k)]) for k in show) + " |")
+    d.lines.append("| final (each seed's last round) | " +
+                   " | ".join(_ci(est[ks.index(k)], lo[ks.index(k)], hi[ks.index(k)]) for k in show) + " |")
     diff = bootstrap(lambda plan: pass_curve(trajs, lambda t: t.final, plan, ks)
                      - pass_curve(trajs, lambda t: 0, plan, ks), sizes, n_boot)
-    lines += ["", "Final minus base (points): " + ", ".join(
+    d.lines += ["", "Final minus base (points): " + ", ".join(
         f"k={k}: {_ci(diff[0][ks.index(k)], diff[1][ks.index(k)], diff[2][ks.index(k)])}" for k in show), ""]
-    per_traj = []
-    for t in trajs:
-        k_star = crossover_k(_passk_matrix(t, 0, ks).mean(0), _passk_matrix(t, t.final, ks).mean(0), ks)
-        per_traj.append(k_star)
+    per_traj = [crossover_k(_passk_matrix(t, 0, ks).mean(0), _passk_matrix(t, t.final, ks).mean(0), ks)
+                for t in trajs]
+    _crossover_finding(d, crossover_k(curves[0][0], final[0], ks), per_traj, diff)
+    if d.figures:
+        study_figures.pass_at_k(d.out_dir / "passk.png", curves, ks)
+        d.lines += ["![pass@k](passk.png)", ""]
+    return per_traj
+
+
+def _crossover_finding(d: _Draft, pooled: float, per_traj: list[float], diff) -> None:
+    """Finding 3 from the pooled k*, its spread over resamples and ``diff``
+    (final minus base pass@k: estimate, low, high, each (len(ks),))."""
+    trajs, ks = d.trajs, d.ks
     rng = np.random.default_rng(1)
     boot_k = np.array([crossover_k(pass_curve(trajs, lambda t: 0, plan, ks),
                                    pass_curve(trajs, lambda t: t.final, plan, ks), ks)
-                       for plan in resample_plans(sizes, n_boot, rng)])
-    pooled = crossover_k(curves[0][0], final[0], ks)
+                       for plan in resample_plans(d.sizes, d.n_boot, rng)])
     none_share = float(np.isnan(boot_k).mean())
     found = boot_k[~np.isnan(boot_k)]
     k_text = ("no crossover: the trained model is ahead at every k up to "
               f"{ks[-1]}" if np.isnan(pooled) else f"k* = {int(pooled)}")
     ci_text = (f"95% interval of k* over resamples that cross: [{np.percentile(found, 2.5):.0f}, "
                f"{np.percentile(found, 97.5):.0f}]" if len(found) else "no resample crosses")
-    lines += [f"Pooled crossover (final vs base): {k_text}; {ci_text}; {100 * none_share:.0f}% of resamples "
-              f"have no crossover. Per trajectory: " +
-              ", ".join(f"seed {t.seed}: {'none' if np.isnan(k) else int(k)}" for t, k in zip(trajs, per_traj)) + ".",
-              ""]
+    d.lines += [f"Pooled crossover (final vs base): {k_text}; {ci_text}; {100 * none_share:.0f}% of resamples "
+                f"have no crossover. Per trajectory: " +
+                ", ".join(f"seed {t.seed}: {'none' if np.isnan(k) else int(k)}" for t, k in zip(trajs, per_traj)) + ".",
+                ""]
     d8 = (diff[0][ks.index(8)], diff[1][ks.index(8)], diff[2][ks.index(8)]) if 8 in ks else (math.nan,) * 3
     d_last = (diff[0][-1], diff[1][-1], diff[2][-1])
-    findings["crossover"] = ("reproduced" if d8[1] > 0 and d_last[0] < 0 and not np.isnan(pooled) else
-                             "not reproduced" if d8[2] <= 0 or (np.isnan(pooled) and d_last[1] > 0) else
-                             "inconclusive")
-    numbers["crossover"] = {"pooled": None if np.isnan(pooled) else int(pooled),
-                            "per_seed": [None if np.isnan(k) else int(k) for k in per_traj],
-                            "no_crossover_share": none_share,
-                            "final_minus_base_pass8": list(map(float, d8)),
-                            f"final_minus_base_pass{ks[-1]}": list(map(float, d_last))}
-    lines += [f"Finding 3 (trained ahead at pass@8, base overtakes at pass@{ks[-1]}): **{findings['crossover']}** "
-              f"(reproduced = final-minus-base interval at k=8 above 0, and base ahead at k={ks[-1]}).", ""]
-    if figures:
-        study_figures.pass_at_k(out_dir / "passk.png", curves, ks)
-        lines += ["![pass@k](passk.png)", ""]
+    finding = ("reproduced" if d8[1] > 0 and d_last[0] < 0 and not np.isnan(pooled) else
+               "not reproduced" if d8[2] <= 0 or (np.isnan(pooled) and d_last[1] > 0) else
+               "inconclusive")
+    d.findings["crossover"] = finding
+    d.numbers["crossover"] = {"pooled": None if np.isnan(pooled) else int(pooled),
+                              "per_seed": [None if np.isnan(k) else int(k) for k in per_traj],
+                              "no_crossover_share": none_share,
+                              "final_minus_base_pass8": list(map(float, d8)),
+                              f"final_minus_base_pass{ks[-1]}": list(map(float, d_last))}
+    d.lines += [f"Finding 3 (trained ahead at pass@8, base overtakes at pass@{ks[-1]}): **{finding}** "
+                f"(reproduced = final-minus-base interval at k=8 above 0, and base ahead at k={ks[-1]}).", ""]
 
-    # ---- per trajectory, and the collapse guard ----------------------
-    lines += ["## Trajectories", "", "| seed | rounds | base pass@1 | final pass@1 | k* | guard |",
-              "|---|---|---|---|---|---|"]
-    for t, k in zip(trajs, per_traj):
-        stop = next((e for e in reversed(t.events) if e.get("event") == "early_stop"), None)
-        guard = f"stopped after round {stop['round']}: {stop['reason']}" if stop else "no early stop"
+
+# ---- per trajectory, and the collapse guard ----------------------------------------
+
+
+def _trajectories_section(d: _Draft, per_traj: list[float]) -> None:
+    d.lines += ["## Trajectories", "", "| seed | rounds | base pass@1 | final pass@1 | k* | guard |",
+                "|---|---|---|---|---|---|"]
+    for t, k in zip(d.trajs, per_traj):
+        stop = next((e for e in reversed(t.events) if isinstance(e, ev.EarlyStop)), None)
+        guard = f"stopped after round {stop.round}: {stop.reason}" if stop else "no early stop"
         p1 = {r: t.correct[r].sum() / (len(t.problems) * t.n_samples) for r in t.rounds}
-        lines.append(f"| {t.seed} | {t.final} | {_pct(p1[0])}% | {_pct(p1[t.final])}% | "
-                     f"{'none' if np.isnan(k) else int(k)} | {guard} |")
-    lines += ["", "Run directories: " + ", ".join(f"`{t.run_dir}`" for t in trajs), ""]
-    markdown = "\n".join(lines)
-    (out_dir / "report.md").write_text(markdown)
-    (out_dir / "report.json").write_text(json.dumps({"findings": findings, **numbers}, indent=1))
-    return Report(markdown, findings, numbers)
+        d.lines.append(f"| {t.seed} | {t.final} | {_pct(p1[0])}% | {_pct(p1[t.final])}% | "
+                       f"{'none' if np.isnan(k) else int(k)} | {guard} |")
+    d.lines += ["", "Run directories: " + ", ".join(f"`{t.run_dir}`" for t in d.trajs), ""]
 
 
 def _draw_headroom(path: Path, points, trajs: list[Trajectory], sizes: list[int], n_boot: int) -> None:

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from constellation.protocol import events as ev
+from constellation.runtime.store import read_events
+
 pytestmark = pytest.mark.slow
 
 ROLES = ("coordinator", "generator", "verifier", "critic", "trainer")
@@ -40,11 +43,6 @@ def _run_dir(runs: Path, timeout: float = 60) -> Path:
     raise AssertionError(f"no run directory appeared in {runs}")
 
 
-def _events(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
 def _status(run_dir: Path) -> dict:
@@ -90,23 +88,24 @@ def test_up_smoke_runs_all_five_roles_and_writes_metrics(tmp_path, model_cache, 
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = _run_dir(runs)
-    events = _events(run_dir)
-    evals = [e for e in events if e["event"] == "eval"]
-    assert [e["model"] for e in evals] == ["base", "round-1"]
+    events = read_events(run_dir)
+    evals = [e for e in events if isinstance(e, ev.Eval)]
+    assert [e.model for e in evals] == ["base", "round-1"]
     for e in evals:
-        assert set(e["pass_at_k"]) == {"1", "2", "4", "8"}
-        assert all(0.0 <= v <= 1.0 for v in e["pass_at_k"].values())
-        assert e["pass_at_k"]["1"] <= e["pass_at_k"]["8"]
-        assert set(e["selection_accuracy"]) == {"best_of_k", "critic", "majority", "critic_vote", "oracle"}
+        assert set(e.pass_at_k) == {"1", "2", "4", "8"}
+        assert all(0.0 <= v <= 1.0 for v in e.pass_at_k.values())
+        assert e.pass_at_k["1"] <= e.pass_at_k["8"]
+        assert set(e.selection_accuracy) == {"best_of_k", "critic", "majority", "critic_vote", "oracle"}
         # every policy at every k of eval.selection_ks, on the same candidates
-        assert set(e["selection"]) == {"2", "4", "8"}
-        assert e["selection"]["4"]["all"]["n_groups"] == 6 * 2
-    assert [e["round"] for e in events if e["event"] == "critic"] == [1]
-    guard = [e for e in events if e["event"] == "guard"]
-    assert [e["round"] for e in guard] == [0, 1] and all(e["n_problems"] == 6 for e in guard)
-    assert any(e["event"] == "zpd" for e in events)
-    assert any(e["event"] == "crossover" for e in events)
-    assert events[-1]["event"] == "run_end"
+        assert set(e.selection) == {"2", "4", "8"}
+        assert e.selection["4"]["all"]["n_groups"] == 6 * 2
+    critic = [e for e in events if isinstance(e, ev.Critic)]
+    assert [e.round for e in critic] == [1] and critic[0].metrics["n_train"] > 0  # auroc only with both labels
+    guard = [e for e in events if isinstance(e, ev.Guard)]
+    assert [e.round for e in guard] == [0, 1] and all(e.n_problems == 6 for e in guard)
+    assert any(isinstance(e, ev.Zpd) for e in events)
+    assert any(isinstance(e, ev.Crossover) for e in events)
+    assert isinstance(events[-1], ev.RunEnd) and events[-1].ok
     # five separate processes, each with its own log
     pids = {name: role["pid"] for name, role in _status(run_dir)["roles"].items()}
     assert set(pids) == set(ROLES) and len(set(pids.values())) == 5
@@ -134,8 +133,8 @@ def _kill_mid_train_phase(runs: Path, model_cache: Path, role: str) -> tuple[Pat
         deadline = time.monotonic() + 300
         victim = None
         while time.monotonic() < deadline and victim is None:
-            if any(e["event"] == "progress" and e.get("phase") == "train" and 0 < e["candidates"] < 60
-                   for e in _events(run_dir)):
+            if any(isinstance(e, ev.Progress) and e.phase == "train" and 0 < e.candidates < 60
+                   for e in read_events(run_dir)):
                 victim = _status(run_dir)["roles"][role]["pid"]
             time.sleep(0.2)
         assert victim, "the train phase never started"
@@ -153,8 +152,8 @@ def test_kill_9_of_a_worker_mid_round_is_restarted_and_nothing_is_lost(tmp_path,
     run_dir, victim, _ = _kill_mid_train_phase(tmp_path / "runs", model_cache, role)
     status = _status(run_dir)["roles"][role]
     assert status["restarts"] == 1 and status["pid"] != victim
-    restarts = [e for e in _events(run_dir) if e["event"] == "role_restart"]
-    assert [e["role"] for e in restarts] == [role]
+    restarts = [e for e in read_events(run_dir) if isinstance(e, ev.RoleRestart)]
+    assert [e.role for e in restarts] == [role]
     per_phase = _assert_every_candidate_accounted_for(run_dir)
     assert per_phase == {"eval/0": 6 * 8, "val/0": 6 * 4, "train/1": 30 * 4, "eval/1": 6 * 8,
                          "val/1": 6 * 4}
@@ -163,11 +162,10 @@ def test_kill_9_of_a_worker_mid_round_is_restarted_and_nothing_is_lost(tmp_path,
 def test_kill_9_of_the_coordinator_resumes_from_the_run_store(tmp_path, model_cache):
     run_dir, victim, _ = _kill_mid_train_phase(tmp_path / "runs", model_cache, "coordinator")
     assert _status(run_dir)["roles"]["coordinator"]["restarts"] == 1
-    events = _events(run_dir)
-    starts = [e for e in events if e["event"] == "run_start"]
-    assert [e["resumed"] for e in starts] == [False, True]
+    events = read_events(run_dir)
+    assert [e.resumed for e in events if isinstance(e, ev.RunStart)] == [False, True]
     # the base was evaluated once, round 1 trained and evaluated once
-    assert [e["model"] for e in events if e["event"] == "eval"] == ["base", "round-1"]
+    assert [e.model for e in events if isinstance(e, ev.Eval)] == ["base", "round-1"]
     per_phase = _assert_every_candidate_accounted_for(run_dir)
     assert per_phase == {"eval/0": 6 * 8, "val/0": 6 * 4, "train/1": 30 * 4, "eval/1": 6 * 8,
                          "val/1": 6 * 4}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from constellation.protocol import events as ev
 from smoke_run import up_smoke
 
 pytestmark = pytest.mark.slow
@@ -19,7 +20,7 @@ ARITHMETIC = ['task.impl="arithmetic"', 'verifier.impl="arithmetic"', "coordinat
               "sampling.max_new_tokens=180", "coordinator.k=2", "coordinator.problems_per_round=30"]
 
 
-def up(tmp_path: Path, cache: Path, *sets: str) -> tuple[Path, list[dict]]:
+def up(tmp_path: Path, cache: Path, *sets: str) -> tuple[Path, list[ev.Event]]:
     return up_smoke(tmp_path, cache, *sets, timeout=600)
 
 
@@ -35,23 +36,23 @@ def rationale_rows(run_dir: Path) -> list[tuple[str, str, str]]:
 
 def test_arithmetic_with_rationalization_counts_attempts_and_rationales(tmp_path, model_cache):
     run_dir, events = up(tmp_path, model_cache, *ARITHMETIC)
-    assert [e for e in events if e["event"] == "rationalize"][0]["enabled"] is True
-    [end] = [e for e in events if e["event"] == "round_end"]
-    assert end["n_rationalize_attempts"] > 0  # a 40 s model fails some 2-digit problems
-    assert end["n_rationalized"] == len(rationale_rows(run_dir))
-    assert [e["model"] for e in events if e["event"] == "eval"] == ["base", "round-1"]
+    assert [e.enabled for e in events if isinstance(e, ev.Rationalize)] == [True]
+    [end] = [e for e in events if isinstance(e, ev.RoundEnd)]
+    assert end.n_rationalize_attempts > 0  # a 40 s model fails some 2-digit problems
+    assert end.n_rationalized == len(rationale_rows(run_dir))
+    assert [e.model for e in events if isinstance(e, ev.Eval)] == ["base", "round-1"]
 
 
 def test_rationales_are_trained_on_without_the_hint(tmp_path, model_cache):
     run_dir, events = up(tmp_path, model_cache, *ARITHMETIC, 'generator.impl="tests.slow_roles:HintReadingGenerator"')
-    [end] = [e for e in events if e["event"] == "round_end"]
+    [end] = [e for e in events if isinstance(e, ev.RoundEnd)]
     rows = rationale_rows(run_dir)
     # the hint-reading generator answers every hinted prompt correctly: every attempt is kept
-    assert end["n_rationalized"] == end["n_rationalize_attempts"] == len(rows) > 0
+    assert end.n_rationalized == end.n_rationalize_attempts == len(rows) > 0
     for pid, prompt, cand_pid in rows:
         assert cand_pid == pid + "#hint" and "(" not in prompt and prompt.startswith("Q: ")
-    [trainer] = [e for e in events if e["event"] == "trainer"]
-    assert trainer["n_examples"] == end["n_train_examples"] >= end["n_rationalized"]
+    [trainer] = [e for e in events if isinstance(e, ev.Trainer)]
+    assert trainer.n_examples == end.n_train_examples >= end.n_rationalized
 
 
 def test_jsonl_code_task_completes_and_reports(tmp_path, model_cache):
@@ -59,10 +60,10 @@ def test_jsonl_code_task_completes_and_reports(tmp_path, model_cache):
                          'verifier.impl="code"', "task.n_eval=4", "task.n_train=6", "task.n_labeled=6",
                          "coordinator.problems_per_round=6", "verifier.code_timeout=2.0",
                          "coordinator.rationalize=true", "guard.val_problems=2")
-    assert [e for e in events if e["event"] == "rationalize"][0]["enabled"] is False  # code has no answer to hint
-    evals = [e for e in events if e["event"] == "eval"]
-    assert [e["model"] for e in evals] == ["base", "round-1"]
-    assert all(0.0 <= v <= 1.0 for e in evals for v in e["pass_at_k"].values())
+    assert [e.enabled for e in events if isinstance(e, ev.Rationalize)] == [False]  # code has no answer to hint
+    evals = [e for e in events if isinstance(e, ev.Eval)]
+    assert [e.model for e in evals] == ["base", "round-1"]
+    assert all(0.0 <= v <= 1.0 for e in evals for v in e.pass_at_k.values())
     db = sqlite3.connect(run_dir / "run.sqlite")
     statuses = dict(db.execute("SELECT status, COUNT(*) FROM verdicts GROUP BY status").fetchall())
     # eval: 4 problems x 8 samples, twice; train: the 4 problems left after the
@@ -74,8 +75,8 @@ def test_jsonl_math_task_with_the_math_verifier_completes(tmp_path, model_cache)
     run_dir, events = up(tmp_path, model_cache, 'task.impl="jsonl"', f'task.path="{ROOT / "examples" / "math.jsonl"}"',
                          'verifier.impl="math"', "task.n_eval=4", "task.n_train=5", "task.n_labeled=3",
                          "guard.val_problems=2", "coordinator.rationalize=true")
-    assert [e for e in events if e["event"] == "rationalize"][0]["enabled"] is True  # math answers can be hinted
-    assert [e["model"] for e in events if e["event"] == "eval"] == ["base", "round-1"]
+    assert [e.enabled for e in events if isinstance(e, ev.Rationalize)] == [True]  # math answers can be hinted
+    assert [e.model for e in events if isinstance(e, ev.Eval)] == ["base", "round-1"]
     db = sqlite3.connect(run_dir / "run.sqlite")
     # the math verifier decided every candidate with one of its typed verdicts. Only
     # kinds are asserted: which kind a candidate of a briefly trained model gets (and

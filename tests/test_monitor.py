@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from constellation.protocol import events as ev
+from constellation.runtime.store import read_event_lines
+from launch.console import ConsoleView
 from launch.monitor import load, monitor, render
-from constellation.runtime.store import read_event_lines as read_events
 
 NOW = 1_700_000_000.0
 
@@ -18,10 +20,9 @@ def to_text(run_dir: Path, now: float = NOW) -> str:
 
 
 def eval_event(round_, model, curve, selection, t):
-    return {"event": "eval", "time": t, "round": round_, "model": model,
-            "adapter_version": round_, "n_problems": 40, "n_samples": 64,
-            "pass_at_k": {str(k): v for k, v in curve.items()}, "selection_k": 8,
-            "selection_accuracy": selection}
+    return ev.Eval(time=t, round=round_, model=model, adapter_version=round_, n_problems=40, n_samples=64,
+                   pass_at_k={str(k): v for k, v in curve.items()}, selection_k=8, selection_accuracy=selection,
+                   n_agree=30)
 
 
 BASE_CURVE = {1: 0.31, 2: 0.42, 4: 0.55, 8: 0.66, 16: 0.77, 64: 0.9}
@@ -32,24 +33,23 @@ SELECTION = {"best_of_k": 0.52, "critic": 0.58, "majority": 0.55, "critic_vote":
 
 def write_run(run_dir: Path, *, finished=False, truncated_tail=True, heartbeat_age=1.0):
     events = [
-        {"event": "run_start", "time": NOW - 125, "run_dir": str(run_dir), "preset": "smoke"},
+        ev.RunStart(time=NOW - 125, run_dir=str(run_dir), rounds=2, seed=7, resumed=False),
         eval_event(0, "base", BASE_CURVE, SELECTION, NOW - 120),
-        {"event": "progress", "time": NOW - 100, "round": 1, "phase": "generate",
-         "done": 640, "total": 640},
-        {"event": "round_end", "time": NOW - 60, "round": 1, "n_problems": 40,
-         "n_candidates": 2560, "n_visible_pass": 913, "n_train_examples": 187, "seconds": 44.5},
-        {"event": "trainer", "time": NOW - 50, "round": 1, "loss_first": 1.234,
-         "loss_last": 0.567, "steps": 60, "seconds": 9.5},
-        {"event": "critic", "time": NOW - 45, "round": 1, "auroc": 0.812, "ece": 0.043,
-         "n_train": 2000},
+        ev.Progress(time=NOW - 100, round=1, phase="train", done=640, total=640, candidates=640, scored=640,
+                    pending=0, queued=0),
+        ev.RoundEnd(time=NOW - 60, round=1, n_problems=40, n_candidates=2560, n_visible_pass=913,
+                    n_selected=187, n_train_examples=187, seconds=44.5),
+        ev.Trainer(time=NOW - 50, round=1, version=1, path="adapters/v1", n_examples=187, n_pairs=0,
+                   metrics={"loss_first": 1.234, "loss_last": 0.567, "steps": 60, "seconds": 9.5}),
+        ev.Critic(time=NOW - 45, round=1, version=1, metrics={"auroc": 0.812, "ece": 0.043, "n_train": 2000}),
         eval_event(1, "round-1", ROUND1_CURVE, dict(SELECTION, critic=0.71), NOW - 20),
-        {"event": "crossover", "time": NOW - 19, "round": 1, "k_star": 16},
-        {"event": "progress", "time": NOW - 5, "round": 2, "phase": "verify",
-         "done": 150, "total": 600},
+        ev.Crossover(time=NOW - 19, round=1, k_star=16),
+        ev.Progress(time=NOW - 5, round=2, phase="verify", done=150, total=600, candidates=160, scored=150,
+                    pending=3, queued=0),
     ]
     if finished:
-        events.append({"event": "run_end", "time": NOW - 2, "ok": True})
-    lines = "".join(json.dumps(e) + "\n" for e in events)
+        events.append(ev.RunEnd(time=NOW - 2, ok=True))
+    lines = "".join(ev.encode_event(e).decode() + "\n" for e in events)
     if truncated_tail:
         lines += '{"event": "progress", "time": 17000'  # the writer is mid-line
     (run_dir / "metrics.jsonl").write_text(lines)
@@ -69,14 +69,17 @@ def run_dir(tmp_path):
 
 
 def test_read_events_skips_truncated_last_line(run_dir):
-    events, bad = read_events(run_dir / "metrics.jsonl")
+    events, bad = read_event_lines(run_dir / "metrics.jsonl")
     assert len(events) == 9 and bad == 0
+    assert isinstance(events[0], ev.RunStart) and isinstance(events[-1], ev.Progress)
 
 
 def test_read_events_counts_bad_complete_lines(tmp_path):
-    (tmp_path / "metrics.jsonl").write_text('{"event": "run_start"}\nnot json\n[1, 2]\n')
-    events, bad = read_events(tmp_path / "metrics.jsonl")
-    assert len(events) == 1 and bad == 2
+    start = ev.encode_event(ev.RunStart(run_dir=str(tmp_path), rounds=1, seed=0, resumed=False)).decode()
+    junk = ['not json', '[1, 2]', '{"event": "run_start"}', '{"event": "no_such_kind", "round": 1}']
+    (tmp_path / "metrics.jsonl").write_text("\n".join([start, *junk]) + "\n")
+    events, bad = read_event_lines(tmp_path / "metrics.jsonl")
+    assert len(events) == 1 and bad == 4
 
 
 def test_render_shows_passk_curves_and_delta(run_dir):
@@ -136,9 +139,9 @@ def test_render_shows_current_phase_progress(run_dir):
     assert "verify" in text and "150/600" in text and "25%" in text
 
 
-def test_render_shows_elapsed_and_preset(run_dir):
+def test_render_shows_elapsed_and_run_start(run_dir):
     text = to_text(run_dir)
-    assert "preset smoke" in text and "elapsed 2m05s" in text
+    assert "seed 7, 2 rounds" in text and "elapsed 2m05s" in text
 
 
 def test_render_empty_run_dir_does_not_crash(tmp_path):
@@ -147,12 +150,13 @@ def test_render_empty_run_dir_does_not_crash(tmp_path):
     assert "no status.json yet" in text
 
 
-def test_render_tolerates_junk_field_types(tmp_path):
+def test_render_counts_junk_field_types_as_bad_lines(tmp_path):
     bad_eval = {"event": "eval", "round": "one", "model": "base", "pass_at_k": {"x": "y", "1": None},
                 "selection_accuracy": [1, 2]}
     (tmp_path / "metrics.jsonl").write_text(json.dumps(bad_eval) + "\n")
     (tmp_path / "status.json").write_text(json.dumps({"roles": {"generator": "oops"}}))
-    assert "generator" in to_text(tmp_path)
+    text = to_text(tmp_path)
+    assert "generator" in text and "1 unreadable lines" in text
 
 
 def test_load_sees_run_end(tmp_path):
@@ -169,3 +173,34 @@ def test_monitor_returns_when_run_has_ended(tmp_path, capsys):
     write_run(tmp_path, finished=True)
     monitor(tmp_path, refresh=0.01)  # would loop forever if run_end were missed
     assert "finished ok" in capsys.readouterr().out
+
+
+def test_render_shows_guard_readings_and_early_stop(tmp_path):
+    write_run(tmp_path, truncated_tail=False)
+    guard = ev.Guard(time=NOW - 3, round=1, val_pass_at_1=0.35, diversity=0.62, critic_mean=None, n_problems=20,
+                     n_samples=4, stop=True, reason="val pass@1 fell twice", falls=2, diversity_ratio=0.9,
+                     best_round=0)
+    stop = ev.EarlyStop(time=NOW - 2, round=1, reason="val pass@1 fell twice", best_round=0, rounds_skipped=1)
+    with open(tmp_path / "metrics.jsonl", "ab") as f:
+        f.write(ev.encode_event(guard) + b"\n" + ev.encode_event(stop) + b"\n")
+    text = to_text(tmp_path)
+    assert "0.350" in text and "0.62" in text
+    assert "EARLY STOP after round 1: val pass@1 fell twice (1 rounds skipped)" in text
+
+
+# -- the console of `constellation up` reads the same events ---------------------
+
+
+def test_console_prints_one_line_per_finished_step_and_the_table(run_dir):
+    console = Console(record=True, width=200, file=io.StringIO())
+    view = ConsoleView(run_dir, console)
+    view.poll()
+    view.poll()  # nothing new: nothing printed twice
+    view.final_table()
+    text = console.export_text()
+    assert text.count("eval base: pass@1 31.0%  pass@8 66.0%  pass@64 90.0%") == 1
+    assert "round 1: 2560 candidates, 913 visible-pass, 187 training examples" in text
+    assert "round 1 trainer: adapter v1, loss 1.234 -> 0.567 in 10s" in text
+    assert "round 1 critic: held-out AUROC 0.812" in text
+    assert "round 1: crossover k* = 16" in text
+    assert "round-1" in text and "47.0%" in text  # the pass@k table

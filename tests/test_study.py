@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from launch.study_report import (Trajectory, bootstrap, build_report, crossover_k, fit_line, identity_plan,
-                                 resample_plans, round_points)
+from constellation.algorithms.bootstrap import bootstrap, identity_plan, resample_plans
+from constellation.protocol import events as ev
+from constellation.runtime.store import read_events
+from launch.study_report import Trajectory, build_report, crossover_k, fit_line, round_points
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,8 +101,8 @@ def test_study_end_to_end_on_the_micro_preset(tmp_path):
     assert numbers["seeds"] == [0, 1] and set(numbers["findings"]) == {"selection", "headroom", "crossover"}
     # the numbers come from run.sqlite: both runs exist, with guard readings every round
     for s in (0, 1):
-        events = [json.loads(line) for line in (out / "runs" / f"seed-{s}" / "metrics.jsonl").read_text().splitlines()]
-        assert [e["round"] for e in events if e["event"] == "guard"] == [0, 1, 2]
+        events = read_events(out / "runs" / f"seed-{s}")
+        assert [e.round for e in events if isinstance(e, ev.Guard)] == [0, 1, 2]
     # a second call skips the finished trajectories and rebuilds the same report
     again = subprocess.run([sys.executable, "-m", "launch.cli", "study", "--preset", "study-micro",
                             "--seeds", "2", "--out", str(out), "--bootstrap", "100",
