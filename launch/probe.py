@@ -28,7 +28,7 @@ from rich.table import Table
 from constellation.protocol.config import Config
 from constellation.runtime.store import load_split
 from launch.inprocess import in_process
-from launch.study_report import bootstrap
+from constellation.algorithms.bootstrap import bootstrap
 
 
 @dataclass

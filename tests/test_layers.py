@@ -177,8 +177,6 @@ def size_offenders() -> list[str]:
     return found
 
 
-@pytest.mark.xfail(strict=False, reason="until the rest of issue 10 lands (on branch layers: train_dpo, _train_round, "
-                                        "probe, build_report; merged with main 37dfa39: build_report only)")
 def test_no_file_over_500_lines_and_no_function_over_60_outside_tests():
     found = size_offenders()
     assert not found, f"over {MAX_FILE_LINES} lines per file or {MAX_FUNCTION_LINES} per function:\n" + "\n".join(found)

@@ -116,7 +116,7 @@ class Trainer(Event, tag="trainer"):
     path: str
     n_examples: int
     n_pairs: int
-    metrics: dict[str, float] = {}  # the trainer's own: loss_first, loss_last, steps, seconds, ...
+    metrics: dict[str, float | None] = {}  # the trainer's own: loss_first, loss_last, steps, seconds, ... (NaN is written as null)
 
 
 class Critic(Event, tag="critic"):
@@ -142,7 +142,7 @@ class RoundEnd(Event, tag="round_end"):
 
 class Guard(Event, tag="guard"):
     val_pass_at_1: float
-    diversity: float
+    diversity: float | None  # None: NaN (no held-out outputs), which JSON writes as null
     critic_mean: float | None
     n_problems: int
     n_samples: int

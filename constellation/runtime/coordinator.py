@@ -480,7 +480,8 @@ class Coordinator(RequestLoop):
                               diversity=diversity([[s.heldout_outputs for s in pool] for pool in pools.values()]),
                               critic_mean=sum(scores) / len(scores) if scores else None)
         else:
-            reading = Reading(round, recorded.val_pass_at_1, recorded.diversity, recorded.critic_mean)
+            nan_if_null = float("nan") if recorded.diversity is None else recorded.diversity
+            reading = Reading(round, recorded.val_pass_at_1, nan_if_null, recorded.critic_mean)
         decision = self.guard.update(reading)
         if recorded is None:
             self.store.event(ev.Guard(
