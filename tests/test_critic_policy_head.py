@@ -19,9 +19,9 @@ CRITIC = {"lora_r": 4, "lora_targets": ["q_proj", "v_proj"], "max_len": 48, "bat
           "holdout_frac": 0.3}
 
 
-def make_critic(run_dir, steps=5, **critic):
+def make_critic(directory, steps=5, **critic):
     cfg = from_dict({"critic": {**CRITIC, "steps": steps, **critic}, "run": {"seed": 0}})
-    role = PolicyHeadCritic(cfg, run_dir)
+    role = PolicyHeadCritic(cfg, directory)
     role.setup()
     return role
 

@@ -12,7 +12,6 @@ import re
 import tomllib
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ("constellation", "verifiers", "roles", "launch")  # the packages pyproject.toml installs
