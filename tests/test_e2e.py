@@ -19,6 +19,7 @@ import pytest
 
 from constellation.protocol import events as ev
 from constellation.runtime.store import read_events
+from smoke_run import up_smoke
 
 pytestmark = pytest.mark.slow
 
@@ -202,3 +203,17 @@ def test_role_that_cannot_start_is_named_in_the_error(tmp_path, model_cache):
     assert proc.returncode == 2
     assert "role 'critic' failed to start" in proc.stdout
     assert "no_such_pkg" in proc.stdout
+
+
+def test_up_without_a_critic_starts_four_processes_and_selects_without_scores(tmp_path, model_cache):
+    run_dir, events = up_smoke(tmp_path, model_cache, 'critic.impl="none"')
+    assert set(_status(run_dir)["roles"]) == set(ROLES) - {"critic"}
+    assert not (run_dir / "logs" / "critic.log").exists()
+    evals = [e for e in events if isinstance(e, ev.Eval)]
+    assert [e.model for e in evals] == ["base", "round-1"]
+    assert all(set(e.selection_accuracy) == {"best_of_k", "majority", "oracle"} for e in evals)
+    assert not any(isinstance(e, ev.Critic) for e in events)
+    db = sqlite3.connect(run_dir / "run.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0] == db.execute(
+        "SELECT COUNT(*) FROM candidates").fetchone()[0] > 0
