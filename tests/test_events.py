@@ -102,3 +102,9 @@ def test_read_event_lines_keeps_a_complete_last_line_without_newline(tmp_path):
     path.write_bytes(ev.encode_event(EXAMPLES[0]) + b"\n" + ev.encode_event(EXAMPLES[1]))
     events, bad = read_event_lines(path)
     assert events == EXAMPLES[:2] and bad == 0
+
+
+def test_a_count_written_as_a_float_by_an_earlier_version_still_reads():
+    line = b'{"event": "trainer", "time": 1.0, "round": 1, "version": 1, "path": "p", "n_examples": 342.0, "n_pairs": 0}'
+    event = ev.decode_event(line)
+    assert isinstance(event, ev.Trainer) and event.n_examples == 342

@@ -164,7 +164,9 @@ AnyEvent = Union[RunStart, RunEnd, RoleRestart, Progress, Eval, Zpd, Crossover, 
 KINDS: dict[str, type[Event]] = {cls.__struct_config__.tag: cls for cls in AnyEvent.__args__}
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(AnyEvent)
+# lax: a count written as 342.0 (run directories of earlier versions spread the
+# trainer's float metrics over its fields) reads as 342; a wrong kind still fails
+_decoder = msgspec.json.Decoder(AnyEvent, strict=False)
 
 
 class BadEvent(ValueError):
