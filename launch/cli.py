@@ -12,7 +12,8 @@
 
 Exit codes: 0 ok; 2 a usage or config error (one ``error:`` line, no
 traceback); 3 ``probe`` found the task outside the zone; ``up`` passes on the
-supervisor's code (130 after Ctrl-C or SIGTERM). Each command only parses its
+supervisor's code (1 for a run that ended with an error, 130 after Ctrl-C or
+SIGTERM). Each command only parses its
 options and calls into an app module; the heavy ones (supervisor, monitor,
 study, probe) are imported inside the command, so ``import launch.cli`` needs
 neither torch nor sympy.
