@@ -1,53 +1,120 @@
-"""The ``constellation`` command.
+"""The ``constellation`` command (typer).
 
-  constellation up [--preset tiny] [--set section.key=value ...]
-  constellation monitor RUN_DIR
+  constellation up [--preset tiny] [--set section.key=value ...] [--run-dir DIR]
+  constellation monitor RUN_DIR [--refresh 1.0] [--once]
   constellation roles                                 (built-in and plugin implementations)
-  constellation config [--preset tiny] [--set ...]   (print the resolved config)
+  constellation config [--preset tiny] [--set ...] [--reference [--markdown]]
   constellation table RUN_DIR                        (the pass@k table of a run)
-  constellation study [--preset study] [--seeds 4] [--out study] [--report-only]
+  constellation study [--preset study] [--seeds 4] [--out study] [--report-only] ...
   constellation probe [--preset tiny] [--problems 100] [--samples 8]   (is the task in the ZPD?)
   constellation verify --verifier math FILE.jsonl    (verify {gold, pred} lines)
+  constellation --install-completion / --show-completion
+
+Exit codes: 0 ok; 2 a usage or config error (one ``error:`` line, no
+traceback); 3 ``probe`` found the task outside the zone; ``up`` passes on the
+supervisor's code (1 for a run that ended with an error, 130 after Ctrl-C or
+SIGTERM). Each command only parses its
+options and calls into an app module; the heavy ones (supervisor, monitor,
+study, probe) are imported inside the command, so ``import launch.cli`` needs
+neither torch nor sympy.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from constellation.protocol import config as config_mod
-from launch import verify
 from constellation.runtime.registry import KINDS, describe, entries, shadowed_plugins
+from launch import verify
+
+try:  # recent typer releases ship their own copy of click and raise its exceptions
+    from typer._click import exceptions as click_errors
+except ImportError:
+    from click import exceptions as click_errors
+
+app = typer.Typer(
+    name="constellation",
+    help="LLM self-training as a constellation of processes: generator, critic, verifier, coordinator, trainer.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
 
 
-def _cmd_up(args: argparse.Namespace) -> int:
-    from launch.supervisor import SupervisorError, up
+# -- shared options --------------------------------------------------------------------------
+
+def _complete_preset(incomplete: str) -> list[str]:
+    return [name for name in config_mod.preset_names() if name.startswith(incomplete)]
+
+
+def _complete_override(incomplete: str) -> list[str]:
+    """Config keys as ``section.key=`` until the ``=`` is typed; the value is the user's."""
+    if "=" in incomplete:
+        return []
+    return [f"{key}=" for key, _, _ in config_mod.describe() if key.startswith(incomplete)]
+
+
+Preset = Annotated[str, typer.Option(
+    "--preset", help="preset name in constellation/presets, or a TOML path", autocompletion=_complete_preset)]
+Overrides = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="SECTION.KEY=VALUE", autocompletion=_complete_override,
+    help="override one config field (repeatable); the value is read as TOML, e.g. --set task.depths=[1,2]")]
+RunDir = Annotated[Path, typer.Argument(help="a run directory (runs/<name>-<timestamp>)", show_default=False)]
+
+
+def _error(message: object, console: Console | None = None) -> int:
+    """Print ``error: <message>`` (stderr unless a console is given) and return exit code 2.
+
+    soft_wrap keeps a long message on one line; escape keeps ``[1,2]`` in a
+    message from being read as rich markup."""
+    console = console or Console(stderr=True)
+    console.print(f"[red]error:[/red] {escape(str(message))}", highlight=False, soft_wrap=True)
+    return 2
+
+
+# -- commands --------------------------------------------------------------------------------
+
+@app.command()
+def up(preset: Preset = "tiny", overrides: Overrides = None,
+       run_dir: Annotated[Path | None, typer.Option(
+           "--run-dir", help="run here instead of a new runs/<name>-<time>; an interrupted run there resumes")] = None,
+       ) -> None:
+    """Run the whole constellation: prepare the base, start every role, run the rounds."""
+    from launch.supervisor import SupervisorError, up as run_up
 
     console = Console()
     try:
-        code, run_dir = up(args.preset, args.set, console, run_dir=Path(args.run_dir) if args.run_dir else None)
+        code, run_dir = run_up(preset, overrides or [], console, run_dir=run_dir)
     except (config_mod.ConfigError, SupervisorError) as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
-        return 2
+        raise typer.Exit(_error(e, console))
     console.print(f"run directory: {run_dir}")
-    return code
+    raise typer.Exit(code)
 
 
-def _cmd_monitor(args: argparse.Namespace) -> int:
-    from launch.monitor import monitor
+@app.command()
+def monitor(run_dir: RunDir,
+            refresh: Annotated[float, typer.Option("--refresh", help="seconds between redraws")] = 1.0,
+            once: Annotated[bool, typer.Option("--once", help="print one frame and exit")] = False) -> None:
+    """Live view of a run directory (run it next to [bold]constellation up[/bold])."""
+    from launch.monitor import monitor as show
 
-    if not Path(args.run_dir).is_dir():
-        print(f"error: no run directory at {args.run_dir}", file=sys.stderr)
-        return 2
-    monitor(Path(args.run_dir), refresh=args.refresh, once=args.once)
-    return 0
+    if not run_dir.is_dir():
+        raise typer.Exit(_error(f"no run directory at {run_dir}"))
+    show(run_dir, refresh=refresh, once=once)
 
 
-def _cmd_roles(args: argparse.Namespace) -> int:
+@app.command()
+def roles() -> None:
+    """List role implementations: built-in and plugin, with where each comes from."""
     table = Table(title="role implementations (impl = name, or 'package.module:Class')")
     for col in ("role", "impl", "class", "what / source"):
         table.add_column(col)
@@ -58,121 +125,129 @@ def _cmd_roles(args: argparse.Namespace) -> int:
         for entry in shadowed_plugins(kind):
             table.add_row(kind, entry.name, entry.path, entry.source + " (shadowed by the built-in)")
     Console().print(table)
-    return 0
 
 
-def _cmd_config(args: argparse.Namespace) -> int:
-    if args.reference:
-        print(config_reference_markdown() if args.markdown else
+@app.command()
+def config(preset: Preset = "tiny", overrides: Overrides = None,
+           reference: Annotated[bool, typer.Option(
+               "--reference", help="every config field with its default and help, instead")] = False,
+           markdown: Annotated[bool, typer.Option("--markdown", help="with --reference: as a markdown table")] = False,
+           ) -> None:
+    """Print the resolved config as TOML (or, with --reference, every field with its help)."""
+    if reference:
+        print(config_reference_markdown() if markdown else
               "\n".join(f"{key} = {default}    # {help_text}" for key, default, help_text in config_mod.describe()))
-        return 0
+        return
     try:
-        print(config_mod.to_toml(config_mod.load(args.preset, args.set)))
+        print(config_mod.to_toml(config_mod.load(preset, overrides or [])))
     except config_mod.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        raise typer.Exit(_error(e))
 
 
 def config_reference_markdown() -> str:
-    """The README's config reference table (a test keeps the README in sync)."""
+    """The configuration reference table of docs/configuration.md (a test keeps it in sync)."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for key, default, help_text in config_mod.describe():
         rows.append(f"| `{key}` | `{default}` | {help_text.replace('|', '/')} |")
     return "\n".join(rows)
 
 
-def _cmd_table(args: argparse.Namespace) -> int:
+@app.command()
+def table(run_dir: RunDir) -> None:
+    """Print the pass@k table of a run (base and each round, with the crossover k*)."""
     from launch.console import pass_at_k_table
 
-    Console().print(pass_at_k_table(Path(args.run_dir)))
-    return 0
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise typer.Exit(_error(f"no metrics.jsonl in {run_dir}"))
+    Console().print(pass_at_k_table(run_dir))
 
 
-def _cmd_study(args: argparse.Namespace) -> int:
+@app.command()
+def study(preset: Preset = "study", overrides: Overrides = None,
+          seeds: Annotated[int, typer.Option("--seeds", help="number of trajectories")] = 4,
+          first_seed: Annotated[int, typer.Option(
+              "--first-seed", help="seeds are first_seed .. first_seed + seeds - 1")] = 0,
+          out: Annotated[Path, typer.Option("--out", help="study directory: runs/seed-<s>/, report.md, figures")
+                         ] = Path("study"),
+          bootstrap: Annotated[int, typer.Option("--bootstrap", help="bootstrap resamples per interval")] = 1000,
+          report_only: Annotated[bool, typer.Option(
+              "--report-only", help="do not run anything; report on finished seeds")] = False,
+          parallel: Annotated[int | None, typer.Option(
+              "--parallel", show_default="the preset's study.parallel",
+              help="trajectories run at the same time (the study preset says 2, which suits 2 cores: "
+                   "each role uses 1 thread)")] = None,
+          ) -> None:
+    """Several seeded trajectories and a report with bootstrap intervals and figures."""
+    from launch.study import run_study
     from launch.study_report import StudyError
     from launch.supervisor import SupervisorError
-    from launch.study import run_study
 
     console = Console()
     try:
-        run_study(args.preset, args.seeds, args.set, Path(args.out), console, first_seed=args.first_seed,
-                  n_boot=args.bootstrap, report_only=args.report_only, parallel=args.parallel)
+        run_study(preset, seeds, overrides or [], out, console, first_seed=first_seed,
+                  n_boot=bootstrap, report_only=report_only, parallel=parallel)
     except (config_mod.ConfigError, SupervisorError, StudyError) as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
-        return 2
-    return 0
+        raise typer.Exit(_error(e, console))
 
 
-def _cmd_probe(args: argparse.Namespace) -> int:
-    from launch.probe import probe
+@app.command()
+def probe(preset: Preset = "tiny", overrides: Overrides = None,
+          problems: Annotated[int, typer.Option("--problems", help="evaluation problems sampled")] = 100,
+          samples: Annotated[int, typer.Option("--samples", help="samples per problem")] = 8,
+          ) -> None:
+    """Is the task in the zone of proximal development for the base model? Exit 0 in the zone, 3 outside."""
+    from launch.probe import probe as run_probe
 
     console = Console()
     try:
-        cfg = config_mod.load(args.preset, args.set)
+        cfg = config_mod.load(preset, overrides or [])
     except config_mod.ConfigError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
-        return 2
-    result = probe(cfg, n_problems=args.problems, samples=args.samples, console=console)
-    return 0 if result.zone == "in" else 3
+        raise typer.Exit(_error(e, console))
+    result = run_probe(cfg, n_problems=problems, samples=samples, console=console)
+    raise typer.Exit(0 if result.zone == "in" else 3)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="constellation", description="LLM self-training as a constellation of processes")
-    sub = ap.add_subparsers(dest="command", required=True)
+class VerifierName(str, Enum):
+    math = "math"
 
-    def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--preset", default="tiny", help="preset name in constellation/presets or a TOML path (default: tiny)")
-        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override one config field (repeatable); the value is read as TOML")
 
-    p = sub.add_parser("up", help="run the whole constellation")
-    with_config(p)
-    p.add_argument("--run-dir", help="run here instead of a new runs/<name>-<time>; an interrupted run there resumes")
-    p.set_defaults(fn=_cmd_up)
-    p = sub.add_parser("monitor", help="live view of a run directory")
-    p.add_argument("run_dir")
-    p.add_argument("--refresh", type=float, default=1.0)
-    p.add_argument("--once", action="store_true", help="print one frame and exit")
-    p.set_defaults(fn=_cmd_monitor)
-    p = sub.add_parser("roles", help="list role implementations")
-    p.set_defaults(fn=_cmd_roles)
-    p = sub.add_parser("config", help="print the resolved config (or --reference: every field with help)")
-    with_config(p)
-    p.add_argument("--reference", action="store_true")
-    p.add_argument("--markdown", action="store_true", help="with --reference: as a markdown table")
-    p.set_defaults(fn=_cmd_config)
-    p = sub.add_parser("table", help="print the pass@k table of a run")
-    p.add_argument("run_dir")
-    p.set_defaults(fn=_cmd_table)
-    p = sub.add_parser("study", help="several seeded trajectories and a report with bootstrap intervals")
-    with_config(p)
-    p.set_defaults(preset="study")
-    p.add_argument("--seeds", type=int, default=4, help="number of trajectories (default 4)")
-    p.add_argument("--first-seed", type=int, default=0, help="seeds are first_seed .. first_seed + seeds - 1")
-    p.add_argument("--out", default="study", help="study directory: runs/seed-<s>/, report.md, figures")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per interval")
-    p.add_argument("--report-only", action="store_true", help="do not run anything; report on finished seeds")
-    p.add_argument("--parallel", type=int, default=None,
-                   help="trajectories run at the same time (default: the preset's study.parallel; the study "
-                        "preset says 2, which suits 2 cores since each role uses 1 thread)")
-    p.set_defaults(fn=_cmd_study)
-    p = sub.add_parser("probe", help="is the task in the zone of proximal development for the base model?")
-    with_config(p)
-    p.add_argument("--problems", type=int, default=100, help="evaluation problems sampled")
-    p.add_argument("--samples", type=int, default=8, help="samples per problem")
-    p.set_defaults(fn=_cmd_probe)
-    verify.add_parser(sub)
-    return ap
+@app.command("verify")
+def verify_file(
+        file: Annotated[str, typer.Argument(
+            help="JSONL input, one {\"gold\": ..., \"pred\": ...} object per line ('-' = stdin)", show_default=False)],
+        verifier: Annotated[VerifierName, typer.Option("--verifier", help="which verifier")] = VerifierName.math,
+        jobs: Annotated[int, typer.Option("--jobs", help="worker processes checking in parallel")] = 1,
+        timeout: Annotated[float, typer.Option("--timeout", help="hard deadline per answer in seconds")] = 1.0,
+) -> None:
+    """Verify a JSONL file of {gold, pred} answers: one verdict line each on stdout, a summary on stderr."""
+    raise typer.Exit(verify.run(file, jobs=jobs, timeout=timeout))
 
+
+# -- entry point -----------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line ``argv`` (default: sys.argv[1:]) and return its exit code.
+
+    Click runs with standalone_mode=False so that the code comes back here
+    instead of through sys.exit; usage errors are printed as one line."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = typer.main.get_command(app)
+    if not args:  # no command: the help, with a usage error's exit code
+        command.main(args=["--help"], prog_name="constellation", standalone_mode=False)
+        return 2
+    stdout = sys.stdout
     try:
-        return args.fn(args)
-    except BrokenPipeError:  # output piped into `head` and closed early
-        sys.stderr.close()
-        return 0
+        code = command.main(args=args, prog_name="constellation", standalone_mode=False)
+    except click_errors.UsageError as e:  # unknown command or option, missing argument, bad value
+        where = e.ctx.command_path if e.ctx else "constellation"
+        return _error(f"{e.format_message()} (see: {where} --help)")
+    except click_errors.ClickException as e:
+        return _error(e.format_message())
+    except SystemExit as e:  # --show-completion and --install-completion end with sys.exit
+        if sys.stdout is not stdout:  # typer swapped it after a broken pipe: output piped into `head`
+            return 0
+        return e.code if isinstance(e.code, int) else int(e.code is not None)
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

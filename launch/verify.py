@@ -12,7 +12,6 @@ sympy is imported only by the worker processes, never by this module.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -20,15 +19,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 CHUNK = 256  # lines verified per batch: output streams and memory stays bounded
-
-
-def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("verify", help="verify a JSONL file of {gold, pred} answers; one verdict line each")
-    p.add_argument("file", help="JSONL input, one {\"gold\": ..., \"pred\": ...} object per line ('-' = stdin)")
-    p.add_argument("--verifier", choices=["math"], default="math", help="which verifier (default: math)")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes checking in parallel (default: 1)")
-    p.add_argument("--timeout", type=float, default=1.0, help="hard deadline per answer in seconds (default: 1.0)")
-    p.set_defaults(fn=run)
 
 
 def parse_line(line: str) -> tuple[str, str] | str:
@@ -74,24 +64,25 @@ def summary(rows: list[dict[str, Any]]) -> str:
             f"p99 {p99:.4f}, max {seconds[-1]:.4f}")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(file: str, jobs: int = 1, timeout: float = 1.0) -> int:
+    """Verify ``file`` ('-' = stdin) with ``jobs`` workers and ``timeout`` seconds per answer; the exit code."""
     from verifiers.math import MathChecker, MathCheckerError
 
-    if args.jobs < 1 or not args.timeout > 0:
-        print(f"error: --jobs must be >= 1 and --timeout > 0, got {args.jobs} and {args.timeout}", file=sys.stderr)
+    if jobs < 1 or not timeout > 0:
+        print(f"error: --jobs must be >= 1 and --timeout > 0, got {jobs} and {timeout}", file=sys.stderr)
         return 2
     try:
-        stream = sys.stdin if args.file == "-" else Path(args.file).open(encoding="utf-8", errors="replace")
+        stream = sys.stdin if file == "-" else Path(file).open(encoding="utf-8", errors="replace")
     except OSError as e:
-        print(f"error: cannot read {args.file}: {e}", file=sys.stderr)
+        print(f"error: cannot read {file}: {e}", file=sys.stderr)
         return 2
     rows: list[dict[str, Any]] = []
     try:
-        with stream, MathChecker(workers=args.jobs, timeout=args.timeout) as checker:
+        with stream, MathChecker(workers=jobs, timeout=timeout) as checker:
             for chunk in _chunks(stream):
                 parsed = [(number, parse_line(line)) for number, line in chunk]
                 pairs = [p for _, p in parsed if isinstance(p, tuple)]
-                verdicts = iter(checker.check_many(pairs, jobs=args.jobs))
+                verdicts = iter(checker.check_many(pairs, jobs=jobs))
                 for number, item in parsed:
                     if isinstance(item, str):
                         row = {"verdict": "parse_error", "equal": False, "extracted": None, "seconds": 0.0,

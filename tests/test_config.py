@@ -5,7 +5,7 @@ import pytest
 from constellation.protocol import config
 from launch.cli import config_reference_markdown
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+CONFIG_DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
 
 def test_every_field_has_a_default_and_help():
@@ -43,8 +43,8 @@ def test_unknown_preset_lists_known_ones():
         config.load("nope")
 
 
-def test_readme_config_reference_is_current():
-    text = README.read_text()
+def test_docs_config_reference_is_current():
+    text = CONFIG_DOC.read_text()
     start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
     current = text[text.index(start) + len(start):text.index(end)].strip()
     assert current == config_reference_markdown(), "run: python -m launch.cli config --reference --markdown"
