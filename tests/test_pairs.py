@@ -5,6 +5,7 @@ import pytest
 
 from constellation.protocol import messages as m
 from constellation.algorithms import pairs
+from constellation.runtime import pairing
 from constellation.protocol.config import PairsConfig
 from constellation.algorithms.selection import Sample
 
@@ -136,15 +137,15 @@ def test_split_holdout_keeps_problems_whole():
 
 
 def test_save_and_load_round_pairs(tmp_path):
-    pairs.save_round_pairs(tmp_path, 2, [_pair("a", 2)])
-    assert pairs.load_round_pairs(tmp_path, [1, 2]) == {2: [_pair("a", 2)]}
+    pairing.save_round_pairs(tmp_path, 2, [_pair("a", 2)])
+    assert pairing.load_round_pairs(tmp_path, [1, 2]) == {2: [_pair("a", 2)]}
 
 
 def test_round_pairs_mixes_earlier_rounds_from_disk(tmp_path):
     cfg = PairsConfig(source="verifier", mix_rounds=1, mix_decay=0.5, max_per_problem=1)
     pools = {"P": [S("a", True), S("b", False)]}
-    first, info1 = pairs.round_pairs(cfg, tmp_path, 1, pools, {"P": "x"})
-    second, info2 = pairs.round_pairs(cfg, tmp_path, 2, pools, {"P": "x"})
+    first, info1 = pairing.round_pairs(cfg, tmp_path, 1, pools, {"P": "x"})
+    second, info2 = pairing.round_pairs(cfg, tmp_path, 2, pools, {"P": "x"})
     assert info1["n_pairs"] == 1 and info1["n_earlier"] == 0
     assert info2["n_earlier"] == 1 and [p.weight for p in second] == [1.0, 0.5]
     assert info2["by_source"] == {"verifier": 2}
@@ -159,7 +160,7 @@ def test_round_pairs_self_judge_asks_the_judge_only_for_rankable_candidates(tmp_
         asked.extend(i.candidate_id for i in items)
         return m.Judgments(request_id="j", candidate_ids=["a", "b"], scores=[-1.0, None], method="likelihood")
 
-    got, info = pairs.round_pairs(cfg, tmp_path, 1, pools, {"P": "x"}, judge)
+    got, info = pairing.round_pairs(cfg, tmp_path, 1, pools, {"P": "x"}, judge)
     assert asked == ["a", "b"] and got == []  # b has no judgment: nothing to rank against
     assert info["n_judged"] == 1 and info["judge_method"] == "likelihood"
 

@@ -11,11 +11,8 @@ A round, top-down (``_train_round``):
   or pairs, as it declared in READY) -> train trainer and critic at the same
   time -> serve the new adapter -> evaluate it (``_evaluate``) -> guard.
 
-Streaming: a phase is cut into small GenerateRequests (a few problems each)
-with ``window`` of them in flight. Each batch of candidates goes to the
-verifier as soon as it arrives, and each batch of verdicts to the critic (the
-critic reads the candidate's outputs on held-out inputs, which the verifier
-computes, so it scores right after verification).
+Sampling, verifying and scoring a phase, streamed, is ``PhaseLoop``'s
+(runtime/sampler.py); this file is the rounds on top of it.
 
 Fault tolerance: every request has an id and stays pending until its reply
 arrives (runtime/requests.py). When a role announces READY again (it was
@@ -32,11 +29,9 @@ import random
 import threading
 import time
 import zlib
-from collections import defaultdict, deque
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from constellation.algorithms import pairs as pairs_lib
 from constellation.algorithms import rationalize
 from constellation.algorithms.guard import CollapseGuard, Decision, Reading, diversity
 from constellation.algorithms.passk import crossover, mean_pass_at_k
@@ -46,10 +41,12 @@ from constellation.protocol import events as ev
 from constellation.protocol import messages as m
 from constellation.protocol.config import Config
 from constellation.runtime.client import RoleClient
+from constellation.runtime.pairing import round_pairs
 from constellation.runtime.phase import Phase
 from constellation.runtime.registry import resolve_task
-from constellation.runtime.requests import CoordinatorError, Interrupted, RequestLoop
-from constellation.runtime.store import RunStore, load_split
+from constellation.runtime.sampler import PhaseLoop
+from constellation.runtime.requests import CoordinatorError, Interrupted
+from constellation.runtime.store import load_split
 
 log = logging.getLogger("coordinator")
 
@@ -58,185 +55,11 @@ __all__ = ["Coordinator", "CoordinatorError", "Interrupted"]
 TRAINING_DATA = ("examples", "pairs")  # what a trainer may declare it wants (roles/trainer.py)
 
 
-class Coordinator(RequestLoop):
+class Coordinator(PhaseLoop):
     def __init__(self, cfg: Config, run_dir: Path, client: RoleClient, stop: threading.Event | None = None) -> None:
-        super().__init__(client, stop or threading.Event(), cfg.coordinator.request_timeout)
-        self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.store = RunStore(run_dir)
-        self.use_critic = "critic" in client.roles
-        self.gen_queue: deque[m.GenerateRequest] = deque()
-        self._handlers: dict[type, Callable[[Any], None]] = {
-            m.Candidates: self._on_candidates, m.Verdicts: self._on_verdicts, m.Scores: self._on_scores,
-            m.AdapterReady: self._on_reply, m.AdapterLoaded: self._on_reply, m.CriticTrained: self._on_reply,
-            m.Judgments: self._on_reply,
-        }
-        self.phases: dict[str, Phase] = {}  # prefix -> a phase under way (a rationalize phase nests in train)
-        self.served_version, self.served_path = 0, ""  # adapter the generator serves
+        super().__init__(cfg, run_dir, client, stop)
         self.critic_version = 0
-        self.task: Any = None  # the task module (registry.resolve_task), loaded by run() or sample()
         self.hint: Callable[[m.Problem], str] | None = None  # the task's hint_prompt, when rationalizing
-        self._last_progress = 0.0
-
-    @property
-    def current(self) -> Phase | None:
-        """The innermost phase under way (the newest one), for progress events."""
-        return next(reversed(self.phases.values()), None)
-
-    # ------------------------------------------------------------------
-    # hooks of the request loop
-    # ------------------------------------------------------------------
-    def _before_poll(self) -> None:
-        in_flight = sum(1 for p in self.pending.values() if isinstance(p.msg, m.GenerateRequest))
-        while self.gen_queue and in_flight < self.cfg.coordinator.window:
-            self._submit("generator", self.gen_queue.popleft())
-            in_flight += 1
-
-    def _after_dispatch(self) -> None:
-        self._report_progress()
-
-    def _on_role_restart(self, role: str, pid: int, resent: list[str]) -> None:
-        """Before the restarted role's requests are re-sent: record it, and
-        give a restarted generator back the adapter it served (the dealer keeps
-        order, so the reload arrives before any re-sent generation)."""
-        round_ = self.current.round if self.current else None
-        self.store.event(ev.RoleRestart(round=round_, role=role, pid=pid, resent=len(resent)))
-        if role == "generator" and self.served_version:
-            load = m.LoadAdapter(request_id=self._rid("reload"), version=self.served_version, path=self.served_path)
-            self._submit("generator", load)
-            self._unawaited.add(load.request_id)
-
-    # ------------------------------------------------------------------
-    # replies of a phase: candidates -> verifier -> critic
-    # ------------------------------------------------------------------
-    def _phase_of(self, candidate_id: str) -> Phase:
-        phase = self.phases.get("/".join(candidate_id.split("/")[:2]))
-        if phase is None:
-            raise CoordinatorError(f"candidate {candidate_id!r} belongs to no phase under way")
-        return phase
-
-    def _on_candidates(self, msg: m.Candidates) -> None:
-        if not msg.items:
-            return
-        phase = self._phase_of(msg.items[0].id)
-        fresh = [c for c in msg.items if c.id not in phase.candidates]
-        for c in fresh:
-            if c.adapter_version != self.served_version:
-                raise CoordinatorError(f"candidate {c.id} came from adapter v{c.adapter_version}, "
-                                       f"expected v{self.served_version}")
-            if not phase.owns(c.id) or c.problem_id not in phase.problems:
-                raise CoordinatorError(f"candidate {c.id} does not belong to phase {phase.prefix}")
-        self.store.add_candidates(phase.round, phase.name, fresh)
-        by_problem: dict[str, list[m.Candidate]] = defaultdict(list)
-        for c in fresh:
-            phase.candidates[c.id] = c
-            by_problem[c.problem_id].append(c)
-        self._verify(phase, by_problem)
-        self.counters["candidates"] += len(fresh)
-
-    def _verify(self, phase: Phase, by_problem: dict[str, list[m.Candidate]]) -> None:
-        for pid, cands in by_problem.items():
-            self._submit("verifier", m.VerifyRequest(request_id=self._rid("verify"), problem=phase.problems[pid],
-                                                     candidates=cands))
-
-    def _on_verdicts(self, msg: m.Verdicts) -> None:
-        if not msg.items:
-            return
-        phase = self._phase_of(msg.items[0].candidate_id)
-        fresh = [v for v in msg.items if v.candidate_id not in phase.verdicts and v.candidate_id in phase.candidates]
-        self.store.add_verdicts(fresh)
-        for v in fresh:
-            phase.verdicts[v.candidate_id] = v
-        self._score(phase, fresh)
-
-    def _score(self, phase: Phase, verdicts: list[m.Verdict]) -> None:
-        if not self.use_critic or not verdicts:
-            return
-        items = [m.ScoreItem(candidate_id=v.candidate_id, problem_id=v.problem_id, text=self._critic_text(phase, v))
-                 for v in verdicts]
-        self._submit("critic", m.ScoreRequest(request_id=self._rid("score"), items=items))
-
-    def _critic_text(self, phase: Phase, v: m.Verdict) -> str:
-        """The critic's input for one verified candidate, made once (for its
-        score, then for its training label)."""
-        text = phase.critic_texts.get(v.candidate_id)
-        if text is None:
-            text = phase.critic_texts[v.candidate_id] = self.task.critic_text(
-                phase.problems[v.problem_id], phase.candidates[v.candidate_id].text, v.heldout_outputs)
-        return text
-
-    def _on_scores(self, msg: m.Scores) -> None:
-        if len(msg.scores) != len(msg.candidate_ids):
-            raise CoordinatorError(f"Scores {msg.request_id}: {len(msg.candidate_ids)} ids, {len(msg.scores)} scores")
-        if not msg.candidate_ids:
-            return
-        phase = self._phase_of(msg.candidate_ids[0])
-        fresh = [(c, s) for c, s in zip(msg.candidate_ids, msg.scores)
-                 if c not in phase.scores and c in phase.verdicts]
-        self.store.add_scores([c for c, _ in fresh], [s for _, s in fresh], msg.critic_version)
-        phase.scores.update(fresh)
-
-    def _report_progress(self) -> None:
-        now, phase = time.monotonic(), self.current
-        if now - self._last_progress < 1.0 or phase is None:
-            return
-        self._last_progress = now
-        self.store.event(ev.Progress(round=phase.round, phase=phase.name, done=len(phase.verdicts),
-                                     total=phase.expected, candidates=len(phase.candidates),
-                                     scored=len(phase.scores), pending=len(self.pending),
-                                     queued=len(self.gen_queue)))
-
-    # ------------------------------------------------------------------
-    # a phase
-    # ------------------------------------------------------------------
-    def sample(self, name: str, round: int, problems: list[m.Problem], k: int) -> Phase:
-        """One phase outside the rounds (``constellation probe``): waits for the
-        roles and loads the task first."""
-        self._wait_for_workers()
-        if self.task is None:
-            self.task = resolve_task(self.cfg.task.impl)
-        return self._sample(name, round, problems, k)
-
-    def _sample(self, name: str, round: int, problems: list[m.Problem], k: int) -> Phase:
-        """Generate k candidates per problem, verify and score them all. A
-        resumed phase starts from what a previous coordinator recorded."""
-        phase = Phase(name, round, {p.id: p for p in problems}, k)
-        cands, verdicts, scores = self.store.load_phase(round, name)
-        phase.candidates = {c.id: c for c in cands}
-        phase.verdicts = {v.candidate_id: v for v in verdicts}
-        phase.scores = scores
-        self.phases[phase.prefix] = phase
-        try:
-            self._queue_generation(phase, problems)
-            if cands:
-                log.info("resuming %s round %d: %d candidates, %d verdicts, %d scores already recorded",
-                         name, round, len(cands), len(verdicts), len(scores))
-                self._verify(phase, phase.unverified())
-                if self.use_critic:  # verdicts recorded before a restart have no critic text yet
-                    self._score(phase, phase.unscored())
-            t0 = time.monotonic()
-            self._pump(lambda: not self.gen_queue and phase.complete(self.use_critic))
-            self._report_progress()
-            log.info("%s round %d: %d candidates in %.1fs", name, round, len(phase.candidates),
-                     time.monotonic() - t0)
-        finally:
-            del self.phases[phase.prefix]
-        return phase
-
-    def _queue_generation(self, phase: Phase, problems: list[m.Problem]) -> None:
-        """GenerateRequests of request_problems problems each; a chunk whose
-        problems all have their k candidates already is skipped (resume)."""
-        c, s = self.cfg.coordinator, self.cfg.sampling
-        have = phase.have_per_problem()
-        for i in range(0, len(problems), c.request_problems):
-            chunk = problems[i:i + c.request_problems]
-            if all(have[p.id] >= phase.k for p in chunk):
-                continue
-            seed = zlib.crc32(f"{self.cfg.run.seed}/{phase.name}/{phase.round}/{i}".encode())
-            self.gen_queue.append(m.GenerateRequest(
-                request_id=self._rid("generate"), problems=chunk, k=phase.k,
-                sampling=m.Sampling(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                                    seed=seed),
-                adapter_version=self.served_version, candidate_prefix=phase.prefix))
 
     # ------------------------------------------------------------------
     # evaluation
@@ -351,13 +174,13 @@ class Coordinator(RequestLoop):
         return examples
 
     def _preference_pairs(self, round: int, phase: Phase, pools: dict[str, list[Sample]]) -> list[m.PreferencePair]:
-        """DPO pairs (algorithms.pairs.round_pairs); for self_judge the trainer
-        scores the candidates with the policy it holds."""
+        """DPO pairs (runtime/pairing.py); for self_judge the trainer scores the
+        candidates with the policy it holds."""
         def judge(items: list[m.JudgeItem]) -> m.Judgments:
             return self._request("trainer", m.JudgeRequest(request_id=self._rid("judge"), round=round, items=items))
 
         prompts = {pid: phase.problems[pid].prompt for pid in pools}
-        pairs, info = pairs_lib.round_pairs(self.cfg.pairs, self.run_dir, round, pools, prompts, judge,
+        pairs, info = round_pairs(self.cfg.pairs, self.run_dir, round, pools, prompts, judge,
                                             seed=self.cfg.run.seed)
         self.store.event(ev.Pairs(round=round, **info))
         return pairs
