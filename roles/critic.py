@@ -1,23 +1,11 @@
-"""The learned critic. ``OnlineCritic`` holds what every learned critic shares
-(online training on verifier labels, calibration, metrics, checkpoints,
-restart); ``SmallCritic`` (critic.impl = "small", also "learned") is
-a tiny byte-level transformer that reads the critic text
-of one (problem, candidate) and outputs P(candidate correct on held-out inputs),
-trained online each round on the verifier's labels.
-
-Model (``CriticNet``): UTF-8 bytes -> embedding -> Conv1d(k=5) + GELU -> max-pool
-over patches of PATCH = 8 bytes -> LlamaModel (causal, RoPE) over the patches ->
-mean over valid patches -> linear -> logit. The stem gives each patch its byte
-5-grams at any offset and shortens the transformer's sequence 8x: on 1 thread a
-Llama over raw bytes (hidden 128, 2 layers, 384 bytes, batch 32) takes ~0.8 s
-per training step, this ~0.1 s. PATCH = 4 ranked a little better on DSL texts
-(AUROC 0.62 vs 0.58, within noise) at twice the time.
-
-Input cut: the text is the prompt (visible "in -> out" lines, "=>"), the program,
-then "held-out input ~> candidate output" lines (dsl_tasks.critic_text; p50 ~250
-bytes, max ~500). The program and its held-out outputs, which the label is
-about, come last, so a text over ``max_len`` bytes loses its start (the first
-visible examples), never its end, and starts with TRUNC instead of BOS.
+"""What every learned critic shares (``OnlineCritic``): online training on the
+verifier's labels, calibration, metrics, checkpoints and restart. A critic
+reads the critic text of one (problem, candidate) -- for the DSL the prompt,
+the program, then its outputs on the held-out inputs (tasks/dsl.py
+critic_text) -- and outputs P(candidate correct on held-out inputs).
+Implementations: ``SmallCritic`` (roles/critic_small.py, a byte-level network
+of its own, constellation/models/critic_net.py) and ``PolicyHeadCritic``
+(roles/critic_policy_head.py, a LoRA + head on the policy's base weights).
 
 Training: all labeled items so far (dedup by candidate_id), split by problem:
 ``holdout_frac`` of the problems are never trained on and give the metrics,

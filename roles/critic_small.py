@@ -1,5 +1,5 @@
 """critic.impl = "small" (also "learned", its first name): the byte-level
-``CriticNet`` (constellation/models/critic_net.py), with weights of its own,
+network of constellation/models/critic_net.py, with weights of its own,
 trained online by ``OnlineCritic`` (roles/critic.py)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from constellation.models.critic_net import PATCH, CriticNet, encode_text, pad_batch
+from constellation.models.critic_net import PATCH, critic_net, encode_text, pad_batch
 from roles.critic import OnlineCritic
 
 
@@ -17,7 +17,7 @@ class SmallCritic(OnlineCritic):
     def build_net(self) -> nn.Module:
         c = self.cfg.critic
         assert c.max_len >= 2 * PATCH, f"critic.max_len={c.max_len} too small"
-        return CriticNet(c.hidden_size, c.layers, c.heads, c.max_len)
+        return critic_net(c.hidden_size, c.layers, c.heads, c.max_len)
 
     def encode(self, text: str) -> list[int]:
         return encode_text(text, self.cfg.critic.max_len)

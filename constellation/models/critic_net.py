@@ -1,7 +1,7 @@
 """The small critic's network: a byte-level transformer that maps one critic
 text to one logit (used by roles/critic_small.py).
 
-``CriticNet``: UTF-8 bytes -> embedding -> Conv1d(k=5) + GELU -> max-pool over
+``critic_net``: UTF-8 bytes -> embedding -> Conv1d(k=5) + GELU -> max-pool over
 patches of PATCH = 8 bytes -> LlamaModel (causal, RoPE) over the patches ->
 mean over valid patches -> linear -> logit. The stem gives each patch its byte
 5-grams at any offset and shortens the transformer's sequence 8x: on 1 thread a
@@ -16,9 +16,8 @@ starts with TRUNC instead of BOS.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+import functools
+from typing import Any
 
 PAD, BOS, TRUNC = 256, 257, 258  # byte ids 0..255, then specials
 VOCAB = 259
@@ -34,9 +33,11 @@ def encode_text(text: str, max_len: int) -> list[int]:
     return [BOS, *data]
 
 
-def pad_batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(seqs: list[list[int]]) -> tuple[Any, Any]:
     """-> ids (B, T) right-padded with PAD, T a multiple of PATCH; mask (B, T // PATCH)
     True where a patch holds at least one real byte."""
+    import torch
+
     T = max(len(s) for s in seqs)
     T = -(-T // PATCH) * PATCH
     ids = torch.full((len(seqs), T), PAD, dtype=torch.long)
@@ -47,31 +48,45 @@ def pad_batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-class CriticNet(nn.Module):
-    def __init__(self, hidden: int, layers: int, heads: int, max_len: int) -> None:
-        super().__init__()
-        from transformers import LlamaConfig, LlamaModel
+def critic_net(hidden: int, layers: int, heads: int, max_len: int) -> Any:
+    """The critic network (a torch Module): ids (B, T), mask (B, T/PATCH) -> logits (B,).
+    Its class is made on first use, so importing this module needs no torch."""
+    return _critic_net_class()(hidden, layers, heads, max_len)
 
-        # PAD embeds to zeros, the same as the conv's own zero padding, so a
-        # text scores the same whatever the batch's padding length is
-        self.embed = nn.Embedding(VOCAB, BYTE_DIM, padding_idx=PAD)
-        self.conv = nn.Conv1d(BYTE_DIM, CONV_DIM, kernel_size=CONV_WIDTH, padding=CONV_WIDTH // 2)
-        self.proj = nn.Linear(CONV_DIM, hidden)
-        config = LlamaConfig(
-            vocab_size=1, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-            num_key_value_heads=heads, intermediate_size=2 * hidden,
-            max_position_embeddings=max_len // PATCH + 1, bos_token_id=None, eos_token_id=None,
-            pad_token_id=None, attn_implementation="sdpa")
-        self.body = LlamaModel(config)
-        self.head = nn.Linear(hidden, 1)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """ids (B, T) byte ids, mask (B, T/PATCH) bool -> logits (B,)."""
-        x = self.embed(ids).transpose(1, 2)  # (B, BYTE_DIM, T)
-        x = F.gelu(self.conv(x))  # (B, CONV_DIM, T): one feature per byte n-gram
-        x = F.max_pool1d(x, PATCH).transpose(1, 2)  # (B, T/PATCH, CONV_DIM)
-        x = self.proj(x)  # (B, T/PATCH, H)
-        h = self.body(inputs_embeds=x, attention_mask=mask.long()).last_hidden_state
-        m = mask.unsqueeze(-1).to(h.dtype)
-        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, H)
-        return self.head(pooled).squeeze(-1)
+@functools.cache
+def _critic_net_class() -> type:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class _CriticNet(nn.Module):
+        def __init__(self, hidden: int, layers: int, heads: int, max_len: int) -> None:
+            super().__init__()
+            from transformers import LlamaConfig, LlamaModel
+
+            # PAD embeds to zeros, the same as the conv's own zero padding, so a
+            # text scores the same whatever the batch's padding length is
+            self.embed = nn.Embedding(VOCAB, BYTE_DIM, padding_idx=PAD)
+            self.conv = nn.Conv1d(BYTE_DIM, CONV_DIM, kernel_size=CONV_WIDTH, padding=CONV_WIDTH // 2)
+            self.proj = nn.Linear(CONV_DIM, hidden)
+            config = LlamaConfig(
+                vocab_size=1, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                num_key_value_heads=heads, intermediate_size=2 * hidden,
+                max_position_embeddings=max_len // PATCH + 1, bos_token_id=None, eos_token_id=None,
+                pad_token_id=None, attn_implementation="sdpa")
+            self.body = LlamaModel(config)
+            self.head = nn.Linear(hidden, 1)
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            """ids (B, T) byte ids, mask (B, T/PATCH) bool -> logits (B,)."""
+            x = self.embed(ids).transpose(1, 2)  # (B, BYTE_DIM, T)
+            x = F.gelu(self.conv(x))  # (B, CONV_DIM, T): one feature per byte n-gram
+            x = F.max_pool1d(x, PATCH).transpose(1, 2)  # (B, T/PATCH, CONV_DIM)
+            x = self.proj(x)  # (B, T/PATCH, H)
+            h = self.body(inputs_embeds=x, attention_mask=mask.long()).last_hidden_state
+            m = mask.unsqueeze(-1).to(h.dtype)
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, H)
+            return self.head(pooled).squeeze(-1)
+
+    return _CriticNet
