@@ -130,9 +130,12 @@ def _round_end_line(e: ev.RoundEnd) -> str:
 
 
 def _trainer_line(e: ev.Trainer) -> str:
-    nan = float("nan")
-    return (f"round {e.round} trainer: adapter v{e.version}, loss {e.metrics.get('loss_first', nan):.3f}"
-            f" -> {e.metrics.get('loss_last', nan):.3f} in {e.metrics.get('seconds', 0):.0f}s")
+    def metric(key: str) -> float:  # absent, or NaN written as null: shown as nan
+        value = e.metrics.get(key)
+        return float("nan") if value is None else value
+
+    return (f"round {e.round} trainer: adapter v{e.version}, loss {metric('loss_first'):.3f}"
+            f" -> {metric('loss_last'):.3f} in {e.metrics.get('seconds') or 0:.0f}s")
 
 
 def _critic_line(e: ev.Critic) -> str:

@@ -20,21 +20,23 @@ from typing import Iterator
 from constellation.protocol import config
 from constellation.runtime.client import InProcessRoleClient
 from constellation.runtime.coordinator import Coordinator
-from constellation.runtime.registry import WORKER_ROLES, resolve_role
+from constellation.runtime.registry import resolve_role, worker_roles
 from launch.prepare import Progress, prepare
 
 
 @contextmanager
-def in_process(cfg: config.Config, run_dir: Path, roles: tuple[str, ...] = WORKER_ROLES,
+def in_process(cfg: config.Config, run_dir: Path, roles: tuple[str, ...] | None = None,
                progress: Progress = None) -> Iterator[Coordinator]:
     """Prepare ``run_dir`` (config, split, base model) as the supervisor would,
-    set up the configured implementation of each role in ``roles``, and yield
-    the coordinator that drives them."""
+    set up the configured implementation of each role in ``roles`` (default:
+    the run's worker roles, as ``up`` starts them), and yield the coordinator
+    that drives them."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(config.to_toml(cfg))
     prepare(cfg, run_dir, progress)
-    workers = {role: resolve_role(role, getattr(cfg, role).impl)(cfg, run_dir) for role in roles}
+    workers = {role: resolve_role(role, getattr(cfg, role).impl)(cfg, run_dir)
+               for role in (roles or worker_roles(cfg))}
     client = InProcessRoleClient(workers).start()
     coordinator = Coordinator(cfg, run_dir, client)
     try:

@@ -25,9 +25,9 @@ from typing import Union
 
 from constellation.protocol import config
 from constellation.protocol import messages as m
-from constellation.runtime.client import ZmqRoleClient, handle_request
-from constellation.runtime.registry import resolve_role, roles_of
 from constellation.protocol.transport import Link
+from constellation.runtime.client import ZmqRoleClient, handle_request
+from constellation.runtime.registry import resolve_role, worker_roles
 
 log = logging.getLogger("process")
 
@@ -89,7 +89,7 @@ def serve_coordinator(cfg: config.Config, run_dir: Path, endpoints: dict, life: 
                       link: list, stop: threading.Event) -> None:
     from constellation.runtime.coordinator import Coordinator, Interrupted
 
-    roles = roles_of(cfg)[1:]  # the worker roles (no critic process when critic.impl = "none")
+    roles = worker_roles(cfg)  # no critic process when critic.impl = "none"
     client = ZmqRoleClient(endpoints["hub"], roles)
     link.append(client.link)
     coord = Coordinator(cfg, run_dir, client, stop)

@@ -29,10 +29,15 @@ PROJECT = "constellation"  # the distribution whose entry points are the built-i
 NO_CRITIC = "none"  # critic.impl that runs no critic: selection and pairs go without scores
 
 
+def worker_roles(cfg: Any) -> tuple[str, ...]:
+    """The worker roles a run has: all of them, less the critic when
+    ``critic.impl = "none"``."""
+    return tuple(r for r in WORKER_ROLES if r != "critic" or cfg.critic.impl != NO_CRITIC)
+
+
 def roles_of(cfg: Any) -> tuple[str, ...]:
-    """The roles a run starts, coordinator first: every worker role, less the
-    critic when ``critic.impl = "none"``."""
-    return tuple(r for r in ALL_ROLES if r != "critic" or cfg.critic.impl != NO_CRITIC)
+    """The processes a run starts: the coordinator and its worker roles."""
+    return ("coordinator", *worker_roles(cfg))
 
 
 class RegistryError(LookupError):
