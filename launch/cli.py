@@ -5,13 +5,14 @@
   constellation roles                                 (built-in and plugin implementations)
   constellation config [--preset tiny] [--set ...] [--reference [--markdown]]
   constellation table RUN_DIR                        (the pass@k table of a run)
-  constellation study [--preset study] [--seeds 4] [--out study] [--report-only] ...
+  constellation study [--preset study] [--seeds 4] [--out study] [--report-only] [--sweep KEY=V1,V2] ...
+  constellation control [--preset tiny] [--seeds 1] [--out control]   (positive controls)
   constellation probe [--preset tiny] [--problems 100] [--samples 8]   (is the task in the ZPD?)
   constellation verify --verifier math FILE.jsonl    (verify {gold, pred} lines)
   constellation --install-completion / --show-completion
 
 Exit codes: 0 ok; 2 a usage or config error (one ``error:`` line, no
-traceback); 3 ``probe`` found the task outside the zone; ``up`` passes on the
+traceback); 3 ``probe`` found the task outside the zone or a ``control`` failed; ``up`` passes on the
 supervisor's code (1 for a run that ended with an error, 130 after Ctrl-C or
 SIGTERM). Each command only parses its
 options and calls into an app module; the heavy ones (supervisor, monitor,
@@ -176,18 +177,48 @@ def study(preset: Preset = "study", overrides: Overrides = None,
               "--parallel", show_default="the preset's study.parallel",
               help="trajectories run at the same time (the study preset says 2, which suits 2 cores: "
                    "each role uses 1 thread)")] = None,
+          controls: Annotated[bool, typer.Option(
+              "--controls/--no-controls", help="run the positive controls of every seed (launch/control.py)")] = True,
+          sweep: Annotated[str | None, typer.Option(
+              "--sweep", metavar="SECTION.KEY=V1,V2,...",
+              help="run the whole study once per value and report them side by side, with figures")] = None,
           ) -> None:
     """Several seeded trajectories and a report with bootstrap intervals and figures."""
     from launch.study import run_study
     from launch.study_report import StudyError
     from launch.supervisor import SupervisorError
 
+    from launch.study_sweep import run_sweep
+
     console = Console()
+    options = dict(first_seed=first_seed, n_boot=bootstrap, report_only=report_only, parallel=parallel,
+                   controls=controls)
     try:
-        run_study(preset, seeds, overrides or [], out, console, first_seed=first_seed,
-                  n_boot=bootstrap, report_only=report_only, parallel=parallel)
+        if sweep:
+            run_sweep(preset, sweep, seeds, overrides or [], out, console, **options)
+        else:
+            run_study(preset, seeds, overrides or [], out, console, **options)
     except (config_mod.ConfigError, SupervisorError, StudyError) as e:
         raise typer.Exit(_error(e, console))
+
+
+@app.command()
+def control(preset: Preset = "tiny", overrides: Overrides = None,
+            seeds: Annotated[int, typer.Option("--seeds", help="number of seeds")] = 1,
+            first_seed: Annotated[int, typer.Option("--first-seed", help="seeds are first_seed ..")] = 0,
+            out: Annotated[Path, typer.Option("--out", help="directory: seed-<s>/, report.md")] = Path("control"),
+            bootstrap: Annotated[int, typer.Option("--bootstrap", help="bootstrap resamples per interval")] = 1000,
+            ) -> None:
+    """Positive controls: can the trainer learn from oracle data, can selection matter? Exit 0 both pass, 3 not."""
+    from launch.control import PASSES, run_controls
+    from launch.study_report import StudyError
+
+    console = Console()
+    try:
+        report = run_controls(preset, seeds, overrides or [], out, console, first_seed=first_seed, n_boot=bootstrap)
+    except (config_mod.ConfigError, StudyError) as e:
+        raise typer.Exit(_error(e, console))
+    raise typer.Exit(0 if all(v == PASSES for v in report.findings.values()) else 3)
 
 
 @app.command()

@@ -6,6 +6,12 @@ split, the base model, sampling and training all differ), each in
 ``<out>/runs/seed-<s>``. A finished trajectory (its run ended ok) is skipped
 and an interrupted one resumes from its run store, so an interrupted study is
 continued by running the same command again.
+
+With ``controls`` on (the default) the study then runs the positive controls
+of every finished seed (launch/control.py) in ``<out>/controls/seed-<s>``,
+reusing the trajectory's base evaluation, and its report opens with them.
+``constellation study --sweep KEY=V1,V2`` runs a whole study per value
+(launch/study_sweep.py).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from rich.console import Console
 from constellation.protocol import config as config_mod
 from constellation.protocol import events as ev
 from constellation.runtime.store import read_events
-from launch.study_report import Report, StudyError, build_report, load_trajectory
+from launch.study_report import Report, StudyError, Trajectory, build_report, load_trajectory
 
 
 def finished(run_dir: Path) -> bool:
@@ -36,7 +42,7 @@ def seed_overrides(overrides: list[str], seed: int) -> list[str]:
 
 def run_study(preset: str, seeds: int, overrides: list[str], out: Path, console: Console,
               first_seed: int = 0, n_boot: int = 1000, report_only: bool = False,
-              parallel: int | None = None) -> Report:
+              parallel: int | None = None, controls: bool = True) -> Report:
     from launch.supervisor import Supervisor
 
     if seeds < 1:
@@ -76,13 +82,35 @@ def run_study(preset: str, seeds: int, overrides: list[str], out: Path, console:
     if len(done) < seeds:
         console.print(f"[yellow]reporting on {len(done)} of {seeds} seeds (the others have not finished)[/yellow]")
     trajs = [load_trajectory(runs / f"seed-{s}", s, list(cfgs[s].eval.selection_ks)) for s in done]
-    report = build_report(trajs, out, n_boot=n_boot, selection_k=cfgs[done[0]].eval.selection_k,
-                          title=f"preset {preset}")
+    selection_k = cfgs[done[0]].eval.selection_k
+    ctrl = run_seed_controls(cfgs, done, out, trajs, n_boot, console, report_only) if controls else None
+    report = build_report(trajs, out, n_boot=n_boot, selection_k=selection_k, title=f"preset {preset}",
+                          controls=ctrl)
     console.print(f"study: {len(done)} trajectories in {time.monotonic() - t_study:.0f}s; "
                   f"report: {out / 'report.md'}")
     for finding, verdict in report.findings.items():
         console.print(f"  {finding}: {verdict}")
     return report
+
+
+def run_seed_controls(cfgs: dict[int, config_mod.Config], done: list[int], out: Path, trajs: list[Trajectory],
+                      n_boot: int, console: Console, report_only: bool) -> Report | None:
+    """The positive controls of each finished seed, on its trajectory's base
+    evaluation (with ``report_only``: only those already run) -> their report
+    section, or None when there is none."""
+    from launch.control import DONE_FILE, control_report, run_control
+
+    ctrl = []
+    for s in done:
+        control_dir = out / "controls" / f"seed-{s}"
+        if report_only and not (control_dir / DONE_FILE).exists():
+            continue
+        if not (control_dir / DONE_FILE).exists():
+            console.rule(f"study: positive controls of seed {s}")
+        ctrl.append(run_control(cfgs[s], control_dir, base_run=out / "runs" / f"seed-{s}", console=console))
+    if not ctrl:
+        return None
+    return control_report(ctrl, cfgs[done[0]].eval.selection_k, n_boot, study=trajs)
 
 
 def run_parallel(preset: str, overrides: list[str], seeds: list[int], runs: Path, parallel: int,

@@ -82,3 +82,36 @@ def _save(fig, ax, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     _pyplot().close(fig)
+
+
+def sweep_points(path: Path, points: list[tuple[str, float, list[float]]], xlabel: str, ylabel: str,
+                 title: str) -> None:
+    """One labelled point per swept value: (label, x in [0, 1], [estimate, low, high] in [0, 1]), y with
+    its 95% interval as a whisker."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for label, x, (est, lo, hi) in points:
+        err = np.nan_to_num([[100 * (est - lo)], [100 * (hi - est)]])
+        ax.errorbar([100 * x], [100 * est], yerr=err, fmt="o", capsize=4, label=label)
+    ax.axhline(0, color="gray", lw=0.5)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title} (95% bootstrap CI)")
+    _save(fig, ax, path)
+
+
+def k_star_rounds(path: Path, series: dict[str, dict[int, list[float]]]) -> None:
+    """k* of each round against the base, one line per swept value: {label: {round: [k*, low, high]}}
+    (NaN: no crossover up to the largest k, not drawn)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for label, per_round in series.items():
+        rounds = sorted(per_round)
+        est, lo, hi = (np.array([per_round[r][i] for r in rounds], dtype=float) for i in range(3))
+        err = np.nan_to_num([est - lo, hi - est])
+        ax.errorbar(rounds, est, yerr=np.clip(err, 0, None), fmt="o-", capsize=4, label=label)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("round")
+    ax.set_ylabel("k* (smallest k where base >= trained)")
+    ax.set_title("Crossover k* against rounds (95% bootstrap CI)")
+    _save(fig, ax, path)

@@ -39,7 +39,7 @@ import numpy as np
 from launch import study_figures
 from constellation.algorithms.bootstrap import Plan, bootstrap, identity_plan, resample_plans
 from constellation.algorithms.passk import TIE_EPSILON, pass_at_k
-from constellation.algorithms.selection import AGREE, DISAGREE, POLICIES, group_results
+from constellation.algorithms.selection import AGREE, DISAGREE, POLICIES, Sample, group_results
 from constellation.protocol import events as ev
 from constellation.runtime.store import connect, read_events, read_pools
 
@@ -78,15 +78,24 @@ def load_trajectory(run_dir: Path, seed: int, selection_ks: list[int]) -> Trajec
         raise StudyError(f"{run_dir}: no base evaluation recorded (did the run start?)")
     conn = connect(Path(run_dir) / "run.sqlite", readonly=True)
     try:
-        rounds = sorted(evals)
-        pools = {r: read_pools(conn, r, "eval") for r in rounds}
+        pools = {r: read_pools(conn, r, "eval") for r in sorted(evals)}
     finally:
         conn.close()
-    problems = sorted(pools[0])
+    return trajectory_of(seed, Path(run_dir), pools, selection_ks, events)
+
+
+def trajectory_of(seed: int, run_dir: Path, pools: dict[int, dict[str, list[Sample]]], selection_ks: list[int],
+                  events: list[ev.Event] | None = None) -> Trajectory:
+    """A Trajectory from each evaluated round's pools (round -> problem id ->
+    samples in sampling order): the study's runs and the positive controls
+    (launch/control.py) are read the same way."""
+    rounds = sorted(pools)
+    problems = sorted(pools[rounds[0]])
     n = min(len(pool) for r in rounds for pool in pools[r].values())
     scored = any(s.score is not None for pool in pools[rounds[-1]].values() for s in pool)
     policies = tuple(p for p in POLICIES if scored or "critic" not in p)
-    traj = Trajectory(seed, Path(run_dir), rounds, problems, n, {}, policies=policies, events=events)
+    traj = Trajectory(seed, run_dir, rounds, problems, n, {}, policies=policies, events=events or [])
+    index = {p: i for i, p in enumerate(problems)}
     for r in rounds:
         missing = set(problems) - set(pools[r])
         if missing:
@@ -95,7 +104,6 @@ def load_trajectory(run_dir: Path, seed: int, selection_ks: list[int]) -> Trajec
         # the first n samples of every problem: each k then averages over the same samples
         traj.correct[r] = np.array([sum(s.heldout_correct for s in pools[r][p][:n]) for p in problems])
         rows = group_results({p: pools[r][p][:n] for p in problems}, [k for k in selection_ks if k <= n], policies)
-        index = {p: i for i, p in enumerate(problems)}
         traj.sel_sum[r], traj.sel_count[r] = {}, {}
         for k in sorted({row.k for row in rows}):
             sums = np.zeros((len(problems), len(policies), len(CLASSES)))
@@ -144,13 +152,14 @@ def _passk_matrix(traj: Trajectory, r: int, ks: tuple[int, ...]) -> np.ndarray:
     return _PASSK_CACHE[key]
 
 
-def selection_stat(trajs: list[Trajectory], k: int, plan: Plan) -> np.ndarray:
-    """(n_policies, n_classes) mean group accuracy over trained rounds (>= 1)."""
+def selection_stat(trajs: list[Trajectory], k: int, plan: Plan, first_round: int = 1) -> np.ndarray:
+    """(n_policies, n_classes) mean group accuracy over the rounds >= first_round
+    (1: the trained rounds, where the critic has been trained)."""
     sums, counts = 0.0, 0.0
     for s, idx in plan:
         t = trajs[s]
         for r in t.rounds:
-            if r >= 1 and k in t.sel_sum[r]:
+            if r >= first_round and k in t.sel_sum[r]:
                 sums = sums + t.sel_sum[r][k][idx].sum(axis=0)
                 counts = counts + t.sel_count[r][k][idx].sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -212,13 +221,17 @@ class Report:
 
 
 def build_report(trajs: list[Trajectory], out_dir: Path, n_boot: int = 1000, selection_k: int = 8,
-                 figures: bool = True, title: str = "") -> Report:
+                 figures: bool = True, title: str = "", controls: Report | None = None) -> Report:
     """The report on these trajectories, written to out_dir/report.md and
-    report.json (and its figures, unless ``figures`` is off)."""
+    report.json (and its figures, unless ``figures`` is off); the positive
+    controls' section (launch/control.py), when given, comes first."""
     if not trajs:
         raise StudyError("no finished trajectory to report on")
     out_dir.mkdir(parents=True, exist_ok=True)
     d = _draft(trajs, out_dir, n_boot, figures, title)
+    if controls is not None:
+        d.lines += controls.markdown.splitlines() + [""]
+        d.numbers["controls"] = {**controls.numbers, "verdicts": controls.findings}
     _selection_section(d, selection_k)
     _headroom_section(d)
     per_traj = _passk_section(d)
@@ -318,7 +331,8 @@ def _critic_vs_best_of_k(d: _Draft, k0: int) -> None:
                 + (f" Share of the overall gain from disagree groups: {100 * share:.0f}%." if np.isfinite(share) else ""),
                 ""]
     d.numbers["critic_minus_best_of_k"] = {"k": k0, "all": list(map(float, d_all)),
-                                           "disagree": list(map(float, d_dis)), "per_seed": per_seed}
+                                           "disagree": list(map(float, d_dis)), "per_seed": per_seed,
+                                           "disagree_share": _class_share(trajs, k0, 2)}
     finding = ("reproduced" if d_all[1] > 0 else
                "not reproduced" if d_all[2] <= 0 or d_all[0] <= 0 else "inconclusive")
     d.findings["selection"] = finding
@@ -337,14 +351,15 @@ def _headroom_section(d: _Draft) -> None:
     trajs, sizes, n_boot = d.trajs, d.sizes, d.n_boot
     d.lines += ["## 2. Gain per round vs remaining headroom", ""]
     points = round_points(trajs, identity_plan(sizes))
-    if len(points) < 2:
-        d.lines += ["Fewer than two trained rounds: no line to fit.", ""]
-        d.findings["headroom"] = "inconclusive"
-        return
-    fit = bootstrap(lambda plan: fit_line(round_points(trajs, plan)), sizes, n_boot)
     per_round = {}
     for r in range(1, max(t.final for t in trajs) + 1):
         per_round[r] = bootstrap(lambda plan, r=r: _mean_gain(round_points(trajs, plan), r), sizes, n_boot)
+    d.numbers["gain_per_round"] = {str(r): [float(x) for x in v] for r, v in per_round.items()}
+    if len(points) < 2:
+        d.lines += ["Fewer than two (trajectory, round) points: no line to fit.", ""]
+        d.findings["headroom"] = "inconclusive"
+        return
+    fit = bootstrap(lambda plan: fit_line(round_points(trajs, plan)), sizes, n_boot)
     d.lines += ["| round | trajectories | mean pass@1 gain (points) | mean headroom |", "|---|---|---|---|"]
     for r, (est, lo, hi) in per_round.items():
         pts = [p for p in points if p[0] == r]
@@ -401,6 +416,12 @@ def _passk_section(d: _Draft) -> list[float]:
         f"k={k}: {_ci(diff[0][ks.index(k)], diff[1][ks.index(k)], diff[2][ks.index(k)])}" for k in show), ""]
     per_traj = [crossover_k(_passk_matrix(t, 0, ks).mean(0), _passk_matrix(t, t.final, ks).mean(0), ks)
                 for t in trajs]
+    d.numbers["base_pass_at_1"] = [float(x[0]) for x in curves[0]]
+    # k* of each round against the base, the interval over the resamples that cross (the sweep's figure)
+    d.numbers["k_star_per_round"] = {str(r): [float(x) for x in bootstrap(
+        lambda plan, r=r: crossover_k(pass_curve(trajs, lambda t: 0, plan, ks),
+                                      pass_curve(trajs, lambda t: r if r in t.rounds else None, plan, ks), ks),
+        sizes, n_boot)] for r in curves if r >= 1}
     _crossover_finding(d, crossover_k(curves[0][0], final[0], ks), per_traj, diff)
     if d.figures:
         study_figures.pass_at_k(d.out_dir / "passk.png", curves, ks)

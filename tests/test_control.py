@@ -1,0 +1,71 @@
+"""Positive controls (launch/control.py): the verdicts on known pools, and the
+trainer control on a real micro constellation, one trainer that cannot learn
+(lr 0) and one that can."""
+
+from pathlib import Path
+
+import pytest
+
+from constellation.algorithms.selection import Sample
+from constellation.protocol import config as config_mod
+from launch.control import FAILS, PASSES, control_report, run_control
+from launch.study_report import trajectory_of
+
+ROOT = Path(__file__).resolve().parent.parent
+MICRO = str(ROOT / "tests" / "presets" / "micro.toml")
+
+
+def _pool(pid: str, n: int, correct: int, disagree: bool = False) -> list[Sample]:
+    """n samples: the first ``correct`` visible-pass and held-out correct; the
+    rest visible-pass with a wrong held-out vector if ``disagree``, else failing."""
+    return [Sample(f"{pid}/{i}", visible_pass=i < correct or disagree, heldout_correct=i < correct,
+                   heldout_outputs=(1,) if i < correct else (2,)) for i in range(n)]
+
+
+def _control(seed: int, base: list[int], trained: list[int], disagree: bool = False):
+    pools = {r: {f"E{i}": _pool(f"E{i}", 8, c, disagree) for i, c in enumerate(counts)}
+             for r, counts in ((0, base), (1, trained))}
+    return trajectory_of(seed, Path(f"/tmp/control-{seed}"), pools, [4])
+
+
+def test_trainer_control_passes_on_a_gain_and_fails_without_one():
+    learned = [_control(s, [1, 2, 0, 1] * 5, [5, 6, 4, 5] * 5) for s in range(2)]
+    assert control_report(learned, 4, 200).findings["trainer_control"] == PASSES
+    same = [_control(s, [1, 2, 0, 1] * 5, [1, 2, 0, 1] * 5) for s in range(2)]
+    report = control_report(same, 4, 200)
+    assert report.findings["trainer_control"] == FAILS
+    assert report.numbers["trainer_gain"] == [0.0, 0.0, 0.0]
+
+
+def test_selection_control_needs_disagree_groups():
+    # with disagreement, a group of 4 holding one correct pick among wrong passing ones: oracle 1, best-of-k < 1
+    ambiguous = control_report([_control(0, [1, 2, 1, 2] * 5, [1, 2, 1, 2] * 5, disagree=True)], 4, 200)
+    assert ambiguous.findings["selection_control"] == PASSES
+    assert ambiguous.numbers["selection_control"]["disagree_share"] > 0
+    # without: every passing candidate is right, oracle and best-of-k agree on every group that passes
+    clear = control_report([_control(0, [4, 8, 4, 8] * 5, [4, 8, 4, 8] * 5)], 4, 200)
+    assert clear.findings["selection_control"] == FAILS
+    assert clear.numbers["selection_control"]["disagree_share"] == 0.0
+
+
+def test_study_pools_get_a_selection_control_of_their_own():
+    controls = [_control(0, [1] * 10, [2] * 10)]
+    study = [_control(0, [1, 2] * 5, [1, 2] * 5, disagree=True)]
+    report = control_report(controls, 4, 100, study=study)
+    assert report.findings["selection_control_study"] == PASSES
+    assert report.numbers["selection_control_study"]["groups"] == 20  # 10 problems x 2 groups of the trained round
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lr, verdict", [(0.0, FAILS), (3e-3, PASSES)])
+def test_trainer_control_fires_on_a_trainer_that_cannot_learn(tmp_path, lr, verdict):
+    # step budgets only (epochs, warm-start steps): the same models on any machine and load
+    cfg = config_mod.load(MICRO, [f"trainer.lr={lr}", f"model.cache_dir={tmp_path / 'cache'}"])
+    control = run_control(cfg, tmp_path / "control")
+    report = control_report([control], cfg.eval.selection_k, 300)
+    assert report.findings["trainer_control"] == verdict
+    if lr == 0.0:  # the same model sampled with the same seeds: the very same samples
+        assert (control.correct[0] == control.correct[1]).all()
+    # a finished control is read back, not run again
+    again = run_control(cfg, tmp_path / "control")
+    assert (again.correct[1] == control.correct[1]).all()
