@@ -16,7 +16,7 @@ from constellation.runtime.registry import KINDS, entries
 from launch import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ["up", "monitor", "roles", "config", "table", "study", "probe", "verify"]
+COMMANDS = ["up", "monitor", "roles", "config", "table", "study", "control", "probe", "verify"]
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +71,7 @@ def test_bad_set_on_up_stops_before_anything_starts(capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []  # no run directory made
 
 
-@pytest.mark.parametrize("command", ["up", "config", "probe", "study"])
+@pytest.mark.parametrize("command", ["up", "config", "probe", "study", "control"])
 def test_unknown_preset_is_exit_2_and_names_the_known_ones(capsys, command):
     code, out, err = run(capsys, command, "--preset", "no-such-preset")
     lines = (out + err).splitlines()

@@ -109,3 +109,42 @@ def test_study_end_to_end_on_the_micro_preset(tmp_path):
                             "--set", f"model.cache_dir={tmp_path / 'cache'}"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and again.stdout.count("skipped") == 2
+
+
+def test_parse_sweep_reads_a_key_and_its_values():
+    from launch.study_report import StudyError
+    from launch.study_sweep import parse_sweep
+
+    assert parse_sweep("task.n_visible=1, 2,3") == ("task.n_visible", ["1", "2", "3"])
+    for bad in ("task.n_visible=1", "n_visible=1,2", "task.n_visible", "task.depths=[1,2],[3]", "task.x=1,,2"):
+        with pytest.raises(StudyError):
+            parse_sweep(bad)
+
+
+def test_a_bad_sweep_is_exit_2_before_anything_runs(tmp_path):
+    from launch import cli
+
+    assert cli.main(["study", "--preset", "study-micro", "--sweep", "task.n_visible=2", "--out", str(tmp_path)]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_sweep_end_to_end_on_the_micro_preset(tmp_path):
+    # two values of the trainer's lr, one seed each: lr 0 cannot learn (the control fires), the other can move
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "launch.cli", "study", "--preset", str(ROOT / "tests/presets/micro.toml"),
+                           "--seeds", "1", "--out", str(out), "--bootstrap", "50", "--parallel", "1",
+                           "--sweep", "trainer.lr=0.0,3e-3", "--set", f"model.cache_dir={tmp_path / 'cache'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    numbers = json.loads((out / "report.json").read_text())
+    assert numbers["key"] == "trainer.lr" and list(numbers["values"]) == ["0.0", "3e-3"]
+    lr0 = numbers["values"]["0.0"]
+    assert lr0["controls"]["verdicts"]["trainer_control"] == "fails" and lr0["controls"]["trainer_gain"] == [0, 0, 0]
+    for v in numbers["values"].values():
+        assert set(v["findings"]) == {"selection", "headroom", "crossover"}
+        assert "1" in v["gain_per_round"] and "1" in v["k_star_per_round"]
+    for value in ("trainer.lr=0.0", "trainer.lr=3e-3"):
+        assert "## Positive controls" in (out / value / "report.md").read_text()
+    assert (out / "sweep_headroom.png").stat().st_size > 5000
+    assert "sweep_headroom.png" in (out / "report.md").read_text()
