@@ -56,15 +56,22 @@ def test_study_pools_get_a_selection_control_of_their_own():
     assert report.numbers["selection_control_study"]["groups"] == 20  # 10 problems x 2 groups of the trained round
 
 
+# full fine-tuning (trainer.lora = false, the lead's issue-16 field): LoRA r16 on the micro base did not
+# raise held-out pass@1 with an interval above 0 at any dose tried (see the closing note of issue 16)
+LEARNS = ["trainer.lora=false", "trainer.lr=2e-3"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("lr, verdict", [(0.0, FAILS), (3e-3, PASSES)])
-def test_trainer_control_fires_on_a_trainer_that_cannot_learn(tmp_path, lr, verdict):
+@pytest.mark.parametrize("overrides, verdict", [(["trainer.lr=0.0"], FAILS), (LEARNS, PASSES)])
+def test_trainer_control_fires_on_a_trainer_that_cannot_learn(tmp_path, overrides, verdict):
+    if verdict == PASSES and "lora" not in config_mod.TrainerConfig.__struct_fields__:
+        pytest.skip("needs trainer.lora (full fine-tuning)")
     # step budgets only (epochs, warm-start steps): the same models on any machine and load
-    cfg = config_mod.load(MICRO, [f"trainer.lr={lr}", f"model.cache_dir={tmp_path / 'cache'}"])
+    cfg = config_mod.load(MICRO, [*overrides, f"model.cache_dir={tmp_path / 'cache'}"])
     control = run_control(cfg, tmp_path / "control")
     report = control_report([control], cfg.eval.selection_k, 300)
     assert report.findings["trainer_control"] == verdict
-    if lr == 0.0:  # the same model sampled with the same seeds: the very same samples
+    if verdict == FAILS:  # lr 0: the same model sampled with the same seeds gives the very same samples
         assert (control.correct[0] == control.correct[1]).all()
     # a finished control is read back, not run again
     again = run_control(cfg, tmp_path / "control")
