@@ -138,10 +138,18 @@ def config(preset: Preset = "tiny", overrides: Overrides = None,
         print(config_reference_markdown() if markdown else
               "\n".join(f"{key} = {default}    # {help_text}" for key, default, help_text in config_mod.describe()))
         return
+    from constellation.runtime.config_check import problems
+
     try:
-        print(config_mod.to_toml(config_mod.load(preset, overrides or [])))
+        cfg = config_mod.load(preset, overrides or [])
     except config_mod.ConfigError as e:
         raise typer.Exit(_error(e))
+    found = problems(cfg)  # every inconsistency between fields, one line each
+    for problem in found:
+        _error(problem)
+    if found:
+        raise typer.Exit(2)
+    print(config_mod.to_toml(cfg))
 
 
 def config_reference_markdown() -> str:
@@ -178,12 +186,14 @@ def study(preset: Preset = "study", overrides: Overrides = None,
                    "each role uses 1 thread)")] = None,
           ) -> None:
     """Several seeded trajectories and a report with bootstrap intervals and figures."""
+    from constellation.runtime.config_check import check_config
     from launch.study import run_study
     from launch.study_report import StudyError
     from launch.supervisor import SupervisorError
 
     console = Console()
     try:
+        check_config(config_mod.load(preset, overrides or []))  # before any trajectory starts
         run_study(preset, seeds, overrides or [], out, console, first_seed=first_seed,
                   n_boot=bootstrap, report_only=report_only, parallel=parallel)
     except (config_mod.ConfigError, SupervisorError, StudyError) as e:
