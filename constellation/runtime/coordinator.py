@@ -201,11 +201,12 @@ class Coordinator(PhaseLoop):
                    and (critic_req is None or critic_req.request_id in self._replies))
         ready: m.AdapterReady = self._replies.pop(train.request_id)
         self.store.event(ev.Trainer(round=round, version=ready.version, path=ready.path, n_examples=len(examples),
-                                    n_pairs=len(pairs), metrics=ready.metrics))
+                                    n_pairs=len(pairs), metrics=ready.metrics, curve=ready.curve))
         if critic_req is not None:
             trained: m.CriticTrained = self._replies.pop(critic_req.request_id)
             self.critic_version = trained.version
-            self.store.event(ev.Critic(round=round, version=trained.version, metrics=trained.metrics))
+            self.store.event(ev.Critic(round=round, version=trained.version, metrics=trained.metrics,
+                                       curve=trained.curve))
         return ready
 
     # ------------------------------------------------------------------
