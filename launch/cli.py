@@ -4,7 +4,8 @@
   constellation monitor RUN_DIR [--refresh 1.0] [--once]
   constellation roles                                 (built-in and plugin implementations)
   constellation config [--preset tiny] [--set ...] [--reference [--markdown]]
-  constellation table RUN_DIR                        (the pass@k table of a run)
+  constellation table RUN_DIR                        (the pass@k table of a run, and its manifest)
+  constellation export --tensorboard [--wandb] [--mlflow] RUN_DIR   (tracking logs rebuilt from run.sqlite)
   constellation study [--preset study] [--seeds 4] [--out study] [--report-only] ...
   constellation probe [--preset tiny] [--problems 100] [--samples 8]   (is the task in the ZPD?)
   constellation verify --verifier math FILE.jsonl    (verify {gold, pred} lines)
@@ -168,6 +169,25 @@ def table(run_dir: RunDir) -> None:
     if not (run_dir / "metrics.jsonl").is_file():
         raise typer.Exit(_error(f"no metrics.jsonl in {run_dir}"))
     Console().print(pass_at_k_table(run_dir))
+
+
+@app.command()
+def export(path: Annotated[Path, typer.Argument(help="a run directory, or a study directory (every run below it)",
+                                                show_default=False)],
+           tensorboard: Annotated[bool, typer.Option("--tensorboard", help="rebuild RUN_DIR/tensorboard")] = False,
+           wandb: Annotated[bool, typer.Option("--wandb", help="log to W&B (the run's tracking.wandb_mode)")] = False,
+           mlflow: Annotated[bool, typer.Option("--mlflow", help="log to MLflow (the run's tracking.mlflow_uri)")
+                             ] = False) -> None:
+    """Rebuild a finished run's tracking logs (TensorBoard, W&B, MLflow) from its run.sqlite."""
+    from launch.export import ExportError, export as run_export
+
+    chosen = {name for name, on in (("tensorboard", tensorboard), ("wandb", wandb), ("mlflow", mlflow)) if on}
+    try:
+        done = run_export(path, chosen)
+    except (ExportError, config_mod.ConfigError) as e:
+        raise typer.Exit(_error(e))
+    for run_dir, n in done:
+        print(f"{run_dir}: {n} events -> {', '.join(sorted(chosen))}")
 
 
 @app.command()

@@ -184,7 +184,7 @@ class TrackingConfig(_Section):
     wandb_project: Annotated[str, _h("W&B project name")] = "constellation"
     wandb_mode: Annotated[Literal["offline", "online"], _h('W&B mode: "offline" (local files; upload later with `wandb sync`) or "online" (needs `wandb login`)')] = "offline"
     mlflow: Annotated[bool, _h("log to MLflow (pip install mlflow)")] = False
-    mlflow_uri: Annotated[str, _h('MLflow tracking URI; "" = file:RUN_DIR/mlruns')] = ""
+    mlflow_uri: Annotated[str, _h('MLflow tracking URI; "" = sqlite:///RUN_DIR/mlflow.db')] = ""
     mlflow_experiment: Annotated[str, _h("MLflow experiment name")] = "constellation"
 
 
