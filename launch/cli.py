@@ -163,12 +163,15 @@ def config_reference_markdown() -> str:
 
 @app.command()
 def table(run_dir: RunDir) -> None:
-    """Print the pass@k table of a run (base and each round, with the crossover k*)."""
-    from launch.console import pass_at_k_table
+    """Print the pass@k table of a run (base and each round, with the crossover k*) and its manifest."""
+    from launch.console import manifest_lines, pass_at_k_table
 
     if not (run_dir / "metrics.jsonl").is_file():
         raise typer.Exit(_error(f"no metrics.jsonl in {run_dir}"))
-    Console().print(pass_at_k_table(run_dir))
+    console = Console()
+    console.print(pass_at_k_table(run_dir))
+    for line in manifest_lines(run_dir):
+        console.print(line, highlight=False, markup=False)
 
 
 @app.command()

@@ -41,6 +41,7 @@ from constellation.protocol import events as ev
 from constellation.protocol import messages as m
 from constellation.protocol.config import Config
 from constellation.runtime.client import RoleClient
+from constellation.runtime.manifest import write_manifest
 from constellation.runtime.pairing import round_pairs
 from constellation.runtime.phase import Phase
 from constellation.runtime.registry import resolve_task
@@ -218,7 +219,7 @@ class Coordinator(PhaseLoop):
         cfg = self.cfg
         status = self.store.round_status()
         self.store.event(ev.RunStart(run_dir=str(self.run_dir), rounds=cfg.run.rounds, seed=cfg.run.seed,
-                                     resumed=bool(status)))
+                                     resumed=bool(status), manifest=write_manifest(cfg, self.run_dir)))
         self._wait_for_workers()
         self._load_task()
         self._serve_latest_adapter(status)
