@@ -4,7 +4,8 @@
   constellation monitor RUN_DIR [--refresh 1.0] [--once]
   constellation roles                                 (built-in and plugin implementations)
   constellation config [--preset tiny] [--set ...] [--reference [--markdown]]
-  constellation table RUN_DIR                        (the pass@k table of a run)
+  constellation table RUN_DIR                        (the pass@k table of a run, and its manifest)
+  constellation export --tensorboard [--wandb] [--mlflow] RUN_DIR   (tracking logs rebuilt from run.sqlite)
   constellation study [--preset study] [--seeds 4] [--out study] [--report-only] [--sweep KEY=V1,V2] ...
   constellation control [--preset tiny] [--seeds 1] [--out control]   (positive controls)
   constellation probe [--preset tiny] [--problems 100] [--samples 8]   (is the task in the ZPD?)
@@ -139,10 +140,18 @@ def config(preset: Preset = "tiny", overrides: Overrides = None,
         print(config_reference_markdown() if markdown else
               "\n".join(f"{key} = {default}    # {help_text}" for key, default, help_text in config_mod.describe()))
         return
+    from constellation.runtime.config_check import problems
+
     try:
-        print(config_mod.to_toml(config_mod.load(preset, overrides or [])))
+        cfg = config_mod.load(preset, overrides or [])
     except config_mod.ConfigError as e:
         raise typer.Exit(_error(e))
+    found = problems(cfg)  # every inconsistency between fields, one line each
+    for problem in found:
+        _error(problem)
+    if found:
+        raise typer.Exit(2)
+    print(config_mod.to_toml(cfg))
 
 
 def config_reference_markdown() -> str:
@@ -155,12 +164,34 @@ def config_reference_markdown() -> str:
 
 @app.command()
 def table(run_dir: RunDir) -> None:
-    """Print the pass@k table of a run (base and each round, with the crossover k*)."""
-    from launch.console import pass_at_k_table
+    """Print the pass@k table of a run (base and each round, with the crossover k*) and its manifest."""
+    from launch.console import manifest_lines, pass_at_k_table
 
     if not (run_dir / "metrics.jsonl").is_file():
         raise typer.Exit(_error(f"no metrics.jsonl in {run_dir}"))
-    Console().print(pass_at_k_table(run_dir))
+    console = Console()
+    console.print(pass_at_k_table(run_dir))
+    for line in manifest_lines(run_dir):
+        console.print(line, highlight=False, markup=False)
+
+
+@app.command()
+def export(path: Annotated[Path, typer.Argument(help="a run directory, or a study directory (every run below it)",
+                                                show_default=False)],
+           tensorboard: Annotated[bool, typer.Option("--tensorboard", help="rebuild RUN_DIR/tensorboard")] = False,
+           wandb: Annotated[bool, typer.Option("--wandb", help="log to W&B (the run's tracking.wandb_mode)")] = False,
+           mlflow: Annotated[bool, typer.Option("--mlflow", help="log to MLflow (the run's tracking.mlflow_uri)")
+                             ] = False) -> None:
+    """Rebuild a finished run's tracking logs (TensorBoard, W&B, MLflow) from its run.sqlite."""
+    from launch.export import ExportError, export as run_export
+
+    chosen = {name for name, on in (("tensorboard", tensorboard), ("wandb", wandb), ("mlflow", mlflow)) if on}
+    try:
+        done = run_export(path, chosen)
+    except (ExportError, config_mod.ConfigError) as e:
+        raise typer.Exit(_error(e))
+    for run_dir, n in done:
+        print(f"{run_dir}: {n} events -> {', '.join(sorted(chosen))}")
 
 
 @app.command()
@@ -184,6 +215,7 @@ def study(preset: Preset = "study", overrides: Overrides = None,
               help="run the whole study once per value and report them side by side, with figures")] = None,
           ) -> None:
     """Several seeded trajectories and a report with bootstrap intervals and figures."""
+    from constellation.runtime.config_check import check_config
     from launch.study import run_study
     from launch.study_report import StudyError
     from launch.supervisor import SupervisorError
@@ -194,6 +226,7 @@ def study(preset: Preset = "study", overrides: Overrides = None,
     options = dict(first_seed=first_seed, n_boot=bootstrap, report_only=report_only, parallel=parallel,
                    controls=controls)
     try:
+        check_config(config_mod.load(preset, overrides or []))  # before any trajectory starts
         if sweep:
             run_sweep(preset, sweep, seeds, overrides or [], out, console, **options)
         else:
@@ -210,11 +243,13 @@ def control(preset: Preset = "tiny", overrides: Overrides = None,
             bootstrap: Annotated[int, typer.Option("--bootstrap", help="bootstrap resamples per interval")] = 1000,
             ) -> None:
     """Positive controls: can the trainer learn from oracle data, can selection matter? Exit 0 both pass, 3 not."""
+    from constellation.runtime.config_check import check_config
     from launch.control import PASSES, run_controls
     from launch.study_report import StudyError
 
     console = Console()
     try:
+        check_config(config_mod.load(preset, overrides or []))  # before the base is built
         report = run_controls(preset, seeds, overrides or [], out, console, first_seed=first_seed, n_boot=bootstrap)
     except (config_mod.ConfigError, StudyError) as e:
         raise typer.Exit(_error(e, console))
@@ -229,9 +264,11 @@ def probe(preset: Preset = "tiny", overrides: Overrides = None,
     """Is the task in the zone of proximal development for the base model? Exit 0 in the zone, 3 outside."""
     from launch.probe import probe as run_probe
 
+    from constellation.runtime.config_check import check_config
+
     console = Console()
     try:
-        cfg = config_mod.load(preset, overrides or [])
+        cfg = check_config(config_mod.load(preset, overrides or []))
     except config_mod.ConfigError as e:
         raise typer.Exit(_error(e, console))
     result = run_probe(cfg, n_problems=problems, samples=samples, console=console)

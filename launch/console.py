@@ -21,6 +21,22 @@ from constellation.protocol import events as ev
 from constellation.runtime.store import read_events
 
 PROGRESS_PREFIX = "PROGRESS "  # launch.prepare writes "PROGRESS <fraction> <message>" lines
+FIT_LINE_SECONDS = 10.0  # a training role's progress line at most this often
+FIT_ROLES = ("trainer", "critic")  # roles whose heartbeats carry fit_step, fit_loss, ... (roles/step_log.py)
+
+
+def fit_progress_text(role: str, stats: dict) -> str | None:
+    """"trainer: step 40/120, loss 0.532, ETA 12s" from a role's heartbeat stats; None when it is not training."""
+    step = stats.get("fit_step")
+    if not isinstance(step, (int, float)) or not step:
+        return None
+    total, loss, eta = stats.get("fit_total") or 0, stats.get("fit_loss"), stats.get("fit_eta", -1)
+    parts = [f"{role}: step {int(step)}" + (f"/{int(total)}" if total else "")]
+    if isinstance(loss, (int, float)):
+        parts.append(f"loss {loss:.3f}")
+    if isinstance(eta, (int, float)) and eta >= 0:
+        parts.append(f"ETA {eta:.0f}s")
+    return ", ".join(parts)
 
 
 class ConsoleView:
@@ -30,6 +46,7 @@ class ConsoleView:
         self._progress: Progress | None = None
         self._task = None
         self._phase = None
+        self._fit_shown: dict[str, tuple[float, float]] = {}  # role -> (its step, when) last printed
 
     def header(self, cfg: config_mod.Config) -> None:
         self.console.rule(f"constellation run {self.run_dir.name}")
@@ -79,6 +96,24 @@ class ConsoleView:
             except ev.BadEvent:
                 continue  # the monitor counts bad lines; the console only shows what it can read
             self._show(event)
+        self._show_fits()
+
+    def _show_fits(self) -> None:
+        """A line per training role every FIT_LINE_SECONDS while it trains, from
+        the heartbeat stats the supervisor writes to status.json."""
+        from launch.monitor import read_status
+
+        roles = (read_status(self.run_dir / "status.json") or {}).get("roles")
+        now = time.monotonic()
+        for role in FIT_ROLES:
+            stats = (roles.get(role) or {}).get("stats") if isinstance(roles, dict) else None
+            text = fit_progress_text(role, stats) if isinstance(stats, dict) else None
+            step, when = self._fit_shown.get(role, (0.0, -FIT_LINE_SECONDS))
+            if text is None or stats.get("fit_step") == step or now - when < FIT_LINE_SECONDS:
+                continue
+            self._fit_shown[role] = (stats.get("fit_step"), now)
+            self._end_progress()
+            self.console.print(f"[dim]{text}[/dim]", highlight=False)
 
     def _show(self, event: ev.Event) -> None:
         if isinstance(event, ev.Progress):
@@ -166,6 +201,14 @@ EVENT_LINES: dict[type[ev.Event], Callable[[Any], str]] = {
     ev.Critic: _critic_line, ev.Crossover: _crossover_line, ev.Guard: _guard_line,
     ev.EarlyStop: _early_stop_line, ev.RoleRestart: _role_restart_line,
 }
+
+
+def manifest_lines(run_dir: Path) -> list[str]:
+    """The newest run_start's manifest in a few lines (runtime/manifest.py)."""
+    from constellation.runtime.manifest import summary_lines
+
+    starts = [e for e in read_events(run_dir) if isinstance(e, ev.RunStart)]
+    return summary_lines(starts[-1].manifest if starts else {})
 
 
 def pass_at_k_table(run_dir: Path) -> Table:

@@ -298,6 +298,27 @@ def _progress_line(state: RunState) -> Text:
     return text
 
 
+def _fit_lines(state: RunState) -> list[Text]:
+    """Training roles' step, loss and ETA, from their heartbeats (roles/step_log.py)."""
+    from launch.console import FIT_ROLES, fit_progress_text
+
+    roles = (state.status or {}).get("roles")
+    if state.ended or not isinstance(roles, dict):
+        return []
+    lines = []
+    for role in FIT_ROLES:
+        stats = (roles.get(role) or {}).get("stats") if isinstance(roles.get(role), dict) else None
+        text = fit_progress_text(role, stats) if isinstance(stats, dict) else None
+        if text is None:
+            continue
+        line = Text(f"training  {text}  ")
+        total, step = _num(stats.get("fit_total")), _num(stats.get("fit_step"))
+        if total and step is not None:
+            line.append(_bar(step / total, 30).ljust(30, "·"), style="magenta")
+        lines.append(line)
+    return lines
+
+
 def _guard_section(state: RunState) -> RenderableType | None:
     """The collapse guard: its readings per round and its decision."""
     readings = state.all(ev.Guard)
@@ -327,6 +348,7 @@ def _render_state(state: RunState, now: float) -> RenderableType:
     parts: list[RenderableType] = [
         _header(state, now),
         _progress_line(state),
+        *_fit_lines(state),
         _passk_section(state),
         _rounds_section(state),
     ]

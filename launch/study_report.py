@@ -236,6 +236,7 @@ def build_report(trajs: list[Trajectory], out_dir: Path, n_boot: int = 1000, sel
     _headroom_section(d)
     per_traj = _passk_section(d)
     _trajectories_section(d, per_traj)
+    _manifest_section(d)
     markdown = "\n".join(d.lines)
     (out_dir / "report.md").write_text(markdown)
     (out_dir / "report.json").write_text(json.dumps({"findings": d.findings, **d.numbers}, indent=1))
@@ -475,6 +476,22 @@ def _trajectories_section(d: _Draft, per_traj: list[float]) -> None:
         d.lines.append(f"| {t.seed} | {t.final} | {_pct(p1[0])}% | {_pct(p1[t.final])}% | "
                        f"{'none' if np.isnan(k) else int(k)} | {guard} |")
     d.lines += ["", "Run directories: " + ", ".join(f"`{t.run_dir}`" for t in d.trajs), ""]
+
+
+def _manifest_section(d: _Draft) -> None:
+    """What produced the trajectories (each run's manifest, runtime/manifest.py): one
+    block when they agree on code, versions and hardware, else one per seed."""
+    from constellation.runtime.manifest import summary_lines
+
+    per_seed = {}
+    for t in d.trajs:
+        start = next((e for e in reversed(t.events) if isinstance(e, ev.RunStart)), None)
+        per_seed[t.seed] = summary_lines(start.manifest if start else {})[:3]  # config hashes differ by seed
+    d.lines += ["## Manifest", ""]
+    blocks = {tuple(lines): [s for s, other in per_seed.items() if tuple(other) == tuple(lines)]
+              for lines in per_seed.values()}
+    for lines, seeds in blocks.items():
+        d.lines += [f"Seeds {', '.join(map(str, seeds))}:", "", *(f"- {line}" for line in lines), ""]
 
 
 def _draw_headroom(path: Path, points, trajs: list[Trajectory], sizes: list[int], n_boot: int) -> None:

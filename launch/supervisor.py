@@ -28,6 +28,7 @@ from rich.console import Console
 from constellation.protocol import config as config_mod
 from constellation.protocol import messages as m
 from launch.memory_plan import PlanDoesNotFit, gpu_memory_check
+from constellation.runtime.config_check import check_config
 from constellation.runtime.registry import roles_of
 from constellation.protocol.transport import Link, free_tcp_endpoint, ipc_endpoint
 from launch.console import ConsoleView
@@ -286,7 +287,7 @@ def up(preset: str = "tiny", overrides: list[str] | None = None, console: Consol
     """Run a constellation in a new run directory, or in ``run_dir``: a new
     one there, or, if it holds a run already, that run resumed from its store
     (finished rounds are kept; the config must be the same)."""
-    cfg = config_mod.load(preset, overrides)
+    cfg = check_config(config_mod.load(preset, overrides))  # bad values and mismatches fail before any work
     if run_dir is None:
         run_dir = make_run_dir(cfg)
     else:

@@ -42,8 +42,10 @@ from torch import nn
 
 from constellation.algorithms.calibration import auroc, expected_calibration_error
 from constellation.models.fit import FitArgs, fit
-from constellation.protocol.messages import CriticTrained, CriticTrainRequest, LabeledItem, ScoreRequest, Scores
+from constellation.protocol.messages import (CriticTrained, CriticTrainRequest, LabeledItem, ScoreRequest, Scores,
+                                             StepPoint)
 from roles.base import Role, set_torch_threads
+from roles.step_log import StepLog
 
 SCORE_BATCH = 64  # items per inference forward
 CALIB_FRAC = 0.15  # share of the training problems kept aside to fit the output calibration
@@ -66,6 +68,10 @@ class OnlineCritic(Role):
 
     name = "critic"
     accepts = (ScoreRequest, CriticTrainRequest)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.steps = StepLog()  # the fit's on_step: heartbeats show its progress, the reply carries its curve
 
     @abc.abstractmethod
     def build_net(self) -> nn.Module:
@@ -109,7 +115,7 @@ class OnlineCritic(Role):
     def stats(self) -> dict[str, float]:
         return {"done": float(self.n_scored), "version": float(self.version),
                 "labels": float(len(self.labels)),
-                "per_second": self.n_scored / self.score_seconds if self.score_seconds else 0.0}
+                "per_second": self.n_scored / self.score_seconds if self.score_seconds else 0.0, **self.steps.stats()}
 
     # -- scoring -------------------------------------------------------------
 
@@ -176,7 +182,8 @@ class OnlineCritic(Role):
         # an undefined metric (no held-out items, one class) is left out rather
         # than sent as NaN, which strict JSON readers of metrics.jsonl reject
         reply = CriticTrained(request_id=req.request_id, round=req.round, version=self.version,
-                              metrics={k: float(v) for k, v in metrics.items() if v is not None})
+                              metrics={k: float(v) for k, v in metrics.items() if v is not None},
+                              curve=self.steps.finish())
         self._save_checkpoint(reply)
         self.replies[req.request_id] = reply
         return reply
@@ -192,8 +199,14 @@ class OnlineCritic(Role):
 
         # one "epoch" = cfg.critic.steps random batches, each drawn just before its step
         args = FitArgs(lr=c.lr, weight_decay=0.01, epochs=1, schedule="constant")
-        result = fit(self.net, lambda _epoch: (balanced_batch(pos, neg, c.batch_size, gen) for _ in range(c.steps)),
-                     loss_fn, args, name="critic", nan_note=f"the previous critic (v{self.version}) stays in service")
+        self.steps.start(planned_steps=c.steps)
+        try:
+            result = fit(self.net, lambda _epoch: (balanced_batch(pos, neg, c.batch_size, gen) for _ in range(c.steps)),
+                         loss_fn, args, name="critic", nan_note=f"the previous critic (v{self.version}) stays in service",
+                         on_step=self.steps)
+        except BaseException:
+            self.steps.finish()  # heartbeats stop showing a fit that failed
+            raise
         return result.losses
 
     def _calibrate(self, calib: list[LabeledItem], one_class: bool, prior_logit: float) -> None:
@@ -254,7 +267,7 @@ class OnlineCritic(Role):
         state = {k: v for k, v in self.net.state_dict().items() if k in trained}
         torch.save({"state_dict": state, "calib": list(self.calib),
                     "version": reply.version, "round": reply.round, "request_id": reply.request_id,
-                    "metrics": reply.metrics}, path.with_suffix(".tmp"))
+                    "metrics": reply.metrics, "curve": msgspec.to_builtins(reply.curve)}, path.with_suffix(".tmp"))
         path.with_suffix(".tmp").replace(path)
 
     def _resume(self) -> None:
@@ -267,7 +280,7 @@ class OnlineCritic(Role):
             ck = torch.load(path, map_location="cpu", weights_only=True)
             self.replies[ck["request_id"]] = CriticTrained(
                 request_id=ck["request_id"], round=ck["round"], version=ck["version"],
-                metrics=ck["metrics"])
+                metrics=ck["metrics"], curve=msgspec.convert(ck.get("curve", []), list[StepPoint]))
             if ck["version"] > self.version:
                 missing, unexpected = self.net.load_state_dict(ck["state_dict"], strict=False)
                 if unexpected or any(n in missing for n, p in self.net.named_parameters() if p.requires_grad):

@@ -31,6 +31,7 @@ from constellation.protocol.config import Config
 from constellation.protocol.messages import AdapterReady, TrainRequest
 from roles.base import Role, set_torch_threads
 from roles.generator import read_base_path
+from roles.step_log import StepLog
 
 TrainingData = Literal["examples", "pairs"]
 
@@ -51,6 +52,7 @@ class AdapterTrainer(Role):
         self.trained_rounds = 0
         self.train_seconds = 0.0
         self.items_seen = 0
+        self.steps = StepLog()  # subclasses pass it to their fit as on_step: heartbeats and the round's curve
 
     def setup(self) -> dict[str, Any]:
         set_torch_threads(self.cfg.trainer.threads)
@@ -71,14 +73,18 @@ class AdapterTrainer(Role):
             return cached
         data = msg.examples if self.wants == "examples" else msg.pairs
         t0 = time.perf_counter()
-        metrics = self.train(msg, out_dir) if data else None
+        self.steps.start()
+        try:
+            metrics = self.train(msg, out_dir) if data else None
+        finally:
+            curve = self.steps.finish()
         if metrics is None:
             return self._ready(msg, self.last_version, self.last_path, {"skipped": 1, f"n_{self.wants}": len(data)})
         self.train_seconds += time.perf_counter() - t0
         self.trained_rounds += 1
         self.items_seen += len(data)
         self.last_version, self.last_path = msg.round, str(out_dir)
-        return self._ready(msg, msg.round, str(out_dir), metrics)
+        return self._ready(msg, msg.round, str(out_dir), metrics, curve)
 
     @abc.abstractmethod
     def train(self, msg: TrainRequest, out_dir: Path) -> dict[str, float] | None:
@@ -100,11 +106,11 @@ class AdapterTrainer(Role):
         return out_dir, self._ready(msg, msg.round, str(out_dir), {**metrics, "cached": 1})
 
     @staticmethod
-    def _ready(msg: TrainRequest, version: int, path: str, metrics: dict) -> AdapterReady:
+    def _ready(msg: TrainRequest, version: int, path: str, metrics: dict, curve: list | None = None) -> AdapterReady:
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-        return AdapterReady(request_id=msg.request_id, version=version, path=path, metrics=clean)
+        return AdapterReady(request_id=msg.request_id, version=version, path=path, metrics=clean, curve=curve or [])
 
     def stats(self) -> dict[str, float]:
         return {"done": float(self.items_seen), "trained_rounds": float(self.trained_rounds),
                 "per_second": self.items_seen / self.train_seconds if self.train_seconds else 0.0,
-                "adapter_version": float(self.last_version)}
+                "adapter_version": float(self.last_version), **self.steps.stats()}

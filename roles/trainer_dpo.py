@@ -93,7 +93,7 @@ class DpoTrainer(AdapterTrainer):
         model, tokenizer = load_lora_model(self.base_path, self.last_path or None, LoraArgs.from_config(self.cfg),
                                            seed=args.seed)
         try:
-            metrics = train_dpo(model, tokenizer, msg.pairs, args)  # max_len capped by the model's positions
+            metrics = train_dpo(model, tokenizer, msg.pairs, args, on_step=self.steps)  # max_len capped by the model
         except NoUsablePairs as e:  # every pair too long: like an empty set, logged and skipped
             log.warning("round %d: %s; skipping training, adapter v%d stays in service", msg.round, e,
                         self.last_version)

@@ -35,4 +35,5 @@ class StarTrainer(AdapterTrainer):
         from constellation.models.lm import SFTArgs, train_sft
 
         init = self.last_path if self.cfg.trainer.mode == "continue" and self.last_path else None
-        return train_sft(self.base_path, msg.examples, out_dir, SFTArgs.from_config(self.cfg, msg.round, init))
+        return train_sft(self.base_path, msg.examples, out_dir, SFTArgs.from_config(self.cfg, msg.round, init),
+                         on_step=self.steps)

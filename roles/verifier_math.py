@@ -44,6 +44,7 @@ class MathVerifier(Role):
     """Final math answers against Problem.reference (sympy, isolated workers)."""
 
     name = "verifier"
+    task = "math"  # the Problem.task it accepts (runtime/config_check.py matches it with the task's)
     accepts = (VerifyRequest,)
 
     def __init__(self, cfg: Config, run_dir: Path) -> None:

@@ -16,7 +16,7 @@ from constellation.runtime.registry import KINDS, entries
 from launch import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ["up", "monitor", "roles", "config", "table", "study", "control", "probe", "verify"]
+COMMANDS = ["up", "monitor", "roles", "config", "table", "export", "study", "control", "probe", "verify"]
 
 
 @pytest.fixture(autouse=True)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from constellation.algorithms.pairs import split_holdout
 from constellation.models.base_model import encode_example
-from constellation.models.fit import FitArgs, FitProgress, fit
+from constellation.models.fit import FitArgs, FitProgress, FitStepHook, fit
 from constellation.protocol.messages import PreferencePair
 
 if TYPE_CHECKING:
@@ -325,7 +325,7 @@ def pairs_logps(model, tokenizer, data: EncodedPairs, idx: list[int], batch_size
 
 
 def train_dpo(model, tokenizer, pairs: list[PreferencePair], args: DPOArgs = DPOArgs(),
-              progress: FitProgress = None) -> dict[str, float]:
+              progress: FitProgress = None, on_step: FitStepHook = None) -> dict[str, float]:
     """Train the peft ``model`` in place on ``pairs``. Reference log-probs are
     those of the model as passed in. -> metrics. Raises NoUsablePairs (a
     ValueError) when no pair fits max_len, FloatingPointError on a non-finite
@@ -354,7 +354,7 @@ def train_dpo(model, tokenizer, pairs: list[PreferencePair], args: DPOArgs = DPO
     fit_args = FitArgs.over_epochs(args.lr, args.epochs, math.ceil(len(data.train_idx) / args.batch_size),
                                    args.max_seconds)
     result = fit(model, epoch_batches, loss_fn, fit_args, started=t0, progress=progress,
-                 name=f"train_dpo (beta {args.beta})", nan_note="no adapter written")
+                 name=f"train_dpo (beta {args.beta})", nan_note="no adapter written", on_step=on_step)
     last_epoch = [e for e in epochs if e][-1]  # the last epoch that ran a step
     metrics: dict[str, float] = {
         **result.loss_summary(), "steps": result.steps, "n_pairs": len(pairs),

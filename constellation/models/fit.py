@@ -33,6 +33,22 @@ FitProgress = Callable[[int, int, float], None] | None
 
 
 @dataclass(frozen=True)
+class FitStep:
+    """What ``fit``'s ``on_step`` gets after each optimizer step (the trackers' curve, the roles' heartbeats)."""
+
+    step: int  # steps done, from 1
+    total: int  # args.max_steps, 0 when steps do not bound the loop
+    loss: float  # the reported loss of this step
+    lr: float  # the learning rate this step used
+    grad_norm: float  # global L2 norm of the gradients before clipping
+    elapsed: float  # seconds since fit's `started`
+    spent: float  # fraction of the step or time budget used; 0 when only epochs bound the loop
+
+
+FitStepHook = Callable[[FitStep], None] | None
+
+
+@dataclass(frozen=True)
 class FitArgs:
     lr: float = 1e-3  # peak learning rate
     weight_decay: float = 0.0  # AdamW decoupled weight decay
@@ -96,8 +112,9 @@ def budget_spent(args: FitArgs, step: int, elapsed: float) -> float:
     return max(parts)
 
 
-def optimizer_step(opt, params, loss, clip_norm: float = 1.0, where: str = "train", note: str = "") -> None:
-    """zero_grad + backward + clip + step. A NaN/inf loss raises
+def optimizer_step(opt, params, loss, clip_norm: float = 1.0, where: str = "train", note: str = ""):
+    """zero_grad + backward + clip + step -> the gradients' global norm before
+    clipping (a 0-dim tensor). A NaN/inf loss raises
     FloatingPointError before any update (``where``: which step; ``note``:
     what the caller keeps, e.g. "no adapter written")."""
     import torch
@@ -106,8 +123,14 @@ def optimizer_step(opt, params, loss, clip_norm: float = 1.0, where: str = "trai
         raise FloatingPointError(f"{where}: loss {loss.item()}" + (f"; {note}" if note else ""))
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, clip_norm)
+    norm = torch.nn.utils.clip_grad_norm_(params, clip_norm)
     opt.step()
+    return norm
+
+
+def _fit_step(args: FitArgs, result: FitResult, lr: float, grad_norm: float, elapsed: float) -> FitStep:
+    spent = budget_spent(args, result.steps, elapsed) if args.max_steps or args.max_seconds else 0.0
+    return FitStep(result.steps, args.max_steps, result.losses[-1], lr, grad_norm, elapsed, min(1.0, spent))
 
 
 _END = object()  # the end of the batch stream
@@ -129,14 +152,14 @@ def _batch_stream(epoch_batches: Callable[[int], Iterable[Any]], epochs: int) ->
 
 def fit(model, epoch_batches: Callable[[int], Iterable[Any]], loss_fn: Callable[[Any], Any], args: FitArgs, *,
         started: float | None = None, progress: FitProgress = None, name: str = "fit",
-        nan_note: str = "nothing updated") -> FitResult:
+        nan_note: str = "nothing updated", on_step: FitStepHook = None) -> FitResult:
     """Train ``model``'s parameters that require grad with AdamW -> FitResult.
 
     ``loss_fn(batch)`` -> the scalar loss tensor to minimize, or (that loss,
     the scalar to report for the step) when they differ. ``started``: a
     time.monotonic() value the time budget counts from (default: now), so a
     caller can count its own set-up (loading, reference log-probs) in the
-    budget. ``progress(step, total, loss)`` after every step. The model is in
+    budget. ``progress(step, total, loss)`` and ``on_step(FitStep)`` after every step. The model is in
     train mode during the loop and in eval mode after it."""
     import torch
 
@@ -160,10 +183,12 @@ def fit(model, epoch_batches: Callable[[int], Iterable[Any]], loss_fn: Callable[
                 group["lr"] = args.lr * lr_factor(step, budget_spent(args, step, elapsed), args.warmup_steps)
         out = loss_fn(batch)
         loss, shown = out if isinstance(out, tuple) else (out, out)
-        optimizer_step(opt, params, loss, args.clip_norm, f"{name}, step {step} (peak lr {args.lr})", nan_note)
+        norm = optimizer_step(opt, params, loss, args.clip_norm, f"{name}, step {step} (peak lr {args.lr})", nan_note)
         result.losses.append(shown.item())
         if progress:
             progress(result.steps, args.max_steps, result.losses[-1])
+        if on_step:
+            on_step(_fit_step(args, result, opt.param_groups[0]["lr"], float(norm), time.monotonic() - t0))
     model.eval()
     result.seconds = time.monotonic() - t0
     return result

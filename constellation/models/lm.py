@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from constellation.models.base_model import (Progress, build_tokenizer, collate, encode_example,  # noqa: F401
                                              ensure_base_model, length_bucketed_batches, offline)
-from constellation.models.fit import FitArgs, FitProgress, fit
+from constellation.models.fit import FitArgs, FitProgress, FitStepHook, fit
 from constellation.protocol.messages import TrainExample
 
 if TYPE_CHECKING:
@@ -376,7 +376,7 @@ class SFTArgs:
 
 
 def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path, args: SFTArgs = SFTArgs(),
-              progress: FitProgress = None) -> dict[str, float]:
+              progress: FitProgress = None, on_step: FitStepHook = None) -> dict[str, float]:
     """LoRA on the base (fresh, or continued from ``args.init_adapter``), loss
     on the completion tokens + eos only. Stops after ``epochs`` or
     ``max_seconds`` (0 = no limit), whichever first; linear warmup + cosine
@@ -403,7 +403,7 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
 
     fit_args = FitArgs.over_epochs(args.lr, args.epochs, math.ceil(len(kept) / args.batch_size), args.max_seconds)
     result = fit(model, lambda _epoch: length_bucketed_batches(lengths, args.batch_size, rng), loss_fn, fit_args,
-                 started=t0, progress=progress, name="train_sft", nan_note="no adapter written")
+                 started=t0, progress=progress, name="train_sft", nan_note="no adapter written", on_step=on_step)
     metrics = {**result.loss_summary(), "steps": result.steps, "seconds": time.monotonic() - t0,
                "n_examples": len(kept), "n_too_long": len(pairs) - len(kept)}
     save_adapter(model, out_dir, metrics)

@@ -24,6 +24,8 @@ from typing import Any, Union
 
 import msgspec
 
+from constellation.protocol.messages import StepPoint
+
 
 class Event(msgspec.Struct, tag_field="event", kw_only=True):
     time: float = 0.0  # set by the store when the event is written
@@ -38,6 +40,7 @@ class RunStart(Event, tag="run_start"):
     rounds: int
     seed: int
     resumed: bool  # a coordinator (re)started on a run directory that had rounds
+    manifest: dict[str, Any] = {}  # what produced the run: code, versions, hardware, config (runtime/manifest.py)
 
 
 class RunEnd(Event, tag="run_end"):
@@ -117,11 +120,13 @@ class Trainer(Event, tag="trainer"):
     n_examples: int
     n_pairs: int
     metrics: dict[str, float | None] = {}  # the trainer's own: loss_first, loss_last, steps, seconds, ... (NaN is written as null)
+    curve: list[StepPoint] = []  # loss, lr and grad norm per step ([] for a skipped or re-sent round)
 
 
 class Critic(Event, tag="critic"):
     version: int
     metrics: dict[str, float | None] = {}  # auroc, ece, heldout_logloss, n_train, ... (roles/critic.py)
+    curve: list[StepPoint] = []  # the critic's training steps, as Trainer's
 
 
 class RoundEnd(Event, tag="round_end"):

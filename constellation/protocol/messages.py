@@ -248,11 +248,22 @@ class Judgments(_Msg, tag="judgments"):
     method: str = ""  # "likelihood" | "llm"
 
 
+class StepPoint(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """One optimizer step of a role's training, for the trackers' curves
+    (a JSON array [step, loss, lr, grad_norm] in metrics.jsonl)."""
+
+    step: int  # from 1, within this round's training
+    loss: float | None  # None: not finite
+    lr: float
+    grad_norm: float | None  # before clipping; None: not finite
+
+
 class AdapterReady(_Msg, tag="adapter_ready"):
     request_id: str
     version: int
     path: str
     metrics: dict[str, float] = {}
+    curve: list[StepPoint] = []  # the round's steps (thinned to at most a few thousand); [] when not trained now
 
 
 class LoadAdapter(_Msg, tag="load_adapter"):
@@ -278,6 +289,7 @@ class CriticTrained(_Msg, tag="critic_trained"):
     round: int
     version: int
     metrics: dict[str, float] = {}
+    curve: list[StepPoint] = []  # the round's critic training steps, as AdapterReady's
 
 
 Message = Union[

@@ -41,6 +41,7 @@ from constellation.protocol import events as ev
 from constellation.protocol import messages as m
 from constellation.protocol.config import Config
 from constellation.runtime.client import RoleClient
+from constellation.runtime.manifest import write_manifest
 from constellation.runtime.pairing import round_pairs
 from constellation.runtime.phase import Phase
 from constellation.runtime.registry import resolve_task
@@ -201,11 +202,12 @@ class Coordinator(PhaseLoop):
                    and (critic_req is None or critic_req.request_id in self._replies))
         ready: m.AdapterReady = self._replies.pop(train.request_id)
         self.store.event(ev.Trainer(round=round, version=ready.version, path=ready.path, n_examples=len(examples),
-                                    n_pairs=len(pairs), metrics=ready.metrics))
+                                    n_pairs=len(pairs), metrics=ready.metrics, curve=ready.curve))
         if critic_req is not None:
             trained: m.CriticTrained = self._replies.pop(critic_req.request_id)
             self.critic_version = trained.version
-            self.store.event(ev.Critic(round=round, version=trained.version, metrics=trained.metrics))
+            self.store.event(ev.Critic(round=round, version=trained.version, metrics=trained.metrics,
+                                       curve=trained.curve))
         return ready
 
     # ------------------------------------------------------------------
@@ -217,7 +219,7 @@ class Coordinator(PhaseLoop):
         cfg = self.cfg
         status = self.store.round_status()
         self.store.event(ev.RunStart(run_dir=str(self.run_dir), rounds=cfg.run.rounds, seed=cfg.run.seed,
-                                     resumed=bool(status)))
+                                     resumed=bool(status), manifest=write_manifest(cfg, self.run_dir)))
         self._wait_for_workers()
         self._load_task()
         self._serve_latest_adapter(status)

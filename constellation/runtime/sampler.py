@@ -30,7 +30,8 @@ from constellation.runtime.client import RoleClient
 from constellation.runtime.phase import Phase
 from constellation.runtime.registry import resolve_task
 from constellation.runtime.requests import CoordinatorError, RequestLoop
-from constellation.runtime.store import RunStore
+from constellation.runtime.store import RunStore, read_events
+from constellation.runtime.tracking import open_tracker
 
 log = logging.getLogger("coordinator")
 
@@ -39,7 +40,7 @@ class PhaseLoop(RequestLoop):
     def __init__(self, cfg: Config, run_dir: Path, client: RoleClient, stop: threading.Event | None = None) -> None:
         super().__init__(client, stop or threading.Event(), cfg.coordinator.request_timeout)
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.store = RunStore(run_dir)
+        self.store = RunStore(run_dir, sinks=[open_tracker(cfg, self.run_dir, read_events(run_dir))])
         self.use_critic = "critic" in client.roles
         self.gen_queue: deque[m.GenerateRequest] = deque()
         self._handlers: dict[type, Callable[[Any], None]] = {

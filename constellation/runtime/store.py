@@ -61,13 +61,17 @@ def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
 
 
 class RunStore:
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, sinks: Iterable[Any] = ()) -> None:
         self.run_dir = Path(run_dir)
         self.conn = connect(self.run_dir / "run.sqlite")
         self.conn.executescript(SCHEMA)
         self._events = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        # callables fed every event once it is written, with close(): the trackers (runtime/tracking.py)
+        self.sinks = [s for s in sinks if s is not None]
 
     def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
         self.conn.commit()
         self.conn.close()
         self._events.close()
@@ -82,6 +86,8 @@ class RunStore:
         self.conn.execute("INSERT INTO metrics (time, round, event, data) VALUES (?, ?, ?, ?)",
                           (event.time, event.round, ev.kind_of(event), line))
         self.conn.commit()
+        for sink in self.sinks:
+            sink(event)
         return event
 
     # -- problems ----------------------------------------------------------
@@ -223,6 +229,23 @@ def read_event_lines(path: Path) -> tuple[list[ev.Event], int]:
         except ev.BadEvent:
             bad += i < len(lines) - 1  # a complete line that is not an event
     return events, bad
+
+
+def stored_events(run_dir: str | Path) -> list[ev.Event]:
+    """Every event of run.sqlite's metrics table, in the order written (what
+    ``constellation export`` replays); a row that does not decode is skipped."""
+    conn = connect(Path(run_dir) / "run.sqlite", readonly=True)
+    try:
+        rows = conn.execute("SELECT data FROM metrics ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    events = []
+    for row in rows:
+        try:
+            events.append(ev.decode_event(row["data"]))
+        except ev.BadEvent:
+            continue
+    return events
 
 
 def read_events(run_dir: str | Path) -> list[ev.Event]:

@@ -155,6 +155,11 @@ def _make_set(rng: random.Random, prefix: str, n: int, digits: list[int], exclud
     return out
 
 
+def problem_tasks(cfg: TaskConfig) -> tuple[str, ...]:
+    """The Problem.task of every problem this task makes (runtime/config_check.py matches the verifier)."""
+    return ("arithmetic",)
+
+
 def make_split(cfg: TaskConfig, seed: int) -> Split:
     """Deterministic for (cfg, seed). Eval questions are distinct and occur in
     neither L nor train. L holds problems of 1..labeled_max_depth digits, plus

@@ -375,6 +375,11 @@ def tokenizer_tokens() -> list[str]:
     return list(DSL_TOKENS)
 
 
+def problem_tasks(cfg: TaskConfig) -> tuple[str, ...]:
+    """The Problem.task of every problem this task makes (runtime/config_check.py matches the verifier)."""
+    return ("dsl",)
+
+
 def make_split(cfg: TaskConfig, seed: int) -> Split:
     """Deterministic for (cfg, seed). Eval is drawn first with distinct programs; L and
     train exclude every eval program. L and train may share programs (at depth 1 there

@@ -177,6 +177,18 @@ def load(path: str | Path) -> list[Problem]:
     return problems
 
 
+def problem_tasks(cfg: TaskConfig) -> tuple[str, ...]:
+    """The Problem.task of the file's problems: the kind of its first line
+    (both kinds while the file cannot be read; make_split reports why)."""
+    try:
+        with open(cfg.path, encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "")
+        kind = kind_of(json.loads(first))
+    except (OSError, ValueError, AttributeError, TypeError):
+        kind = None
+    return (kind,) if kind else ("math", "code")
+
+
 def make_split(cfg: TaskConfig, seed: int) -> Split:
     if not cfg.path:
         raise JsonlTaskError('task.impl = "jsonl" needs task.path, the JSONL file to load')
