@@ -10,7 +10,7 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -46,6 +46,7 @@ class TaskConfig(_Section):
     depths: Annotated[list[int], _h("program depths (arithmetic: digit counts) sampled for train/eval problems (graded difficulty)")] = msgspec.field(default_factory=lambda: [1, 2, 3])
     n_visible: Annotated[int, _h("visible input->output examples per problem")] = 3
     n_heldout: Annotated[int, _h("held-out inputs per problem (outputs never shown to the model)")] = 6
+    visible_mode: Annotated[Literal["discriminating", "random", "narrow"], _h('dsl: how visible inputs are chosen: "discriminating" (to rule out neighbouring programs), "random", or "narrow" (from a simpler sub-distribution than the held-out inputs, which leaves programs open); applies to L too')] = "discriminating"
     seed: Annotated[int, _h("task seed; -1 = derive from run.seed")] = -1
 
 
