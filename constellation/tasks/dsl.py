@@ -29,6 +29,7 @@ iteration, no hash-order dependence).
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import NamedTuple
 
@@ -37,7 +38,7 @@ from constellation.protocol.messages import Problem, Split
 from constellation.tasks.dsl_inputs import FORMATS, draw_inputs
 from verifiers.dsl import (
     DSL_TOKENS,
-    Call, Const, DslRuntimeError, DslTimeout, Program, X_NODE, run, to_text,
+    Call, Const, DslRuntimeError, DslTimeout, Program, X_NODE, parse, run, to_text,
 )
 
 MAX_IO_CHARS = 25  # longest input or output shown in a prompt (the LM context is ~256 chars)
@@ -292,6 +293,48 @@ def make_problem(rng: random.Random, pid: str, depth: int, n_visible: int, n_hel
             difficulty=depth,
             data={"visible": visible, "heldout_inputs": [pool[i] for i in heldout_idx],
                   "heldout_outputs": [outs[i] for i in heldout_idx]})
+    return None
+
+
+# --------------------------------------------------------------------------
+# Ambiguity: does a problem leave its function open? (no model involved)
+# --------------------------------------------------------------------------
+
+AMBIGUITY_SAMPLES = 300  # random programs of the reference's depth tried per problem
+
+
+def _one_op_programs(fmt: _Format) -> list[Program]:
+    """Every program of one op on x (cat aside) with the format's arguments: ~100."""
+    out: list[Program] = [Call(fn, (X_NODE,)) for fn in CASE_OPS + ["initials"]]
+    out += [Call(fn, (X_NODE, n)) for fn in ("take", "drop") for n in INDICES]
+    out += [Call("split", (X_NODE, s, i)) for s in fmt.seps for i in SPLIT_INDICES]
+    out += [Call("replace", (X_NODE, s, r)) for s in fmt.seps for r in REPLACEMENTS if r != s]
+    return out + [Call("strip", (X_NODE, c)) for c in fmt.strip_chars]
+
+
+def open_alternative(problem: Problem, n_samples: int = AMBIGUITY_SAMPLES) -> str | None:
+    """The text of a program with as many ops as the reference that reproduces every
+    visible example but not every held-out output (an error counts as a difference),
+    or None. Tried: the reference with one node edited (another index, case,
+    separator, ...) or one op on x swapped for any other op on x (take(x,4) for
+    split(x," ",0)), then ``n_samples`` random programs of its depth over the
+    separators its inputs contain, drawn from a Random seeded by the problem.
+    Finding one proves the visible examples leave the function open; None does not
+    prove they pin it down (the search is not exhaustive)."""
+    shown_in, shown_out = [i for i, _ in problem.data["visible"]], [o for _, o in problem.data["visible"]]
+    held_in, held_out = list(problem.data["heldout_inputs"]), list(problem.data["heldout_outputs"])
+    fmt = _Format([s for s in ALL_SEPS if any(s in x for x in shown_in + held_in)], _DEFAULT_FORMAT.strip_chars)
+    on_x = _one_op_programs(fmt)
+
+    def local(node: Program) -> list[Program]:
+        swaps = on_x if type(node) is Call and node.fn != "cat" and node.args[0] == X_NODE else []
+        return _edit_local(node, fmt) + swaps
+
+    rng = random.Random(f"ambiguity/{problem.id}/{problem.reference}")
+    samples = (_sample_expr(rng, problem.difficulty, fmt) for _ in range(n_samples))  # difficulty = ops
+    for alt in itertools.chain(_rewrites(parse(problem.reference), local), samples):
+        if _outputs(alt, shown_in) == shown_out and _outputs(alt, held_in) != held_out:
+            return to_text(alt)
     return None
 
 

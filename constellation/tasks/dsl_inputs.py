@@ -13,7 +13,8 @@ distribution tells apart coincide on it:
   agree, as do ``initials`` of the first two words and of all;
 * equal lengths: 4-letter first names, 5-letter last names, 4-letter words,
   3-letter extensions, one-digit days: a position and a separator pick the same
-  piece, e.g. ``take(x,4)`` and ``split(x," ",0)`` on "john smith";
+  piece, e.g. ``take(x,4)`` and ``split(x," ",0)`` on "john smith", ``drop(x,-5)``
+  and ``split(x," ",-1)``;
 * a coincidence: month = day in dates, minutes = seconds in times, a repeated
   phone group, a code's check letter equal to its first letter: two fields or
   indices give the same output.
@@ -76,13 +77,13 @@ def _same_twice(rng: random.Random, lo: int, hi: int) -> tuple[int, int]:
 
 FORMATS = [
     InputFormat("name", lambda r: f"{r.choice(FIRST)} {r.choice(LAST)}",
-                lambda r: f"{r.choice(FIRST4)} {r.choice(LAST)}", [" "], []),
+                lambda r: f"{r.choice(FIRST4)} {r.choice(LAST5)}", [" "], []),
     InputFormat("Name", lambda r: f"{_cap(r.choice(FIRST))} {_cap(r.choice(LAST))}",
-                lambda r: f"{_cap(r.choice(FIRST4))} {_cap(r.choice(LAST))}", [" "], []),
+                lambda r: f"{_cap(r.choice(FIRST4))} {_cap(r.choice(LAST5))}", [" "], []),
     InputFormat("Last, First", lambda r: f"{_cap(r.choice(LAST))}, {_cap(r.choice(FIRST))}",
-                lambda r: f"{_cap(r.choice(LAST5))}, {_cap(r.choice(FIRST))}", [", ", " ", ","], [","]),
+                lambda r: f"{_cap(r.choice(LAST5))}, {_cap(r.choice(FIRST4))}", [", ", " ", ","], [","]),
     InputFormat("full name", lambda r: f"{r.choice(FIRST)} {r.choice(FIRST)} {r.choice(LAST)}",
-                lambda r: f"{r.choice(FIRST)} {r.choice(LAST)}", [" "], []),
+                lambda r: f"{r.choice(FIRST4)} {r.choice(LAST5)}", [" "], []),
     InputFormat("iso date", lambda r: f"20{_digits(r, 2)}-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}",
                 lambda r: "20{}-{:02d}-{:02d}".format(_digits(r, 2), *_same_twice(r, 1, 12)), ["-"], ["0"]),
     InputFormat("eu date", lambda r: f"{r.randint(1, 28):02d}/{r.randint(1, 12):02d}/19{_digits(r, 2)}",
@@ -90,7 +91,7 @@ FORMATS = [
     InputFormat("us date", lambda r: f"{r.choice(MONTHS)} {r.randint(1, 28)}, 20{_digits(r, 2)}",
                 lambda r: f"{r.choice(MONTHS)} {r.randint(1, 9)}, 20{_digits(r, 2)}", [" ", ", ", ","], [","]),
     InputFormat("email", lambda r: f"{r.choice(FIRST)}.{r.choice(LAST)}@{r.choice(DOMAINS)}",
-                lambda r: f"{r.choice(FIRST4)}.{r.choice(LAST)}@{r.choice(DOMAINS)}", ["@", "."], []),
+                lambda r: f"{r.choice(FIRST4)}.{r.choice(LAST5)}@{r.choice(DOMAINS)}", ["@", "."], []),
     InputFormat("short email", lambda r: f"{r.choice(FIRST)[0]}{r.choice(LAST)}@{r.choice(DOMAINS)}",
                 lambda r: f"{r.choice(FIRST)[0]}{r.choice(LAST5)}@{r.choice(DOMAINS)}", ["@", "."], []),
     InputFormat("code", lambda r: f"{r.choice(UPPER)}{r.choice(UPPER)}-{_digits(r, 4)}-{r.choice(UPPER)}",
@@ -100,14 +101,14 @@ FORMATS = [
                 lambda r: f"SKU_{_digits(r, 4)}_{r.choice(WORDS4).upper()}", ["_"], ["0"]),
     InputFormat("id", lambda r: f"#{'0' * r.randint(1, 3)}{r.randint(1, 9999)}",
                 lambda r: f"#0{r.randint(100, 999)}", [], ["#", "0", "#0"]),
-    InputFormat("phrase", lambda r: " ".join(_words(r, 2, 4)), lambda r: " ".join(_words(r, 2, 2)), [" "], []),
-    InputFormat("snake", lambda r: "_".join(_words(r, 2, 3)), lambda r: "_".join(_words(r, 2, 2)), ["_"], ["_"]),
+    InputFormat("phrase", lambda r: " ".join(_words(r, 2, 4)), lambda r: " ".join(_words(r, 2, 2, WORDS4)), [" "], []),
+    InputFormat("snake", lambda r: "_".join(_words(r, 2, 3)), lambda r: "_".join(_words(r, 2, 2, WORDS4)), ["_"], ["_"]),
     InputFormat("kebab", lambda r: "-".join(_cap(w) for w in _words(r, 2, 3)),
-                lambda r: "-".join(_cap(w) for w in _words(r, 2, 2)), ["-"], []),
+                lambda r: "-".join(_cap(w) for w in _words(r, 2, 2, WORDS4)), ["-"], []),
     InputFormat("file", lambda r: f"{r.choice(WORDS)}_v{r.randint(1, 9)}.{r.choice(EXTS)}",
                 lambda r: f"{r.choice(WORDS4)}_v{r.randint(1, 9)}.{r.choice(EXTS3)}", ["_", "."], []),
     InputFormat("path", lambda r: f"{r.choice(WORDS)}/{r.choice(WORDS)}.{r.choice(EXTS)}",
-                lambda r: f"{r.choice(WORDS4)}/{r.choice(WORDS)}.{r.choice(EXTS3)}", ["/", "."], []),
+                lambda r: f"{r.choice(WORDS4)}/{r.choice(WORDS4)}.{r.choice(EXTS3)}", ["/", "."], []),
     InputFormat("time", lambda r: f"{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:{r.randint(0, 59):02d}",
                 lambda r: "{:02d}:{:02d}:{:02d}".format(r.randint(0, 23), *_same_twice(r, 0, 59)), [":"], ["0"]),
     InputFormat("phone", lambda r: f"{_digits(r, 3)}-{_digits(r, 3)}-{_digits(r, 4)}",
