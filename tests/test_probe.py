@@ -24,3 +24,5 @@ def test_probe_samples_every_problem_through_the_coordinator_and_gives_a_zone(tm
     assert result.zone in ("below", "in", "above")
     assert sum(1 for _ in result.by_difficulty) >= 1
     assert "ZPD probe: 4 eval problems x 3 samples" in out.getvalue()
+    assert 0.0 <= result.disagree_ci[0] <= result.disagree_share <= result.disagree_ci[1] <= 1.0
+    assert result.ambiguous_share is not None and 0.0 <= result.ambiguous_share <= 1.0  # the DSL can tell

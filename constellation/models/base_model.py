@@ -288,6 +288,8 @@ def base_model_key(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: list
     task_fields = msgspec.to_builtins(tcfg)
     if not task_fields.get("path"):  # "jsonl" tasks only; absent from keys made before it existed
         task_fields.pop("path", None)
+    if task_fields.get("visible_mode") == "discriminating":  # the mode of keys made before it existed
+        task_fields.pop("visible_mode")
     blob = json.dumps({"code": CODE_VERSION, "model": model_fields, "task": task_fields,
                        "seed": seed, "labeled": labeled_digest, "tokens": sorted(dsl_tokens)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -54,6 +54,7 @@ class TaskConfig(_Section):
     depths: Annotated[list[Annotated[int, Meta(ge=1)]], _h("program depths (arithmetic: digit counts) sampled for train/eval problems (graded difficulty)", min_length=1)] = msgspec.field(default_factory=lambda: [1, 2, 3])
     n_visible: Annotated[int, _h("visible input->output examples per problem", ge=0)] = 3
     n_heldout: Annotated[int, _h("held-out inputs per problem (outputs never shown to the model)", ge=0)] = 6
+    visible_mode: Annotated[Literal["discriminating", "random", "narrow"], _h('dsl: how visible inputs are chosen: "discriminating" (to rule out neighbouring programs), "random", or "narrow" (from a simpler sub-distribution than the held-out inputs, which leaves programs open); applies to L too')] = "discriminating"
     seed: Annotated[int, _h("task seed; -1 = derive from run.seed", ge=-1)] = -1
 
 

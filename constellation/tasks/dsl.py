@@ -29,72 +29,30 @@ iteration, no hash-order dependence).
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import NamedTuple
 
 from constellation.protocol.config import TaskConfig
 from constellation.protocol.messages import Problem, Split
+from constellation.tasks.dsl_inputs import FORMATS, draw_inputs
 from verifiers.dsl import (
     DSL_TOKENS,
-    Call, Const, DslRuntimeError, DslTimeout, Program, X_NODE, run, to_text,
+    Call, Const, DslRuntimeError, DslTimeout, Program, X_NODE, parse, run, to_text,
 )
 
 MAX_IO_CHARS = 25  # longest input or output shown in a prompt (the LM context is ~256 chars)
 MAX_PROGRAM_CHARS = 60  # longest reference program text (completion budget is 64 tokens)
 POOL_EXTRA = 6  # inputs drawn beyond n_visible + n_heldout, to survive dropped ones
 MAX_TRIES = 80  # sampling attempts per make_problem call before giving up (None)
+# how the visible inputs are chosen (task.visible_mode; see the module docstring)
+VISIBLE_MODES = ("discriminating", "random", "narrow")
 ERROR = "!err"  # shown to the critic for a held-out input the candidate failed on
 
 # --------------------------------------------------------------------------
-# Input formats. Each: (name, generator, separators it contains, strip chars).
+# Programs: operations, their arguments and the normal form
 # --------------------------------------------------------------------------
 
-FIRST = ["john", "mary", "ana", "li", "omar", "sara", "peter", "kate", "raj", "emma",
-         "noah", "yuki", "ivan", "lena", "tom", "zoe", "carlos", "fatima", "ben", "nina"]
-LAST = ["smith", "lee", "garcia", "chen", "khan", "brown", "novak", "silva", "ito",
-        "muller", "jones", "diaz", "kim", "patel", "moreau", "olsen", "o'neil"]
-WORDS = ["red", "blue", "fast", "data", "apple", "river", "green", "cloud", "stone",
-         "light", "north", "paper", "music", "gold", "quiet", "table", "small", "open"]
-DOMAINS = ["acme.com", "mail.org", "uni.edu", "shop.io", "web.net", "corp.co.uk"]
-MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-EXTS = ["pdf", "txt", "png", "csv", "py", "jpg"]
-UPPER = "ABCDEFGHJKLMNPRSTUVWXYZ"
-
-
-def _cap(w: str) -> str:
-    return w[:1].upper() + w[1:]
-
-
-def _digits(rng: random.Random, n: int) -> str:
-    return "".join(rng.choice("0123456789") for _ in range(n))
-
-
-def _words(rng: random.Random, lo: int, hi: int) -> list[str]:
-    return rng.sample(WORDS, rng.randint(lo, hi))
-
-
-FORMATS = [
-    ("name", lambda r: f"{r.choice(FIRST)} {r.choice(LAST)}", [" "], []),
-    ("Name", lambda r: f"{_cap(r.choice(FIRST))} {_cap(r.choice(LAST))}", [" "], []),
-    ("Last, First", lambda r: f"{_cap(r.choice(LAST))}, {_cap(r.choice(FIRST))}", [", ", " ", ","], [","]),
-    ("full name", lambda r: f"{r.choice(FIRST)} {r.choice(FIRST)} {r.choice(LAST)}", [" "], []),
-    ("iso date", lambda r: f"20{_digits(r, 2)}-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}", ["-"], ["0"]),
-    ("eu date", lambda r: f"{r.randint(1, 28):02d}/{r.randint(1, 12):02d}/19{_digits(r, 2)}", ["/"], ["0"]),
-    ("us date", lambda r: f"{r.choice(MONTHS)} {r.randint(1, 28)}, 20{_digits(r, 2)}", [" ", ", ", ","], [","]),
-    ("email", lambda r: f"{r.choice(FIRST)}.{r.choice(LAST)}@{r.choice(DOMAINS)}", ["@", "."], []),
-    ("short email", lambda r: f"{r.choice(FIRST)[0]}{r.choice(LAST)}@{r.choice(DOMAINS)}", ["@", "."], []),
-    ("code", lambda r: f"{r.choice(UPPER)}{r.choice(UPPER)}-{_digits(r, 4)}-{r.choice(UPPER)}", ["-"], ["0"]),
-    ("sku", lambda r: f"SKU_{_digits(r, 4)}_{r.choice(WORDS).upper()}", ["_"], ["0"]),
-    ("id", lambda r: f"#{'0' * r.randint(1, 3)}{r.randint(1, 9999)}", [], ["#", "0", "#0"]),
-    ("phrase", lambda r: " ".join(_words(r, 2, 4)), [" "], []),
-    ("snake", lambda r: "_".join(_words(r, 2, 3)), ["_"], ["_"]),
-    ("kebab", lambda r: "-".join(_cap(w) for w in _words(r, 2, 3)), ["-"], []),
-    ("file", lambda r: f"{r.choice(WORDS)}_v{r.randint(1, 9)}.{r.choice(EXTS)}", ["_", "."], []),
-    ("path", lambda r: f"{r.choice(WORDS)}/{r.choice(WORDS)}.{r.choice(EXTS)}", ["/", "."], []),
-    ("time", lambda r: f"{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:{r.randint(0, 59):02d}", [":"], ["0"]),
-    ("phone", lambda r: f"{_digits(r, 3)}-{_digits(r, 3)}-{_digits(r, 4)}", ["-"], []),
-    ("url", lambda r: f"www.{r.choice(WORDS)}.{r.choice(['com', 'org', 'io', 'net'])}", ["."], ["w"]),
-]
 ALL_SEPS = [" ", "-", "_", ".", "/", "@", ":", ",", ", "]
 CONSTS = [" ", ".", "-", "_", "/", "@", ":", ", ", ". ", "#", "(", ")", "*", " - "]
 REPLACEMENTS = [" ", "-", "_", ".", "/", "", ":", "+"]
@@ -269,43 +227,65 @@ def _choose_visible(rng: random.Random, outs: list[str], mutant_outs: list[list[
     return chosen
 
 
-def make_problem(rng: random.Random, pid: str, depth: int, n_visible: int, n_heldout: int) -> Problem | None:
-    """One problem with a program of exactly ``depth`` ops, or None if MAX_TRIES samples failed."""
+def _shown_and_held(mode: str, narrow: list[bool], n_visible: int, n_heldout: int) -> list[int] | None:
+    """Indices the visible examples may come from, or None if too few inputs of either kind
+    survived (held-out inputs come from the full distribution: ``narrow[i]`` is False)."""
+    n_narrow = sum(narrow)
+    if mode == "narrow":
+        ok = n_narrow >= n_visible and len(narrow) - n_narrow >= n_heldout
+        return [i for i, f in enumerate(narrow) if f] if ok else None
+    return list(range(len(narrow))) if len(narrow) >= n_visible + n_heldout else None
+
+
+def _visible_indices(rng: random.Random, mode: str, program: Program, fmt: _Format, pool: list[str],
+                     outs: list[str], simpler: list[list[str | None]], shown_from: list[int],
+                     n_visible: int) -> list[int]:
+    """``discriminating``: greedily contradict the program's neighbours, shallower ones first;
+    ``random`` / ``narrow``: a uniform draw from ``shown_from``."""
+    if mode != "discriminating":
+        return rng.sample(shown_from, n_visible)
+    edits = [_outputs(m, pool) for m in _rewrites(program, lambda n: _edit_local(n, fmt))]
+    # ruling out a shallower program matters most: weight those mutants high
+    return _choose_visible(rng, outs, simpler + edits, [100.0] * len(simpler) + [1.0] * len(edits), n_visible)
+
+
+def make_problem(rng: random.Random, pid: str, depth: int, n_visible: int, n_heldout: int,
+                 mode: str = "discriminating") -> Problem | None:
+    """One problem with a program of exactly ``depth`` ops whose visible examples are
+    chosen by ``mode`` (one of VISIBLE_MODES), or None if MAX_TRIES samples failed."""
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
-    n_need = n_visible + n_heldout
+    if mode not in VISIBLE_MODES:
+        raise ValueError(f"visible mode must be one of {', '.join(VISIBLE_MODES)}, got {mode!r}")
     for _ in range(MAX_TRIES):
-        _, gen, seps, strip_chars = rng.choice(FORMATS)
-        fmt = _Format(seps, strip_chars)
-        pool: list[str] = []
-        for _ in range(4 * (n_need + POOL_EXTRA)):
-            x = gen(rng)
-            if x not in pool and len(x) <= MAX_IO_CHARS:
-                pool.append(x)
-            if len(pool) == n_need + POOL_EXTRA:
-                break
+        spec = rng.choice(FORMATS)
+        fmt = _Format(spec.seps, spec.strip_chars)
+        pool = draw_inputs(rng, spec.full, (n_heldout if mode == "narrow" else n_visible + n_heldout) + POOL_EXTRA,
+                           MAX_IO_CHARS)
+        narrow = [False] * len(pool)
+        if mode == "narrow":  # drawn after the full pool, so the other modes draw as before
+            extra = [x for x in draw_inputs(rng, spec.narrow, n_visible + POOL_EXTRA, MAX_IO_CHARS) if x not in pool]
+            pool, narrow = pool + extra, narrow + [True] * len(extra)
         program = _sample_expr(rng, depth, fmt)
         if len(to_text(program)) > MAX_PROGRAM_CHARS:
             continue
         outs = _outputs(program, pool)
         keep = [i for i, o in enumerate(outs) if o is not None and 0 < len(o) <= MAX_IO_CHARS]
-        if len(keep) < n_need:
+        pool, outs, narrow = [pool[i] for i in keep], [outs[i] for i in keep], [narrow[i] for i in keep]
+        shown_from = _shown_and_held(mode, narrow, n_visible, n_heldout)
+        if shown_from is None:
             continue
-        pool, outs = [pool[i] for i in keep], [outs[i] for i in keep]
         if len(set(outs)) == 1 or outs == pool or any(o != o.strip() for o in outs):
             continue  # constant, identity, or an output whose edge spaces a prompt line hides
         simpler = [_outputs(d, pool) for d in _rewrites(program, _simpler_local)]
         if any(d == outs for d in simpler):
             continue  # some op is dead on these inputs: the program is really shallower
-        edits = [_outputs(m, pool) for m in _rewrites(program, lambda n: _edit_local(n, fmt))]
-        # ruling out a shallower program matters most: weight those mutants high
-        visible_idx = _choose_visible(rng, outs, simpler + edits,
-                                      [100.0] * len(simpler) + [1.0] * len(edits), n_visible)
+        visible_idx = _visible_indices(rng, mode, program, fmt, pool, outs, simpler, shown_from, n_visible)
         if len({outs[i] for i in visible_idx}) < n_visible:
             continue  # repeated visible outputs say little
         if any(all(d[i] == outs[i] for i in visible_idx) for d in simpler):
             continue  # the visible examples would not rule out a program with one op fewer
-        rest = [i for i in range(len(pool)) if i not in visible_idx]
+        rest = [i for i in range(len(pool)) if i not in visible_idx and not narrow[i]]
         heldout_idx = rng.sample(rest, n_heldout)
         visible = [[pool[i], outs[i]] for i in visible_idx]
         return Problem(
@@ -313,6 +293,48 @@ def make_problem(rng: random.Random, pid: str, depth: int, n_visible: int, n_hel
             difficulty=depth,
             data={"visible": visible, "heldout_inputs": [pool[i] for i in heldout_idx],
                   "heldout_outputs": [outs[i] for i in heldout_idx]})
+    return None
+
+
+# --------------------------------------------------------------------------
+# Ambiguity: does a problem leave its function open? (no model involved)
+# --------------------------------------------------------------------------
+
+AMBIGUITY_SAMPLES = 300  # random programs of the reference's depth tried per problem
+
+
+def _one_op_programs(fmt: _Format) -> list[Program]:
+    """Every program of one op on x (cat aside) with the format's arguments: ~100."""
+    out: list[Program] = [Call(fn, (X_NODE,)) for fn in CASE_OPS + ["initials"]]
+    out += [Call(fn, (X_NODE, n)) for fn in ("take", "drop") for n in INDICES]
+    out += [Call("split", (X_NODE, s, i)) for s in fmt.seps for i in SPLIT_INDICES]
+    out += [Call("replace", (X_NODE, s, r)) for s in fmt.seps for r in REPLACEMENTS if r != s]
+    return out + [Call("strip", (X_NODE, c)) for c in fmt.strip_chars]
+
+
+def open_alternative(problem: Problem, n_samples: int = AMBIGUITY_SAMPLES) -> str | None:
+    """The text of a program with as many ops as the reference that reproduces every
+    visible example but not every held-out output (an error counts as a difference),
+    or None. Tried: the reference with one node edited (another index, case,
+    separator, ...) or one op on x swapped for any other op on x (take(x,4) for
+    split(x," ",0)), then ``n_samples`` random programs of its depth over the
+    separators its inputs contain, drawn from a Random seeded by the problem.
+    Finding one proves the visible examples leave the function open; None does not
+    prove they pin it down (the search is not exhaustive)."""
+    shown_in, shown_out = [i for i, _ in problem.data["visible"]], [o for _, o in problem.data["visible"]]
+    held_in, held_out = list(problem.data["heldout_inputs"]), list(problem.data["heldout_outputs"])
+    fmt = _Format([s for s in ALL_SEPS if any(s in x for x in shown_in + held_in)], _DEFAULT_FORMAT.strip_chars)
+    on_x = _one_op_programs(fmt)
+
+    def local(node: Program) -> list[Program]:
+        swaps = on_x if type(node) is Call and node.fn != "cat" and node.args[0] == X_NODE else []
+        return _edit_local(node, fmt) + swaps
+
+    rng = random.Random(f"ambiguity/{problem.id}/{problem.reference}")
+    samples = (_sample_expr(rng, problem.difficulty, fmt) for _ in range(n_samples))  # difficulty = ops
+    for alt in itertools.chain(_rewrites(parse(problem.reference), local), samples):
+        if _outputs(alt, shown_in) == shown_out and _outputs(alt, held_in) != held_out:
+            return to_text(alt)
     return None
 
 
@@ -350,15 +372,15 @@ def critic_text(problem: Problem, candidate_text: str, heldout_outputs: list[str
 # --------------------------------------------------------------------------
 
 
-def _make_set(rng: random.Random, prefix: str, n: int, depths: list[int], n_visible: int,
-              n_heldout: int, exclude: set[str], unique: bool) -> list[Problem]:
+def _make_set(rng: random.Random, prefix: str, n: int, depths: list[int], cfg: TaskConfig,
+              exclude: set[str], unique: bool) -> list[Problem]:
     """n problems, depth i-th = depths[i % len(depths)], programs not in ``exclude``."""
     out: list[Problem] = []
     seen: set[str] = set()
     for i in range(n):
         d = depths[i % len(depths)]
         for _ in range(200):
-            p = make_problem(rng, f"{prefix}{i + 1:04d}", d, n_visible, n_heldout)
+            p = make_problem(rng, f"{prefix}{i + 1:04d}", d, cfg.n_visible, cfg.n_heldout, cfg.visible_mode)
             if p is None or p.reference in exclude or (unique and p.reference in seen):
                 continue
             seen.add(p.reference)
@@ -383,17 +405,20 @@ def problem_tasks(cfg: TaskConfig) -> tuple[str, ...]:
 def make_split(cfg: TaskConfig, seed: int) -> Split:
     """Deterministic for (cfg, seed). Eval is drawn first with distinct programs; L and
     train exclude every eval program. L and train may share programs (at depth 1 there
-    are only a few hundred), never problems."""
+    are only a few hundred), never problems.
+
+    ``task.visible_mode`` and ``task.n_visible`` apply to L too: the warm start
+    must teach the base on the kind of prompt it is evaluated on (in the narrow
+    mode, which programs the shown examples leave open and how often each is
+    the hidden one)."""
     if not cfg.depths or min(cfg.depths) < 1:
         raise ValueError(f"task.depths must be non-empty and >= 1, got {cfg.depths}")
     if cfg.labeled_max_depth < 1:
         raise ValueError(f"task.labeled_max_depth must be >= 1, got {cfg.labeled_max_depth}")
-    ev = _make_set(random.Random(f"dsl/{seed}/eval"), "E", cfg.n_eval, list(cfg.depths),
-                   cfg.n_visible, cfg.n_heldout, set(), unique=True)
+    ev = _make_set(random.Random(f"dsl/{seed}/eval"), "E", cfg.n_eval, list(cfg.depths), cfg, set(), unique=True)
     eval_programs = {p.reference for p in ev}
-    train = _make_set(random.Random(f"dsl/{seed}/train"), "T", cfg.n_train, list(cfg.depths),
-                      cfg.n_visible, cfg.n_heldout, eval_programs, unique=False)
+    train = _make_set(random.Random(f"dsl/{seed}/train"), "T", cfg.n_train, list(cfg.depths), cfg,
+                      eval_programs, unique=False)
     labeled = _make_set(random.Random(f"dsl/{seed}/labeled"), "L", cfg.n_labeled,
-                        list(range(1, cfg.labeled_max_depth + 1)), cfg.n_visible, cfg.n_heldout,
-                        eval_programs, unique=False)
+                        list(range(1, cfg.labeled_max_depth + 1)), cfg, eval_programs, unique=False)
     return Split(labeled=labeled, train=train, eval=ev)
