@@ -187,8 +187,8 @@ class RayRole:
         except self.ray.exceptions.RayActorError as e:
             if not self._restarting():
                 self._lost(e)
-                return self.returncode
-        self._pending = self.actor.state.remote()
+        if self.returncode is None:
+            self._pending = self.actor.state.remote()
         return self.returncode
 
     def _saw(self, state: dict) -> None:
@@ -239,13 +239,13 @@ class RaySupervisor(Supervisor):
     """The local supervisor, with roles started as Ray actors and restarted by Ray."""
 
     def __init__(self, cfg: config_mod.Config, run_dir: Path, console: Any = None) -> None:
+        from constellation.runtime.registry import roles_of
+
+        check_launch(cfg, list(roles_of(cfg)))
         try:
             import ray
         except ImportError as e:
             raise SupervisorError("launch.launcher = 'ray' needs Ray: pip install -e '.[ray]'") from e
-        from constellation.runtime.registry import roles_of
-
-        check_launch(cfg, list(roles_of(cfg)))
         self.ray = ray
         self.launch_id = secrets.token_hex(16)
         (run_dir / LAUNCH_ID).write_text(self.launch_id)

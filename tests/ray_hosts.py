@@ -97,7 +97,8 @@ def _ray_env(temp_dir: str) -> dict:
 
 def _ray_start(hosts: TwoHosts, ns: str, ip: str, temp_dir: str, *role_args: str) -> None:
     ray = str(Path(sys.executable).with_name("ray"))
-    cmd = hosts.cmd(ns, ray, "start", *role_args, f"--node-ip-address={ip}", "--num-cpus=4",
+    # 8 logical CPUs: room for all five roles on either host, so a lost host's roles fit on the other
+    cmd = hosts.cmd(ns, ray, "start", *role_args, f"--node-ip-address={ip}", "--num-cpus=8",
                     "--object-store-memory=100000000", "--disable-usage-stats", f"--labels=host={ns[:5]}")
     done = subprocess.run(cmd, env=hosts.env, capture_output=True, text=True, timeout=180, cwd=ROOT)
     if done.returncode != 0:

@@ -107,19 +107,19 @@ def test_losing_the_second_host_mid_round_moves_its_roles_and_loses_nothing(host
     runs = tmp_path / "runs"
     proc = _up(hosts, runs, model_cache, "coordinator.problems_per_round=30",
                'generator.impl="tests.slow_roles:SlowGenerator"')
-    try:
-        deadline = time.monotonic() + 600
-        run_dir = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            run_dir = next((d for d in runs.glob("*") if d.is_dir()), None)
-            if run_dir and any(isinstance(e, ev.Progress) and e.phase == "train" and 0 < e.candidates < 60
-                               for e in read_events(run_dir)):
-                break
-            time.sleep(0.2)
-        assert run_dir and proc.poll() is None, "the train phase of round 1 never started"
-        os.kill(hosts.raylet_pid(hosts.ns_b), signal.SIGKILL)
-    finally:
-        out = _finish(proc)
+    deadline = time.monotonic() + 600
+    run_dir = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        run_dir = next((d for d in runs.glob("*") if d.is_dir()), None)
+        if run_dir and any(isinstance(e, ev.Progress) and e.phase == "train" and 0 < e.candidates < 60
+                           for e in read_events(run_dir)):
+            break
+        time.sleep(0.2)
+    if not (run_dir and proc.poll() is None):
+        proc.kill()
+        raise AssertionError(f"the train phase of round 1 never started:\n{proc.communicate()[0][-4000:]}")
+    os.kill(hosts.raylet_pid(hosts.ns_b), signal.SIGKILL)
+    out = _finish(proc)
     placed = _placement(run_dir)
     assert placed["generator"]["node"] == HEAD_IP and placed["generator"]["restarts"] >= 1, (placed, out[-3000:])
     assert placed["critic"]["node"] == HEAD_IP and placed["trainer"]["restarts"] == 0
