@@ -1,6 +1,6 @@
 """The ``constellation`` command (typer).
 
-  constellation up [--preset tiny] [--set section.key=value ...] [--run-dir DIR]
+  constellation up [--preset tiny] [--set section.key=value ...] [--run-dir DIR] [--launcher local|ray]
   constellation monitor RUN_DIR [--refresh 1.0] [--once]
   constellation roles                                 (built-in and plugin implementations)
   constellation config [--preset tiny] [--set ...] [--reference [--markdown]]
@@ -83,19 +83,32 @@ def _error(message: object, console: Console | None = None) -> int:
     return 2
 
 
+class Launcher(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 # -- commands --------------------------------------------------------------------------------
 
 @app.command()
 def up(preset: Preset = "tiny", overrides: Overrides = None,
        run_dir: Annotated[Path | None, typer.Option(
            "--run-dir", help="run here instead of a new runs/<name>-<time>; an interrupted run there resumes")] = None,
+       launcher: Annotated[Launcher | None, typer.Option(
+           "--launcher", show_default="the config's launch.launcher (local)",
+           help="local: roles are child processes here; ray: Ray actors on a running cluster (over tcp)")] = None,
+       ray_address: Annotated[str | None, typer.Option(
+           "--ray-address", help="with --launcher ray: the cluster's head host:port, or auto")] = None,
        ) -> None:
     """Run the whole constellation: prepare the base, start every role, run the rounds."""
     from launch.supervisor import SupervisorError, up as run_up
 
     console = Console()
+    chosen = [f'launch.launcher="{launcher.value}"'] if launcher else []
+    chosen += ['run.transport="tcp"'] if launcher == Launcher.ray else []  # ipc cannot reach another host
+    chosen += [f'launch.ray_address="{ray_address}"'] if ray_address else []
     try:
-        code, run_dir = run_up(preset, overrides or [], console, run_dir=run_dir)
+        code, run_dir = run_up(preset, chosen + (overrides or []), console, run_dir=run_dir)
     except (config_mod.ConfigError, SupervisorError) as e:
         raise typer.Exit(_error(e, console))
     console.print(f"run directory: {run_dir}")

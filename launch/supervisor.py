@@ -97,20 +97,24 @@ class Supervisor:
         self.view = ConsoleView(run_dir, self.console)
         self.roles = {name: RoleProc(name, run_dir / "logs" / f"{name}.log") for name in roles_of(cfg)}
         self._signal: int | None = None
-        if cfg.run.transport == "tcp":
-            self.endpoints = {"hub": free_tcp_endpoint(), "lifecycle": free_tcp_endpoint()}
-        elif cfg.run.transport == "ipc":
-            self.endpoints = {"hub": ipc_endpoint(str(run_dir), "hub"),
-                              "lifecycle": ipc_endpoint(str(run_dir), "lifecycle")}
-        else:
-            raise SupervisorError(f"run.transport must be 'ipc' or 'tcp', got {cfg.run.transport!r}")
+        self.endpoints = self.make_endpoints()
         role_python(cfg, "generator")  # a wrong generator.python fails here, before anything starts
         (run_dir / "config.toml").write_text(config_mod.to_toml(cfg))
         (run_dir / "endpoints.json").write_text(json.dumps(self.endpoints, indent=1))
         self.life = Link("pull", self.endpoints["lifecycle"], bind=True)
 
+    def make_endpoints(self) -> dict[str, str]:
+        """The hub and lifecycle endpoints (a launcher that places roles on other hosts overrides this)."""
+        if self.cfg.run.transport == "tcp":
+            return {"hub": free_tcp_endpoint(), "lifecycle": free_tcp_endpoint()}
+        if self.cfg.run.transport == "ipc":
+            return {"hub": ipc_endpoint(str(self.run_dir), "hub"),
+                    "lifecycle": ipc_endpoint(str(self.run_dir), "lifecycle")}
+        raise SupervisorError(f"run.transport must be 'ipc' or 'tcp', got {self.cfg.run.transport!r}")
+
     # ------------------------------------------------------------------
-    def _spawn(self, args: list[str], log_path: Path, python: str = sys.executable) -> subprocess.Popen:
+    @staticmethod  # also how a Ray actor starts its role (launch/ray_launcher.py)
+    def _spawn(args: list[str], log_path: Path, python: str = sys.executable) -> subprocess.Popen:
         env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         with open(log_path, "ab") as logf:
@@ -288,6 +292,7 @@ def up(preset: str = "tiny", overrides: list[str] | None = None, console: Consol
     one there, or, if it holds a run already, that run resumed from its store
     (finished rounds are kept; the config must be the same)."""
     cfg = check_config(config_mod.load(preset, overrides))  # bad values and mismatches fail before any work
+    launcher = supervisor_class(cfg)
     if run_dir is None:
         run_dir = make_run_dir(cfg)
     else:
@@ -298,5 +303,15 @@ def up(preset: str = "tiny", overrides: list[str] | None = None, console: Consol
                                   f"--preset and --set options (see {saved}), or pick a new --run-dir")
         for sub in ("logs", "adapters"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    sup = Supervisor(cfg, run_dir, console)
-    return sup.run(), run_dir
+    return launcher(cfg, run_dir, console).run(), run_dir
+
+
+def supervisor_class(cfg: config_mod.Config) -> type[Supervisor]:
+    """``launch.launcher``: "local" runs the roles as child processes, "ray" as Ray actors."""
+    if cfg.launch.launcher == "local":
+        return Supervisor
+    if cfg.launch.launcher == "ray":
+        from launch.ray_launcher import RaySupervisor
+
+        return RaySupervisor
+    raise SupervisorError(f"launch.launcher must be 'local' or 'ray', got {cfg.launch.launcher!r}")

@@ -201,6 +201,15 @@ class SupervisorConfig(_Section):
     shutdown_grace: Annotated[float, _h("seconds between SIGTERM and SIGKILL at shutdown", ge=0)] = 10.0
 
 
+class LaunchConfig(_Section):
+    launcher: Annotated[str, _h('"local" (each role a child process of the supervisor) or "ray" (each role a Ray actor on a running cluster; pip install -e \'.[ray]\'; docs/ray.md)')] = "local"
+    ray_address: Annotated[str, _h('ray: the cluster to join, "host:port" of its head or "auto" (RAY_ADDRESS, or the cluster started on this host)')] = "auto"
+    bind_host: Annotated[str, _h('ray: the address the coordinator\'s hub and the lifecycle socket bind on, reachable from every node; "" = the Ray node address of this host')] = ""
+    num_cpus: Annotated[dict[str, float], _h("ray: CPUs reserved per role, e.g. {trainer = 2.0}; a role not named reserves 1")] = msgspec.field(default_factory=dict)
+    num_gpus: Annotated[dict[str, float], _h("ray: GPUs per role, e.g. {generator = 1.0, trainer = 1.0}; a role not named gets none")] = msgspec.field(default_factory=dict)
+    node: Annotated[dict[str, str], _h('ray: where a role should run, by node IP or a node label "key=value" (ray start --labels); preferred, not required, so a role moves when its node is lost. The coordinator always runs on this host')] = msgspec.field(default_factory=dict)
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     run: RunConfig = msgspec.field(default_factory=RunConfig)
     task: TaskConfig = msgspec.field(default_factory=TaskConfig)
@@ -217,6 +226,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tracking: TrackingConfig = msgspec.field(default_factory=TrackingConfig)
     study: StudyConfig = msgspec.field(default_factory=StudyConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+    launch: LaunchConfig = msgspec.field(default_factory=LaunchConfig)
 
     def task_seed(self) -> int:
         return self.run.seed if self.task.seed < 0 else self.task.seed
@@ -345,6 +355,8 @@ def _toml_value(v: Any) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table; keys are role names, bare TOML keys
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
     return repr(v)
 
 
