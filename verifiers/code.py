@@ -68,6 +68,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from verifiers.code_jail import SYSTEM_DIRS, enter_jail, jail_available
+
 CodeStatus = Literal["pass", "fail", "timeout", "memory", "crash"]
 TestStatus = Literal["pass", "fail", "error", "memory", "not_run"]
 HARNESS = Path(__file__).with_name("code_harness.py")
@@ -88,7 +90,8 @@ class Limits:
     open_files: int = 32  # RLIMIT_NOFILE
     processes: int = 0  # extra processes/threads the child may create (RLIMIT_NPROC)
     file_bytes: int = 1 << 20  # RLIMIT_FSIZE: largest file the child may write
-    user: int | None = 65534  # uid/gid to switch to when the parent is root (None: stay)
+    user: int | None = 65534  # uid/gid of the candidate when the parent is root (None: stay); the judge gets user - 1
+    jail: bool = True  # use namespaces where available (verifiers/code_jail.py); False: never
 
     def __post_init__(self) -> None:
         for name in ("cpu_seconds", "wall_seconds", "memory_bytes", "open_files", "file_bytes"):
@@ -150,23 +153,14 @@ def drops_privileges(limits: Limits) -> bool:
 
 
 def _limit_child(limits: Limits) -> None:
-    """Runs in the child between fork and exec: switch user, then set rlimits
-    (in that order: setuid must not see the small process limit)."""
-    if drops_privileges(limits):
-        os.setgroups([])
-        os.setgid(limits.user)
-        os.setuid(limits.user)
+    """Runs in the child between fork and exec: rlimits for the harness and, inherited, for the
+    candidate (the harness switches users and limits processes itself, after it forks)."""
     cpu = limits.cpu_seconds
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU at cpu, SIGKILL at cpu+1
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    # NPROC counts every process of the user, the child included; the check is
-    # at fork time, so a limit of 1 + extra allows ``extra`` more when the user
-    # runs nothing else (the usual case for the unprivileged sandbox user)
-    nproc = 1 + limits.processes
-    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
 
 def _read_all(fd: int, out: bytearray) -> None:
@@ -179,23 +173,25 @@ def _read_all(fd: int, out: bytearray) -> None:
         pass
 
 
-def _parse_results(raw: bytes, n_tests: int) -> tuple[list[CaseResult], CaseResult | None]:
-    """Result lines -> (per-test results in index order, load failure or None).
-    Lines that are not well-formed records (a forged or cut-off line) are skipped."""
+def _parse_results(raw: bytes, n_tests: int) -> tuple[list[CaseResult], CaseResult | None, int | None]:
+    """The judge's result lines -> (per-test results in index order, load failure or None,
+    how the candidate ended or None). Lines that are not well-formed records are skipped."""
     by_index: dict[int, CaseResult] = {}
-    load = None
+    load, ended = None, None
     for line in raw.decode("utf-8", "replace").splitlines():
         try:
             index, status, detail = json.loads(line)
         except (ValueError, TypeError):
             continue
+        if index == -2 and status == "ended" and isinstance(detail, int):
+            ended = detail
         if status not in ("pass", "fail", "error", "memory") or not isinstance(index, int):
             continue
         if index == -1:
             load = CaseResult(-1, status, str(detail))
         elif 0 <= index < n_tests and index not in by_index:
             by_index[index] = CaseResult(index, status, str(detail))
-    return [by_index[i] for i in sorted(by_index)], load
+    return [by_index[i] for i in sorted(by_index)], load, ended
 
 
 def decide(results: list[CaseResult], load: CaseResult | None, n_tests: int, timed_out: bool,
@@ -229,24 +225,12 @@ def run_tests(program: str, tests: list[str], limits: Limits | None = None,
         raise SandboxError(f"tests must be 1..{MAX_TESTS} strings, got {len(tests) if tests else 0}")
     drop = drops_privileges(limits)
     python = find_interpreter(drop)
-    workdir = tempfile.mkdtemp(prefix="cst-code-")
+    base = tempfile.mkdtemp(prefix="cst-code-")  # 0700: job/ (program, tests, harness), work/, root/
     read_fd, write_fd = os.pipe()
     t0 = time.monotonic()
     try:
-        Path(workdir, "job.json").write_text(json.dumps(
-            {"program": program, "tests": list(tests), "entry_point": entry_point}), encoding="utf-8")
-        shutil.copy(HARNESS, Path(workdir, "harness.py"))
-        if drop:
-            for p in (workdir, *(str(q) for q in Path(workdir).iterdir())):
-                os.chown(p, limits.user, limits.user)
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir}
-        try:
-            proc = subprocess.Popen(
-                [python, "-I", "-S", "-B", "harness.py", str(write_fd)], cwd=workdir, env=env,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                pass_fds=(write_fd,), start_new_session=True, preexec_fn=lambda: _limit_child(limits))
-        except (OSError, subprocess.SubprocessError) as e:
-            raise SandboxError(f"cannot start the sandboxed child ({python}): {e}") from e
+        cwd = _write_job(base, program, tests, entry_point, limits.user if drop else None)
+        proc = _start(python, base, cwd, write_fd, limits, drop)
         os.close(write_fd)
         write_fd = -1
         raw = bytearray()
@@ -257,17 +241,63 @@ def run_tests(program: str, tests: list[str], limits: Limits | None = None,
             proc.wait(timeout=limits.wall_seconds)
         except subprocess.TimeoutExpired:
             timed_out = True
-        _kill_group(proc.pid)  # the child, and anything it left behind in its group
+        _kill_group(proc.pid)  # the harness and anything left in its group (the jail's pid 1 takes the rest)
         proc.wait()
         reader.join(timeout=1.0)
-        results, load = _parse_results(bytes(raw), len(tests))
-        status, full, detail = decide(results, load, len(tests), timed_out, proc.returncode)
+        results, load, ended = _parse_results(bytes(raw), len(tests))
+        code = ended if ended is not None else proc.returncode
+        status, full, detail = decide(results, load, len(tests), timed_out, code)
         return CodeVerdict(status=status, tests=full, detail=detail, seconds=time.monotonic() - t0)
     finally:
         if write_fd >= 0:
             os.close(write_fd)
         os.close(read_fd)
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _write_job(base: str, program: str, tests: list[str], entry_point: str | None, user: int | None) -> str:
+    """The job folder (read by the harness before it drops privileges; tests.json stays 0600 so
+    the candidate's user cannot read it) and the candidate's working folder -> the working folder."""
+    job, work = Path(base, "job"), Path(base, "work")
+    job.mkdir()
+    work.mkdir()
+    Path(base, "root").mkdir()
+    (job / "program.py").write_text(program, encoding="utf-8")
+    (job / "tests.json").write_text(json.dumps({"tests": list(tests), "entry_point": entry_point}),
+                                    encoding="utf-8")
+    os.chmod(job / "tests.json", 0o600)
+    shutil.copy(HARNESS, job / "harness.py")
+    if user is not None:
+        os.chown(work, user, user)
+    return str(work)
+
+
+def _start(python: str, base: str, cwd: str, result_fd: int, limits: Limits, drop: bool) -> subprocess.Popen:
+    """The harness, in a jail when one is available (verifiers/code_jail.py)."""
+    jail = limits.jail and drop and jail_available()
+    job = "/job" if jail else str(Path(base, "job"))
+    users = [str(limits.user), str(limits.user - 1)] if drop else ["-1", "-1"]
+    extra = _interpreter_prefix(python)
+
+    def before_exec() -> None:
+        if jail:
+            enter_jail(str(Path(base, "root")), str(Path(base, "job")), extra)
+        _limit_child(limits)
+
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp" if jail else cwd, "TMPDIR": "/tmp" if jail else cwd}
+    try:
+        return subprocess.Popen(
+            [python, "-I", "-S", "-B", f"{job}/harness.py", job, str(result_fd), *users, str(1 + limits.processes)],
+            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            pass_fds=(result_fd,), start_new_session=True, preexec_fn=before_exec)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise SandboxError(f"cannot start the sandboxed child ({python}): {e}") from e
+
+
+def _interpreter_prefix(python: str) -> tuple[str, ...]:
+    """The interpreter's install folder when it is outside the system folders a jail binds."""
+    prefix = os.path.dirname(os.path.dirname(python))
+    return () if any(prefix == d or prefix.startswith(d + "/") for d in SYSTEM_DIRS) else (prefix,)
 
 
 def _kill_group(pgid: int) -> None:
