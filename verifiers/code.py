@@ -1,54 +1,62 @@
 """Run a candidate Python program against a task's tests in a limited child process.
 
 ``run_tests(program, tests, limits)`` starts ``python -I -S -B`` on
-``verifiers/code_harness.py`` in a fresh temporary directory, feeds it the
-program and the tests, and returns a ``CodeVerdict``:
+``verifiers/code_harness.py``, which forks into a *candidate* process (loads
+the program, answers calls with plain values) and a *judge* process (runs the
+tests, with the program's functions replaced by proxies to the candidate), and
+returns a ``CodeVerdict``:
 
     status  pass     every test ran and passed
             fail     every test ran (or the program did not load) and one failed
             timeout  the CPU-seconds limit or the wall-clock deadline ended the run
             memory   an allocation failed under the address-space limit
-            crash    the child ended before reporting every test, for any other
-                     reason (os._exit, a signal, a segfault, a killed interpreter)
+            crash    the candidate ended before every test was decided, for any
+                     other reason (os._exit, a signal, a segfault)
     tests   one CaseResult per test: pass | fail | error | memory, or
             not_run for the tests a timeout / crash / memory failure cut off
 
-A test is a piece of Python executed in the program's namespace, usually
-``assert f(2) == 4``; a test that defines ``check(candidate)`` is called with
-the entry point (HumanEval style).
+A test is a piece of Python run by the judge; each free name in it is bound
+to the program's value of that name: a proxy for a function (arguments and
+results cross as ``repr`` text read back with ``ast.literal_eval``), the value
+itself for a plain constant. A test that defines ``check(candidate)`` is
+called with the entry point (HumanEval style). Tests can therefore compare
+plain results (numbers, strings, bytes, tuples, lists, dicts, sets, None) but
+not objects of the program's own classes or mutated arguments.
 
-What the sandbox guarantees (on Linux):
-  * The child runs with rlimits: CPU seconds (``RLIMIT_CPU``), address space
-    (``RLIMIT_AS``), open files (``RLIMIT_NOFILE``), file size
-    (``RLIMIT_FSIZE``), no core dumps, and processes (``RLIMIT_NPROC``): by
-    default it may not create any process or thread, so a fork bomb's first
-    fork fails. Linux exempts root from ``RLIMIT_NPROC``, so when the parent is
-    root the child first switches to an unprivileged user (``Limits.user``,
-    default 65534 "nobody"), which also keeps it out of root-only files.
-  * A wall-clock deadline: past it the child's whole process group gets
-    SIGKILL, and the group is killed after every run anyway, so nothing it
-    started outlives the verdict.
-  * A fresh temporary working directory (removed afterwards) and an
-    environment of PATH/LANG/HOME only: no inherited secrets, API keys or
-    PYTHON* variables; ``-I -S`` ignores user site-packages and the venv.
-  * stdout/stderr are discarded (fds 1 and 2 are /dev/null, and the Python
-    streams a bounded sink), so output floods cost time, never memory.
+What the sandbox guarantees (on Linux; docs/tasks-and-verifiers.md has each
+protection and its fallback):
+  * Unforgeable results: the candidate never sees the tests (``tests.json`` is
+    0600 and read by the judge before the program loads), the result channel
+    or the judge's memory (another user, undumpable); it only hands over plain
+    values, so an object with its own ``__eq__``, a patched harness or
+    builtins, forged result lines and an early exit all end as fail or crash.
+  * rlimits: CPU seconds, address space, open files, file size, no core
+    dumps, and processes (by default none: a fork bomb's first fork fails).
+    As root the candidate runs as ``Limits.user`` (65534) and the judge as
+    ``Limits.user - 1``, since Linux exempts root from ``RLIMIT_NPROC``.
+  * A jail where namespaces are available (root and a kernel that allows
+    them; ``verifiers/code_jail.py``): a private root on a size-capped tmpfs
+    with the system folders read-only, so no file is left behind and no run
+    directory or home folder is visible; a network namespace with no usable
+    interface (not even 127.0.0.1 of the host); a pid namespace whose pid 1 is
+    the candidate, so ``kill(-1, 9)`` reaches nothing outside.
+  * A wall-clock deadline: past it the whole process group gets SIGKILL (and
+    always after the run), and the jail's processes die with its pid 1.
+  * An environment of PATH/LANG/HOME/TMPDIR only; stdout/stderr discarded.
   * Every failure of the candidate is a typed verdict; ``run_tests`` raises
     only for bad arguments or when no child can be started at all.
 What it does not guarantee:
-  * It is NOT a security boundary against a determined attacker: there is no
-    seccomp filter, no network or mount namespace, and the child can read any
-    world-readable file and talk to the network. Run untrusted code from the
-    internet in a container or VM.
-  * The child reports its results over a pipe it could also write to, so a
-    program written to fool the harness can forge results.
-  * ``RLIMIT_NPROC`` counts every process of the child's user, so
+  * No seccomp filter: the kernel's whole system-call surface is reachable;
+    run code from the internet in a container or VM as well.
+  * Without a jail (not root, or namespaces forbidden) files written outside
+    the working folder (e.g. to /tmp) stay, world-readable files and the
+    network are reachable, and for a non-root parent ``kill(-1, 9)`` reaches
+    the parent user's processes.
+  * ``RLIMIT_NPROC`` counts every process of the candidate's user, so
     ``Limits.processes`` extra processes are only available when that user
-    runs nothing else; for a non-root parent (the child keeps its user, which
-    runs the parent too) the child can never fork.
+    runs nothing else.
   * Memory is limited as address space, which over-counts what a program
-    really uses (mapped but untouched pages count).
-  * Limits are per child; running many children at once multiplies them.
+    really uses; limits are per child.
 """
 
 from __future__ import annotations
