@@ -81,6 +81,13 @@ def _error(message: object, console: Console | None = None) -> int:
     return 2
 
 
+def os_error_line(e: OSError, where: object = None) -> str:
+    """``<path>: <cause>`` for a failed file operation, e.g. "runs/x/config.toml: No space left on device";
+    ``where`` names the place when the error carries no file name (a failed write)."""
+    path = e.filename if e.filename is not None else where
+    return f"{path}: {e.strerror}" if path is not None and e.strerror else str(e)
+
+
 # -- commands --------------------------------------------------------------------------------
 
 @app.command()
@@ -96,6 +103,8 @@ def up(preset: Preset = "tiny", overrides: Overrides = None,
         code, run_dir = run_up(preset, overrides or [], console, run_dir=run_dir)
     except (config_mod.ConfigError, SupervisorError) as e:
         raise typer.Exit(_error(e, console))
+    except OSError as e:  # a read-only or full run directory: the path and the cause, nothing removed
+        raise typer.Exit(_error(os_error_line(e, f"run directory {run_dir or 'under run.runs_dir'}"), console))
     console.print(f"run directory: {run_dir}")
     raise typer.Exit(code)
 
@@ -188,6 +197,8 @@ def study(preset: Preset = "study", overrides: Overrides = None,
                   n_boot=bootstrap, report_only=report_only, parallel=parallel)
     except (config_mod.ConfigError, SupervisorError, StudyError) as e:
         raise typer.Exit(_error(e, console))
+    except OSError as e:
+        raise typer.Exit(_error(os_error_line(e), console))
 
 
 @app.command()
