@@ -8,6 +8,10 @@ Cases:
   across the format categories of issue 5, 40% non-equivalent;
 - bench/data/math_adversarial.jsonl: 86 non-equivalent or hostile cases (four of them
   megabyte inputs built here), where any "equal" is a wrong accept;
+- bench/data/math_classes.jsonl: 42 hand-labelled cases of issue 11's classes (matrix
+  orientation, lists of choices, unbalanced brackets, sets of answers, other forms);
+- bench/data/math_hostile.jsonl: a hostile file, run through ``constellation verify``'s
+  reader (ours only): every line must get a verdict, each within the 1 s deadline;
 - the 5,276 labeled GSM8K model solutions of /work/shared/data/gsm8k (if present).
 
 Both verifiers run in a separate process with a deadline: ours through
@@ -164,6 +168,20 @@ def agreement(cases: list[dict], results: list[tuple[str, float]]) -> float:
     return sum((r == "equal") == c["equal"] for c, (r, _) in zip(cases, results)) / max(1, len(cases))
 
 
+def hostile_file() -> None:
+    """Each line of math_hostile.jsonl through verify's reader and our checker: lines, slowest, timeouts."""
+    from launch.verify import parse_line
+
+    with (DATA / "math_hostile.jsonl").open(encoding="utf-8", errors="replace") as f:
+        parsed = [parse_line(line) for line in f if line.strip()]
+    pairs = [p for p in parsed if isinstance(p, tuple)]
+    with MathChecker(workers=1, timeout=1.0) as checker:
+        checker.warm_up()
+        verdicts = [checker.check(gold, pred) for gold, pred in pairs]
+    print(f"\nhostile file: {len(parsed)} lines ({len(parsed) - len(pairs)} malformed), every line decided; "
+          f"slowest {max(v.seconds for v in verdicts):.4f} s, timeouts {sum(v.verdict == 'timeout' for v in verdicts)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gsm8k", type=int, default=10_000, help="at most this many labeled GSM8K solutions")
@@ -171,7 +189,7 @@ def main() -> None:
     args = ap.parse_args()
 
     heldout, adversarial, gsm8k = load_cases("math_heldout.jsonl"), load_cases("math_adversarial.jsonl"), load_gsm8k(args.gsm8k)
-    sets = {"held-out": heldout, "adversarial": adversarial, "gsm8k": gsm8k}
+    sets = {"held-out": heldout, "adversarial": adversarial, "gsm8k": gsm8k, "classes": load_cases("math_classes.jsonl")}
     ours = {name: run_ours(cases) for name, cases in sets.items()}
     theirs = {name: run_theirs(cases) for name, cases in sets.items()}
 
@@ -181,7 +199,7 @@ def main() -> None:
     print(f"held-out {len(heldout)} cases ({sum(not c['equal'] for c in heldout)} non-equivalent), "
           f"adversarial {len(adversarial)}, GSM8K labeled {len(gsm8k)}\n")
     row("", "ours", "math-verify", "ratio")
-    for name in ("held-out", "gsm8k"):
+    for name in ("held-out", "gsm8k", "classes"):
         if sets[name]:
             row(f"{name}: agreement with labels", f"{agreement(sets[name], ours[name]):.1%}",
                 f"{agreement(sets[name], theirs[name]):.1%}")
@@ -201,8 +219,9 @@ def main() -> None:
         row(f"cold worker ({len(sample)} cases): {label} seconds", f"{a:.4f}", f"{b:.4f}", f"{b / a:.1f}x")
     a, b = statistics.median(start_a), statistics.median(start_b)
     row("worker start-up, median seconds", f"{a:.3f}", f"{b:.3f}", f"{b / a:.1f}x")
-    print("\ndisagreements with the hand labels (held-out):")
-    for name in ("held-out",):
+    hostile_file()
+    print("\ndisagreements with the hand labels (held-out, classes):")
+    for name in ("held-out", "classes"):
         for case, (r_ours, _), (r_theirs, _) in zip(sets[name], ours[name], theirs[name]):
             marks = [who for who, r in (("ours", r_ours), ("math-verify", r_theirs)) if (r == "equal") != case["equal"]]
             if marks:

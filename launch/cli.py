@@ -88,6 +88,13 @@ class Launcher(str, Enum):
     ray = "ray"
 
 
+def os_error_line(e: OSError, where: object = None) -> str:
+    """``<path>: <cause>`` for a failed file operation, e.g. "runs/x/config.toml: No space left on device";
+    ``where`` names the place when the error carries no file name (a failed write)."""
+    path = e.filename if e.filename is not None else where
+    return f"{path}: {e.strerror}" if path is not None and e.strerror else str(e)
+
+
 # -- commands --------------------------------------------------------------------------------
 
 @app.command()
@@ -111,6 +118,8 @@ def up(preset: Preset = "tiny", overrides: Overrides = None,
         code, run_dir = run_up(preset, chosen + (overrides or []), console, run_dir=run_dir)
     except (config_mod.ConfigError, SupervisorError) as e:
         raise typer.Exit(_error(e, console))
+    except OSError as e:  # a read-only or full run directory: the path and the cause, nothing removed
+        raise typer.Exit(_error(os_error_line(e, f"run directory {run_dir or 'under run.runs_dir'}"), console))
     console.print(f"run directory: {run_dir}")
     raise typer.Exit(code)
 
@@ -246,6 +255,8 @@ def study(preset: Preset = "study", overrides: Overrides = None,
             run_study(preset, seeds, overrides or [], out, console, **options)
     except (config_mod.ConfigError, SupervisorError, StudyError) as e:
         raise typer.Exit(_error(e, console))
+    except OSError as e:
+        raise typer.Exit(_error(os_error_line(e), console))
 
 
 @app.command()

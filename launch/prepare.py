@@ -5,6 +5,9 @@ Runs in its own process so that the supervisor never imports torch. Writes
 the base model's folder path to ``RUN_DIR/base_model.txt``; the generator,
 trainer (and a critic sharing the base) read it at setup. Progress lines
 ("PROGRESS <fraction> <message>") go to stdout, which the supervisor shows.
+A user's error (a missing or unreadable file, a model folder that is not a
+model, a bad task file, a full disk) ends it with one line
+"ERROR <path>: <cause>" and exit code 2, which the supervisor prints alone.
 """
 
 from __future__ import annotations
@@ -44,7 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     def progress(fraction: float, message: str) -> None:
         print(f"PROGRESS {fraction:.4f} {message}", flush=True)
 
-    _, path = prepare(cfg, run_dir, progress)
+    try:
+        _, path = prepare(cfg, run_dir, progress)
+    except OSError as e:  # FileNotFoundError (a missing model), ENOSPC, EROFS, EACCES
+        from launch.cli import os_error_line
+        print(f"ERROR {os_error_line(e)}", flush=True)
+        return 2
+    except ValueError as e:  # a task file or model folder that cannot be used, named in the message
+        print(f"ERROR {e}", flush=True)
+        return 2
     print(f"INFO base model ready at {path}", flush=True)
     return 0
 

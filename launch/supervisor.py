@@ -134,6 +134,9 @@ class Supervisor:
         log_path = self.run_dir / "logs" / "prepare.log"
         proc = self._spawn(["-m", "launch.prepare", str(self.run_dir)], log_path)
         self.view.follow_prepare(proc, log_path, self._interrupted)
+        user_error = [ln[6:] for ln in _tail(log_path).splitlines() if ln.startswith("ERROR ")]
+        if proc.returncode == 2 and user_error:  # one line naming the path and the cause, no traceback
+            raise SupervisorError(user_error[-1])
         if proc.returncode != 0:
             raise SupervisorError(f"base model preparation failed (exit {proc.returncode}); "
                                   f"last lines of {log_path}:\n{_tail(log_path)}")

@@ -27,6 +27,10 @@ def parse_line(line: str) -> tuple[str, str] | str:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         return f"not JSON: {e.msg} at column {e.colno}"
+    except ValueError as e:  # a number of more than 4,300 digits
+        return f"not JSON: {str(e)[:80]}"
+    except RecursionError:
+        return "not JSON: nested too deeply"
     if not isinstance(obj, dict):
         return f"not a JSON object but a {type(obj).__name__}"
     for key in ("gold", "pred"):
@@ -49,6 +53,16 @@ def _chunks(lines: Iterator[str]) -> Iterator[list[tuple[int, str]]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    """One output line; \\u escapes when the text cannot be written as UTF-8 (a lone surrogate)."""
+    text = json.dumps(row, ensure_ascii=False)
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+        return text
+    except (UnicodeEncodeError, LookupError):
+        return json.dumps(row)
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -94,7 +108,7 @@ def run(file: str, jobs: int = 1, timeout: float = 1.0) -> int:
                         if v.error:
                             row["error"] = v.error
                     rows.append(row)
-                    print(json.dumps(row, ensure_ascii=False))
+                    print(_json_line(row))
                 sys.stdout.flush()
     except MathCheckerError as e:
         print(f"error: {e}", file=sys.stderr)

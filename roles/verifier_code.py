@@ -23,6 +23,7 @@ from constellation.protocol.config import Config
 from constellation.protocol.messages import Candidate, Problem, Verdict
 from roles.verifier import CandidateVerifier
 from verifiers.code import CodeVerdict, Limits, drops_privileges, find_interpreter, run_tests
+from verifiers.code_jail import jail_available
 
 
 def program_text(problem: Problem, completion: str) -> str:
@@ -48,7 +49,7 @@ class CodeVerifier(CandidateVerifier):
 
     def setup(self) -> dict[str, Any]:
         python = find_interpreter(drops_privileges(self.limits))  # fails at start-up, not per candidate
-        return {**super().setup(), "python": python, "wall_seconds": self.limits.wall_seconds,
+        return {**super().setup(), "python": python, "jail": jail_available(), "wall_seconds": self.limits.wall_seconds,
                 "memory_mb": self.limits.memory_bytes >> 20}
 
     def verify_one(self, problem: Problem, candidate: Candidate) -> Verdict:

@@ -96,12 +96,12 @@ def test_environment_is_scrubbed():
     assert v.status == "pass"
 
 
-def test_working_directory_is_temporary_and_removed():
-    v = run("import os\nD = os.getcwd()\ndef f(x):\n    return 2 * x\n",
-            tests=["assert os.path.basename(D).startswith('cst-code-')", "open('scratch.txt', 'w').write('hi')"])
-    assert v.status == "pass"
-    assert not any(n.startswith("cst-code-") and os.path.exists(os.path.join(n, "scratch.txt"))
-                   for n in os.listdir("/tmp"))
+def test_tests_see_the_programs_plain_values_and_functions_only():
+    program = "import os\nN = 3\nNAMES = ['a', 'b']\ndef f(x):\n    return 2 * x\n"
+    assert run(program, tests=["assert N == 3 and NAMES == ['a', 'b'] and f(N) == 6"]).status == "pass"
+    assert run(program, tests=["assert os.getcwd()"]).tests[0].status == "error"  # os is no pure module
+    with_math = "import math\ndef f(x):\n    return math.sqrt(x)\n"
+    assert run(with_math, tests=["assert math.isclose(f(16), 4.0)"]).status == "pass"
 
 
 def test_humaneval_style_check_function_gets_the_entry_point():

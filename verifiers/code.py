@@ -1,54 +1,62 @@
 """Run a candidate Python program against a task's tests in a limited child process.
 
 ``run_tests(program, tests, limits)`` starts ``python -I -S -B`` on
-``verifiers/code_harness.py`` in a fresh temporary directory, feeds it the
-program and the tests, and returns a ``CodeVerdict``:
+``verifiers/code_harness.py``, which forks into a *candidate* process (loads
+the program, answers calls with plain values) and a *judge* process (runs the
+tests, with the program's functions replaced by proxies to the candidate), and
+returns a ``CodeVerdict``:
 
     status  pass     every test ran and passed
             fail     every test ran (or the program did not load) and one failed
             timeout  the CPU-seconds limit or the wall-clock deadline ended the run
             memory   an allocation failed under the address-space limit
-            crash    the child ended before reporting every test, for any other
-                     reason (os._exit, a signal, a segfault, a killed interpreter)
+            crash    the candidate ended before every test was decided, for any
+                     other reason (os._exit, a signal, a segfault)
     tests   one CaseResult per test: pass | fail | error | memory, or
             not_run for the tests a timeout / crash / memory failure cut off
 
-A test is a piece of Python executed in the program's namespace, usually
-``assert f(2) == 4``; a test that defines ``check(candidate)`` is called with
-the entry point (HumanEval style).
+A test is a piece of Python run by the judge; each free name in it is bound
+to the program's value of that name: a proxy for a function (arguments and
+results cross as ``repr`` text read back with ``ast.literal_eval``), the value
+itself for a plain constant. A test that defines ``check(candidate)`` is
+called with the entry point (HumanEval style). Tests can therefore compare
+plain results (numbers, strings, bytes, tuples, lists, dicts, sets, None) but
+not objects of the program's own classes or mutated arguments.
 
-What the sandbox guarantees (on Linux):
-  * The child runs with rlimits: CPU seconds (``RLIMIT_CPU``), address space
-    (``RLIMIT_AS``), open files (``RLIMIT_NOFILE``), file size
-    (``RLIMIT_FSIZE``), no core dumps, and processes (``RLIMIT_NPROC``): by
-    default it may not create any process or thread, so a fork bomb's first
-    fork fails. Linux exempts root from ``RLIMIT_NPROC``, so when the parent is
-    root the child first switches to an unprivileged user (``Limits.user``,
-    default 65534 "nobody"), which also keeps it out of root-only files.
-  * A wall-clock deadline: past it the child's whole process group gets
-    SIGKILL, and the group is killed after every run anyway, so nothing it
-    started outlives the verdict.
-  * A fresh temporary working directory (removed afterwards) and an
-    environment of PATH/LANG/HOME only: no inherited secrets, API keys or
-    PYTHON* variables; ``-I -S`` ignores user site-packages and the venv.
-  * stdout/stderr are discarded (fds 1 and 2 are /dev/null, and the Python
-    streams a bounded sink), so output floods cost time, never memory.
+What the sandbox guarantees (on Linux; docs/tasks-and-verifiers.md has each
+protection and its fallback):
+  * Unforgeable results: the candidate never sees the tests (``tests.json`` is
+    0600 and read by the judge before the program loads), the result channel
+    or the judge's memory (another user, undumpable); it only hands over plain
+    values, so an object with its own ``__eq__``, a patched harness or
+    builtins, forged result lines and an early exit all end as fail or crash.
+  * rlimits: CPU seconds, address space, open files, file size, no core
+    dumps, and processes (by default none: a fork bomb's first fork fails).
+    As root the candidate runs as ``Limits.user`` (65534) and the judge as
+    ``Limits.user - 1``, since Linux exempts root from ``RLIMIT_NPROC``.
+  * A jail where namespaces are available (root and a kernel that allows
+    them; ``verifiers/code_jail.py``): a private root on a size-capped tmpfs
+    with the system folders read-only, so no file is left behind and no run
+    directory or home folder is visible; a network namespace with no usable
+    interface (not even 127.0.0.1 of the host); a pid namespace whose pid 1 is
+    the candidate, so ``kill(-1, 9)`` reaches nothing outside.
+  * A wall-clock deadline: past it the whole process group gets SIGKILL (and
+    always after the run), and the jail's processes die with its pid 1.
+  * An environment of PATH/LANG/HOME/TMPDIR only; stdout/stderr discarded.
   * Every failure of the candidate is a typed verdict; ``run_tests`` raises
     only for bad arguments or when no child can be started at all.
 What it does not guarantee:
-  * It is NOT a security boundary against a determined attacker: there is no
-    seccomp filter, no network or mount namespace, and the child can read any
-    world-readable file and talk to the network. Run untrusted code from the
-    internet in a container or VM.
-  * The child reports its results over a pipe it could also write to, so a
-    program written to fool the harness can forge results.
-  * ``RLIMIT_NPROC`` counts every process of the child's user, so
+  * No seccomp filter: the kernel's whole system-call surface is reachable;
+    run code from the internet in a container or VM as well.
+  * Without a jail (not root, or namespaces forbidden) files written outside
+    the working folder (e.g. to /tmp) stay, world-readable files and the
+    network are reachable, and for a non-root parent ``kill(-1, 9)`` reaches
+    the parent user's processes.
+  * ``RLIMIT_NPROC`` counts every process of the candidate's user, so
     ``Limits.processes`` extra processes are only available when that user
-    runs nothing else; for a non-root parent (the child keeps its user, which
-    runs the parent too) the child can never fork.
+    runs nothing else.
   * Memory is limited as address space, which over-counts what a program
-    really uses (mapped but untouched pages count).
-  * Limits are per child; running many children at once multiplies them.
+    really uses; limits are per child.
 """
 
 from __future__ import annotations
@@ -67,6 +75,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from verifiers.code_jail import SYSTEM_DIRS, enter_jail, jail_available
 
 CodeStatus = Literal["pass", "fail", "timeout", "memory", "crash"]
 TestStatus = Literal["pass", "fail", "error", "memory", "not_run"]
@@ -88,7 +98,8 @@ class Limits:
     open_files: int = 32  # RLIMIT_NOFILE
     processes: int = 0  # extra processes/threads the child may create (RLIMIT_NPROC)
     file_bytes: int = 1 << 20  # RLIMIT_FSIZE: largest file the child may write
-    user: int | None = 65534  # uid/gid to switch to when the parent is root (None: stay)
+    user: int | None = 65534  # uid/gid of the candidate when the parent is root (None: stay); the judge gets user - 1
+    jail: bool = True  # use namespaces where available (verifiers/code_jail.py); False: never
 
     def __post_init__(self) -> None:
         for name in ("cpu_seconds", "wall_seconds", "memory_bytes", "open_files", "file_bytes"):
@@ -150,23 +161,14 @@ def drops_privileges(limits: Limits) -> bool:
 
 
 def _limit_child(limits: Limits) -> None:
-    """Runs in the child between fork and exec: switch user, then set rlimits
-    (in that order: setuid must not see the small process limit)."""
-    if drops_privileges(limits):
-        os.setgroups([])
-        os.setgid(limits.user)
-        os.setuid(limits.user)
+    """Runs in the child between fork and exec: rlimits for the harness and, inherited, for the
+    candidate (the harness switches users and limits processes itself, after it forks)."""
     cpu = limits.cpu_seconds
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU at cpu, SIGKILL at cpu+1
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    # NPROC counts every process of the user, the child included; the check is
-    # at fork time, so a limit of 1 + extra allows ``extra`` more when the user
-    # runs nothing else (the usual case for the unprivileged sandbox user)
-    nproc = 1 + limits.processes
-    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
 
 def _read_all(fd: int, out: bytearray) -> None:
@@ -179,23 +181,25 @@ def _read_all(fd: int, out: bytearray) -> None:
         pass
 
 
-def _parse_results(raw: bytes, n_tests: int) -> tuple[list[CaseResult], CaseResult | None]:
-    """Result lines -> (per-test results in index order, load failure or None).
-    Lines that are not well-formed records (a forged or cut-off line) are skipped."""
+def _parse_results(raw: bytes, n_tests: int) -> tuple[list[CaseResult], CaseResult | None, int | None]:
+    """The judge's result lines -> (per-test results in index order, load failure or None,
+    how the candidate ended or None). Lines that are not well-formed records are skipped."""
     by_index: dict[int, CaseResult] = {}
-    load = None
+    load, ended = None, None
     for line in raw.decode("utf-8", "replace").splitlines():
         try:
             index, status, detail = json.loads(line)
         except (ValueError, TypeError):
             continue
+        if index == -2 and status == "ended" and isinstance(detail, int):
+            ended = detail
         if status not in ("pass", "fail", "error", "memory") or not isinstance(index, int):
             continue
         if index == -1:
             load = CaseResult(-1, status, str(detail))
         elif 0 <= index < n_tests and index not in by_index:
             by_index[index] = CaseResult(index, status, str(detail))
-    return [by_index[i] for i in sorted(by_index)], load
+    return [by_index[i] for i in sorted(by_index)], load, ended
 
 
 def decide(results: list[CaseResult], load: CaseResult | None, n_tests: int, timed_out: bool,
@@ -229,24 +233,12 @@ def run_tests(program: str, tests: list[str], limits: Limits | None = None,
         raise SandboxError(f"tests must be 1..{MAX_TESTS} strings, got {len(tests) if tests else 0}")
     drop = drops_privileges(limits)
     python = find_interpreter(drop)
-    workdir = tempfile.mkdtemp(prefix="cst-code-")
+    base = tempfile.mkdtemp(prefix="cst-code-")  # 0700: job/ (program, tests, harness), work/, root/
     read_fd, write_fd = os.pipe()
     t0 = time.monotonic()
     try:
-        Path(workdir, "job.json").write_text(json.dumps(
-            {"program": program, "tests": list(tests), "entry_point": entry_point}), encoding="utf-8")
-        shutil.copy(HARNESS, Path(workdir, "harness.py"))
-        if drop:
-            for p in (workdir, *(str(q) for q in Path(workdir).iterdir())):
-                os.chown(p, limits.user, limits.user)
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir}
-        try:
-            proc = subprocess.Popen(
-                [python, "-I", "-S", "-B", "harness.py", str(write_fd)], cwd=workdir, env=env,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                pass_fds=(write_fd,), start_new_session=True, preexec_fn=lambda: _limit_child(limits))
-        except (OSError, subprocess.SubprocessError) as e:
-            raise SandboxError(f"cannot start the sandboxed child ({python}): {e}") from e
+        cwd = _write_job(base, program, tests, entry_point, limits.user if drop else None)
+        proc = _start(python, base, cwd, write_fd, limits, drop)
         os.close(write_fd)
         write_fd = -1
         raw = bytearray()
@@ -257,17 +249,63 @@ def run_tests(program: str, tests: list[str], limits: Limits | None = None,
             proc.wait(timeout=limits.wall_seconds)
         except subprocess.TimeoutExpired:
             timed_out = True
-        _kill_group(proc.pid)  # the child, and anything it left behind in its group
+        _kill_group(proc.pid)  # the harness and anything left in its group (the jail's pid 1 takes the rest)
         proc.wait()
         reader.join(timeout=1.0)
-        results, load = _parse_results(bytes(raw), len(tests))
-        status, full, detail = decide(results, load, len(tests), timed_out, proc.returncode)
+        results, load, ended = _parse_results(bytes(raw), len(tests))
+        code = ended if ended is not None else proc.returncode
+        status, full, detail = decide(results, load, len(tests), timed_out, code)
         return CodeVerdict(status=status, tests=full, detail=detail, seconds=time.monotonic() - t0)
     finally:
         if write_fd >= 0:
             os.close(write_fd)
         os.close(read_fd)
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _write_job(base: str, program: str, tests: list[str], entry_point: str | None, user: int | None) -> str:
+    """The job folder (read by the harness before it drops privileges; tests.json stays 0600 so
+    the candidate's user cannot read it) and the candidate's working folder -> the working folder."""
+    job, work = Path(base, "job"), Path(base, "work")
+    job.mkdir()
+    work.mkdir()
+    Path(base, "root").mkdir()
+    (job / "program.py").write_text(program, encoding="utf-8")
+    (job / "tests.json").write_text(json.dumps({"tests": list(tests), "entry_point": entry_point}),
+                                    encoding="utf-8")
+    os.chmod(job / "tests.json", 0o600)
+    shutil.copy(HARNESS, job / "harness.py")
+    if user is not None:
+        os.chown(work, user, user)
+    return str(work)
+
+
+def _start(python: str, base: str, cwd: str, result_fd: int, limits: Limits, drop: bool) -> subprocess.Popen:
+    """The harness, in a jail when one is available (verifiers/code_jail.py)."""
+    jail = limits.jail and drop and jail_available()
+    job = "/job" if jail else str(Path(base, "job"))
+    users = [str(limits.user), str(limits.user - 1)] if drop else ["-1", "-1"]
+    extra = _interpreter_prefix(python)
+
+    def before_exec() -> None:
+        if jail:
+            enter_jail(str(Path(base, "root")), str(Path(base, "job")), extra)
+        _limit_child(limits)
+
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp" if jail else cwd, "TMPDIR": "/tmp" if jail else cwd}
+    try:
+        return subprocess.Popen(
+            [python, "-I", "-S", "-B", f"{job}/harness.py", job, str(result_fd), *users, str(1 + limits.processes)],
+            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            pass_fds=(result_fd,), start_new_session=True, preexec_fn=before_exec)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise SandboxError(f"cannot start the sandboxed child ({python}): {e}") from e
+
+
+def _interpreter_prefix(python: str) -> tuple[str, ...]:
+    """The interpreter's install folder when it is outside the system folders a jail binds."""
+    prefix = os.path.dirname(os.path.dirname(python))
+    return () if any(prefix == d or prefix.startswith(d + "/") for d in SYSTEM_DIRS) else (prefix,)
 
 
 def _kill_group(pgid: int) -> None:

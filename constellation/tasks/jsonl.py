@@ -143,6 +143,26 @@ def kind_of(obj: dict[str, Any]) -> str | None:
     return None
 
 
+def _json_line(raw: bytes, where: str) -> object:
+    """One line's bytes -> its JSON value, or a JsonlTaskError naming the line and the cause
+    (not UTF-8: a binary file; invalid JSON; a lone surrogate escape such as "\\ud800")."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise JsonlTaskError(f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1}); "
+                             f"a JSONL task file is text, one JSON object a line") from None
+    try:
+        obj = json.loads(line)
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")  # a lone surrogate cannot be stored or sent
+    except json.JSONDecodeError as e:
+        raise JsonlTaskError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except UnicodeEncodeError:
+        raise JsonlTaskError(f"{where}: a lone surrogate escape (\\ud800-\\udfff) is not text") from None
+    except RecursionError:
+        raise JsonlTaskError(f"{where}: JSON nested too deeply") from None
+    return obj
+
+
 def load(path: str | Path) -> list[Problem]:
     """Every line of the file as a Problem with id "J<line number>", in file order."""
     path = Path(path).expanduser()
@@ -150,28 +170,29 @@ def load(path: str | Path) -> list[Problem]:
         raise JsonlTaskError(f"task.path = {str(path)!r}: no such file (a JSONL task set is a local file)")
     problems: list[Problem] = []
     kind = None
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            where = f"{path}:{lineno}"
-            if not line.strip():
-                continue
-            if len(line) > MAX_LINE_CHARS:
-                raise JsonlTaskError(f"{where}: line of {len(line)} chars (at most {MAX_LINE_CHARS})")
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise JsonlTaskError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
-            if not isinstance(obj, dict):
-                raise JsonlTaskError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            line_kind = kind_of(obj)
-            if line_kind is None:
-                raise JsonlTaskError(f"{where}: neither a math line (field 'question') nor a code line "
-                                     f"(fields 'prompt' and 'tests'); fields: {', '.join(sorted(obj)) or 'none'}")
-            if kind is not None and line_kind != kind:
-                raise JsonlTaskError(f"{where}: a {line_kind} line in a file of {kind} lines (kind of its first line)")
-            kind = line_kind
-            make = math_problem if kind == "math" else code_problem
-            problems.append(make(obj, f"J{lineno:05d}", where))
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+    except OSError as e:
+        raise JsonlTaskError(f"task.path = {str(path)!r}: cannot read ({e.strerror})") from None
+    for lineno, raw in enumerate(lines, 1):
+        where = f"{path}:{lineno}"
+        if not raw.strip():
+            continue
+        if len(raw) > MAX_LINE_CHARS:
+            raise JsonlTaskError(f"{where}: line of {len(raw)} bytes (at most {MAX_LINE_CHARS})")
+        obj = _json_line(raw, where)
+        if not isinstance(obj, dict):
+            raise JsonlTaskError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        line_kind = kind_of(obj)
+        if line_kind is None:
+            raise JsonlTaskError(f"{where}: neither a math line (field 'question') nor a code line "
+                                 f"(fields 'prompt' and 'tests'); fields: {', '.join(sorted(obj)) or 'none'}")
+        if kind is not None and line_kind != kind:
+            raise JsonlTaskError(f"{where}: a {line_kind} line in a file of {kind} lines (kind of its first line)")
+        kind = line_kind
+        make = math_problem if kind == "math" else code_problem
+        problems.append(make(obj, f"J{lineno:05d}", where))
     if not problems:
         raise JsonlTaskError(f"{path}: no problems (the file is empty)")
     return problems

@@ -50,6 +50,16 @@ class MathVerdict(msgspec.Struct, frozen=True):
     error: str = ""  # why, for parse_error and timeout
 
 
+def well_formed(text: str) -> str:
+    """``text`` with each lone surrogate (``json.loads('"\\ud800"')``, which UTF-8 cannot
+    carry) replaced by U+FFFD; such a character is never part of a math answer."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 class MathCheckerError(RuntimeError):
     """The worker pool itself failed (a worker could not start)."""
 
@@ -153,7 +163,7 @@ class MathChecker:
         worker = self._idle.get()
         try:
             worker.wait_ready()
-            request = msgspec.json.encode({"gold": gold, "pred": pred}) + b"\n"
+            request = msgspec.json.encode({"gold": well_formed(gold), "pred": well_formed(pred)}) + b"\n"
             t0 = time.monotonic()
             try:
                 worker.proc.stdin.write(request)

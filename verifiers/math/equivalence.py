@@ -18,7 +18,15 @@ Equality conventions:
   (ends at infinity are open). ``(a, b)`` against an interval is the open interval.
 - ``\\{...\\}`` is a set (unordered), ``(...)`` a tuple (ordered), a bare comma list
   is unordered against a set or another bare list and ordered against a tuple;
-  sizes must be equal. A 1xn or nx1 matrix equals an n-tuple.
+  sizes must be equal. A 1xn or nx1 matrix equals an n-tuple, but a row vector never
+  equals a column vector (two matrices must have the same shape).
+- Sets of answers (forms.py): ``x = 1 or x = 2`` and ``1 \\pm 2`` are the unordered
+  lists of their alternatives; a naming left side (``f(x) =``, ``(a, b) =``) is dropped;
+  ``\\mathbb{R}`` is (-oo, oo); ``\\binom{n}{k}`` of integers is its value.
+- A predicted answer whose brackets do not pair up is a parse_error, never read for
+  a leading number; one naming two or more multiple-choice letters is incorrect.
+- Percent and decimal are different answers (50\\% is 50, not 0.5): which one a
+  question means is not in the answer.
 - Numbers too large to compute (TooLarge) are equal only if their normalised
   texts are identical: a conservative rule that may reject equal values.
 - A gold answer that does not parse is compared as text (case and spaces ignored).
@@ -32,7 +40,9 @@ from typing import Any
 import sympy as sp
 
 from verifiers.math.extract import extract_answer, last_boxed
-from verifiers.math.normalize import AnswerTooHostile, check_static, choice_letter, gold_choice, normalize_text
+from verifiers.math.forms import answer_forms, unbalanced
+from verifiers.math.normalize import (AnswerTooHostile, check_static, choice_letter, choices_named, gold_choice,
+                                      normalize_text)
 from verifiers.math.parse import Intervals, Matrix, ParseError, Relation, Seq, TooLarge, parse_answer
 
 MAX_PRINT_CHARS = 300  # normalised forms longer than this are cut (never str() a huge object unguarded)
@@ -202,7 +212,8 @@ def values_equal(gold: Any, pred: Any) -> bool:
         return len(gold.pieces) == len(pred.pieces) and all(
             any(_pieces_equal(p, q) for q in pred.pieces) for p in gold.pieces)
     if isinstance(gold, Matrix) or isinstance(pred, Matrix):
-        gold, pred = (_vector_as_tuple(x) for x in (gold, pred))
+        if not (isinstance(gold, Matrix) and isinstance(pred, Matrix)):  # both matrices: shapes must match
+            gold, pred = (_vector_as_tuple(x) for x in (gold, pred))
         if isinstance(gold, Matrix) and isinstance(pred, Matrix):
             return (len(gold.rows) == len(pred.rows) and len(gold.rows[0]) == len(pred.rows[0])
                     and all(values_equal(x, y) for rg, rp in zip(gold.rows, pred.rows) for x, y in zip(rg, rp)))
@@ -234,6 +245,12 @@ def _vector_as_tuple(x: Any) -> Any:
     return x
 
 
+def parse_forms(text: str) -> Any:
+    """A normalised answer's value; a set of answers (forms.py) is the bare list of its values."""
+    values = [parse_answer(form) for form in answer_forms(text)]
+    return values[0] if len(values) == 1 else Seq("list", tuple(values))
+
+
 def _text_key(text: str) -> str:
     return "".join(text.split()).casefold().replace("{", "").replace("}", "")
 
@@ -257,6 +274,8 @@ def judge(gold: str, pred_text: str) -> dict[str, Any]:
     letter_of_gold = gold_choice(gold_text)
     if letter_of_gold is not None:
         letter = choice_letter(normalize_text(extracted)) if len(extracted) <= MAX_PRINT_CHARS else None
+        if letter is not None and len(choices_named(extracted)) > 1:  # "B and D" answers two options
+            letter = None
         out.update(gold_normalized=letter_of_gold, pred_normalized=letter)
         equal = letter == letter_of_gold
         return {**out, "verdict": "correct" if equal else "incorrect", "equal": equal}
@@ -268,14 +287,17 @@ def judge(gold: str, pred_text: str) -> dict[str, Any]:
     out["pred_normalized"] = pred_norm[:MAX_PRINT_CHARS]
     if _text_key(gold_text) == _text_key(pred_norm):
         return {**out, "verdict": "correct", "equal": True}
+    broken = unbalanced(pred_norm)
+    if broken is not None:
+        return {**out, "verdict": "parse_error", "equal": False, "error": f"unbalanced: {broken}"}
     try:
-        gold_value = parse_answer(gold_text)
+        gold_value = parse_forms(gold_text)
     except (ParseError, AnswerTooHostile):
         return {**out, "verdict": "incorrect", "equal": False}  # text gold: the texts differ
     except TooLarge:
         return {**out, "verdict": "incorrect", "equal": False, "error": "gold too large; texts differ"}
     try:
-        pred_value = parse_answer(pred_norm)
+        pred_value = parse_forms(pred_norm)
     except ParseError as e:
         return {**out, "verdict": "parse_error", "equal": False, "error": str(e)}
     except TooLarge as e:

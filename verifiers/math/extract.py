@@ -5,10 +5,13 @@ Order (the first rule that finds something wins):
   2. the last "the answer is ..." / "final answer: ..." / "answer: ...",
      up to the end of its sentence or line;
   3. the last ``$...$`` (also ``\\(...\\)``, ``\\[...\\]``, ``$$...$$``);
-  4. a short one-line text without prose (at most 200 characters, no two words
-     in a row) is the answer itself: ``x = 3``, ``(1, 2]``, ``Monday``
-     (an addition to the issue's order, so a bare answer is not cut to its last number);
-  5. the last number (signed, with decimals, thousands commas or a ``a/b`` fraction).
+  4. a text without prose (no two words in a row) on one line, or one holding a
+     LaTeX environment or ``&``/``\\\\`` (a matrix over several lines), is the
+     answer itself, however long: ``x = 3``, ``(1, 2]``, ``Monday``, a 1x100
+     matrix (which the normaliser's length guard may then refuse; it is never
+     cut to its last number);
+  5. the last number (signed, with decimals, thousands commas or a ``a/b`` fraction),
+     for a text of prose.
 
 Only the last 100,000 characters of a longer text are searched.
 
@@ -101,11 +104,14 @@ def _last_math(text: str) -> str | None:
     return found
 
 
+_STRUCTURE = re.compile(r"\\begin\s*\{|&|\\\\")
+
+
 def _bare_answer(text: str) -> str | None:
     stripped = text.strip()
-    if len(stripped) > 200 or "\n" in stripped or _PROSE.search(stripped):
+    if not stripped or _PROSE.search(stripped):
         return None
-    return stripped or None
+    return stripped if "\n" not in stripped or _STRUCTURE.search(stripped) else None
 
 
 def _last_number(text: str) -> str | None:

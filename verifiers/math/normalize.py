@@ -89,6 +89,14 @@ def choice_letter(text: str) -> str | None:
     return (m.group(1) or m.group(2)).upper()
 
 
+_CHOICE_NAMED = re.compile(r"\(([A-Ea-e])\)|(?<![A-Za-z\\])([A-E])(?![A-Za-z])")
+
+
+def choices_named(text: str) -> set[str]:
+    """Every multiple-choice letter a text names: ``(A)``/``(a)``, or a capital A-E standing alone."""
+    return {(m.group(1) or m.group(2)).upper() for m in _CHOICE_NAMED.finditer(text)}
+
+
 def _strip_units(s: str) -> str:
     m = _UNIT.search(s)
     if m is None or any(w.rstrip(".").lower() in _MATH_WORDS for w in re.findall(r"[a-zA-Z.]+", m.group(1))):
