@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import importlib
 import math
-import time
 from typing import Any, Callable
 
-from constellation.protocol.messages import Candidate, Problem, Verdict, Verdicts, VerifyRequest
-from roles.base import Role
-from roles.verifier import VerdictCounter
+from constellation.protocol.messages import Candidate, Problem, Verdict
+from roles.verifier import CandidateVerifier
 
 
 def load_reward_fn(path: str) -> Callable[[str, str, Any], Any]:
@@ -62,16 +60,10 @@ def reward_verdict(problem: Problem, candidate: Candidate, value: Any, threshold
                    heldout_outputs=[answer], detail=f"reward {value}")
 
 
-class RewardVerifier(Role):
+class RewardVerifier(CandidateVerifier):
     """Any task whose problems carry a reference answer, judged by a user's reward function."""
 
-    name = "verifier"
-    accepts = (VerifyRequest,)
-
-    def __init__(self, cfg, run_dir) -> None:
-        super().__init__(cfg, run_dir)
-        self.fn: Callable[[str, str, Any], Any] | None = None
-        self.counter = VerdictCounter()
+    task = None  # any task
 
     def setup(self) -> dict[str, Any]:
         self.fn = load_reward_fn(self.cfg.verifier.reward_fn)
@@ -85,17 +77,3 @@ class RewardVerifier(Role):
                            visible_passed=0, visible_total=1, heldout_correct=None,
                            detail=f"reward function raised {type(e).__name__}: {str(e)[:200]}")
         return reward_verdict(problem, candidate, value, self.cfg.verifier.reward_threshold)
-
-    def handle(self, msg: VerifyRequest) -> Verdicts:
-        if not isinstance(msg, VerifyRequest):
-            raise TypeError(f"RewardVerifier handles VerifyRequest, got {type(msg).__name__}")
-        if self.fn is None:
-            self.setup()
-        t0 = time.perf_counter()
-        items = [self.verify_one(msg.problem, c) for c in msg.candidates]
-        seconds = time.perf_counter() - t0
-        self.counter.record(items, seconds)
-        return Verdicts(request_id=msg.request_id, items=items, seconds=seconds)
-
-    def stats(self) -> dict[str, float]:
-        return self.counter.stats()
