@@ -31,7 +31,7 @@ def own_run(tmp_path: Path, model_cache: Path, kind: str, *sets: str) -> tuple[P
                     "task.n_train=8", "task.n_labeled=0", 'task.extract="last_boxed"', "sampling.max_new_tokens=24",
                     "coordinator.k=2", "coordinator.problems_per_round=4", "coordinator.rationalize=true",
                     "eval.n_samples=4", "eval.ks=[1,2,4]", "eval.selection_k=2", "eval.selection_ks=[2,4]",
-                    "guard.val_problems=2", "guard.val_samples=2", "model.max_len=256", *sets)
+                    "guard.val_problems=2", "guard.val_samples=2", "model.max_len=1024", *sets)
 
 
 def check_run(run_dir: Path, events: list[ev.Event]) -> None:

@@ -38,7 +38,7 @@ def build_tiny_hf(kind: str, folder: Path, seed: int = 0) -> Path:
     tokenizer.bos_token = bos
     tokenizer.chat_template = template
     shape = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                 num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=256,
+                 num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=2048,
                  tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(seed)
