@@ -14,13 +14,17 @@ The estimates, per process (bytes; "tokens" = batch x sequence length):
 - CUDA context: 0.5 GiB (driver, cuBLAS workspaces).
 - generator vllm: ``gpu_memory_utilization`` x the card's total memory: vLLM
   reserves exactly that for weights, activations and the KV cache, and
-  nothing more. generator hf: float32 weights + a float32 KV cache for
-  ``batch_size`` sequences of ``model.max_len``.
+  nothing more. generator hf: weights + a KV cache for ``batch_size``
+  sequences of ``model.max_len``, both in ``model.compute_dtype``.
 - trainer / critic base: NF4 = 0.5 byte per linear weight + the double-
   quantized constants (block 64, 8-bit absmax + 256-block fp32 second level:
   ~0.127 bit/weight); the rest (embeddings, norms; a tied LM head shares the
   embeddings) in float32, because peft's k-bit preparation upcasts them.
-  Without quantization: float32 everywhere.
+  Without quantization: every weight in ``model.compute_dtype``.
+- Each role that shares the card counts: a role whose ``device`` is "cpu"
+  (generator.device, trainer.device, critic.device) is left out; every
+  other role is planned on the one card (several roles on one GPU each hold
+  their own copy: they are separate processes).
 - LoRA: r x (in + out) per adapted linear, 16 bytes per trainable parameter
   (float32 weight, gradient, two Adam moments).
 - activations: with gradient checkpointing, each layer's input is kept
@@ -108,11 +112,11 @@ class PlanItem:
     bytes: int
 
 
-def _base(shape: ModelShape, quantization: str) -> tuple[int, str]:
+def _base(shape: ModelShape, quantization: str, dtype: str = "float32") -> tuple[int, str]:
     if quantization == "nf4":
         return (int(shape.linear_params() * NF4_BYTES_PER_WEIGHT) + 4 * shape.other_params(),
                 "NF4 linears + float32 embeddings/norms")
-    return 4 * (shape.linear_params() + shape.other_params()), "float32 weights"
+    return DTYPE_BYTES.get(dtype, 4) * (shape.linear_params() + shape.other_params()), f"{dtype} weights"
 
 
 def _activations(shape: ModelShape, tokens: int, checkpointing: bool, dtype_bytes: int) -> int:
@@ -129,9 +133,9 @@ def _vllm_generator(cfg, shape: ModelShape, total_bytes: int) -> list[PlanItem]:
 
 
 def _weights_and_kv_generator(cfg, shape: ModelShape, total_bytes: int) -> list[PlanItem]:
-    kv = cfg.generator.batch_size * cfg.model.max_len * shape.kv_bytes_per_token(4)
-    return [PlanItem("generator", "float32 weights", 4 * (shape.linear_params() + shape.other_params())),
-            PlanItem("generator", "KV cache", kv)]
+    dtype = cfg.model.compute_dtype
+    kv = cfg.generator.batch_size * cfg.model.max_len * shape.kv_bytes_per_token(DTYPE_BYTES.get(dtype, 4))
+    return [PlanItem("generator", *_base(shape, "none", dtype)[::-1]), PlanItem("generator", "KV cache", kv)]
 
 
 def _lora_training(process: str, shape: ModelShape, base: tuple[int, str], section, max_len: int,
@@ -170,12 +174,20 @@ CRITIC_PLANS = {"policy_head": _policy_head_critic}
 def plan_memory(cfg, shape: ModelShape, total_bytes: int) -> list[PlanItem]:
     """-> what each process holds on the card, by part (``cfg`` is a constellation Config)."""
     dtype_bytes = DTYPE_BYTES.get(cfg.model.compute_dtype, 4)
-    base = _base(shape, cfg.model.quantization)
-    generator = GENERATOR_PLANS.get(cfg.generator.impl, _weights_and_kv_generator)
-    items = generator(cfg, shape, total_bytes) + [PlanItem("generator", "CUDA context", CUDA_CONTEXT)]
-    items += _trainer(cfg, shape, base, dtype_bytes)
+    base = _base(shape, cfg.model.quantization, cfg.model.compute_dtype)
+    items: list[PlanItem] = []
+    if on_card(cfg.generator):
+        generator = GENERATOR_PLANS.get(cfg.generator.impl, _weights_and_kv_generator)
+        items += generator(cfg, shape, total_bytes) + [PlanItem("generator", "CUDA context", CUDA_CONTEXT)]
+    if on_card(cfg.trainer):
+        items += _trainer(cfg, shape, base, dtype_bytes)
     critic = CRITIC_PLANS.get(cfg.critic.impl)
-    return items + (critic(cfg, shape, base, dtype_bytes) if critic else [])
+    return items + (critic(cfg, shape, base, dtype_bytes) if critic and on_card(cfg.critic) else [])
+
+
+def on_card(section) -> bool:
+    """A role shares the card unless its config pins it to the CPU."""
+    return getattr(section, "device", "auto") != "cpu"
 
 
 def format_plan(items: list[PlanItem], free_bytes: int | None = None) -> str:

@@ -90,6 +90,9 @@ class OnlineCritic(Role):
         set_torch_threads(c.threads)
         assert 0.0 <= c.holdout_frac < 1.0, f"critic.holdout_frac={c.holdout_frac} not in [0, 1)"
         torch.manual_seed(self.cfg.run.seed)
+        from constellation.models.device import resolve_device
+
+        self.device = resolve_device(c.device)  # build_net puts the network there; inputs follow in forward()
         self.net = self.build_net()
         self.net.eval()
         self.calib = (1.0, 0.0)  # P = sigmoid(scale * logit + bias), see _calibrate
@@ -103,7 +106,7 @@ class OnlineCritic(Role):
         n_params = sum(p.numel() for p in self.net.parameters())
         n_trained = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
         return {"params": n_params, "trained_params": n_trained, "version": self.version,
-                "labels": len(self.labels)}
+                "labels": len(self.labels), "device": str(self.device)}
 
     def handle(self, msg: Any) -> Any:
         if isinstance(msg, ScoreRequest):
@@ -117,6 +120,11 @@ class OnlineCritic(Role):
                 "labels": float(len(self.labels)),
                 "per_second": self.n_scored / self.score_seconds if self.score_seconds else 0.0, **self.steps.stats()}
 
+    def forward(self, seqs: list[list[int]]) -> torch.Tensor:
+        """Encoded texts -> logits (B,) float32 on the CPU, where labels and
+        calibration live; the inputs go to the network's device."""
+        return self.net(*(t.to(self.device) for t in self.collate(seqs))).float().cpu()
+
     # -- scoring -------------------------------------------------------------
 
     @torch.inference_mode()
@@ -128,7 +136,7 @@ class OnlineCritic(Role):
         self.net.eval()
         for start in range(0, len(order), SCORE_BATCH):
             idx = order[start:start + SCORE_BATCH]
-            for i, v in zip(idx, self.net(*self.collate([seqs[i] for i in idx])).tolist()):
+            for i, v in zip(idx, self.forward([seqs[i] for i in idx]).tolist()):
                 logits[i] = v
         return logits
 
@@ -195,7 +203,7 @@ class OnlineCritic(Role):
 
         def loss_fn(batch: tuple[list[list[int]], list[float]]):
             seqs, y = batch
-            return F.binary_cross_entropy_with_logits(self.net(*self.collate(seqs)), torch.tensor(y))
+            return F.binary_cross_entropy_with_logits(self.forward(seqs), torch.tensor(y))
 
         # one "epoch" = cfg.critic.steps random batches, each drawn just before its step
         args = FitArgs(lr=c.lr, weight_decay=0.01, epochs=1, schedule="constant")

@@ -66,7 +66,7 @@ class PolicyHeadCritic(OnlineCritic):
         from constellation.models.quant import load_base_causal_lm, prepare_for_lora
 
         quantization = self.cfg.model.quantization
-        causal_lm = prepare_for_lora(load_base_causal_lm(path, quantization, self.cfg.model.compute_dtype),
+        causal_lm = prepare_for_lora(load_base_causal_lm(path, quantization, self.cfg.model.compute_dtype, c.device),
                                      quantization, self.cfg.model.gradient_checkpointing)
         backbone = causal_lm.get_decoder() if hasattr(causal_lm, "get_decoder") else causal_lm.model
         for p in backbone.parameters():
@@ -79,7 +79,7 @@ class PolicyHeadCritic(OnlineCritic):
                           target_modules=list(c.lora_targets))
         self.max_tokens = min(c.max_len, causal_lm.config.max_position_embeddings)
         net = PolicyHeadNet(get_peft_model(backbone, lora), causal_lm.config.hidden_size)
-        net.head.to(causal_lm.device)  # the backbone's device (cuda:0 for a 4-bit base on a GPU)
+        net.head.to(causal_lm.device)  # the backbone's device (critic.device)
         return net
 
     def encode(self, text: str) -> list[int]:

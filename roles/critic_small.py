@@ -17,7 +17,7 @@ class SmallCritic(OnlineCritic):
     def build_net(self) -> nn.Module:
         c = self.cfg.critic
         assert c.max_len >= 2 * PATCH, f"critic.max_len={c.max_len} too small"
-        return critic_net(c.hidden_size, c.layers, c.heads, c.max_len)
+        return critic_net(c.hidden_size, c.layers, c.heads, c.max_len).to(self.device)
 
     def encode(self, text: str) -> list[int]:
         return encode_text(text, self.cfg.critic.max_len)

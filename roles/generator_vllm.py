@@ -18,9 +18,11 @@ Start-up checks (READY fails with the reason, not mid-run): vLLM importable
 vLLM's ranks, the trainer's LoRA rank and target modules servable. Each
 adapter's own ``adapter_config.json`` is checked again at LoadAdapter.
 
-Sampling: ``SamplingParams(n=K, temperature, top_p, seed)``, prompts as token
-ids encoded exactly as the hf generator and the trainer encode them ([bos] +
-prompt), completions decoded by the same tokenizer. ``logprob`` is vLLM's
+Sampling: ``SamplingParams(n=K, temperature, top_p, seed, stop=task.stop)``,
+prompts as token ids encoded exactly as the hf generator and the trainer
+encode them (prompting.prompt_ids: [bos] + prompt, or the chat turn of
+``model.chat_template``), completions decoded by the same tokenizer and cut
+at the first stop string as the hf generator cuts them (prompting.cut_at_stop). ``logprob`` is vLLM's
 cumulative log-probability of the sampled tokens (eos included when sampled)
 under the raw model (vLLM's default ``logprobs_mode = "raw_logprobs"``),
 the hf generator's contract. Reproducible: a request's seed derives from its
@@ -119,7 +121,7 @@ class VllmGenerator(GeneratorRole):
         from constellation.models.lm import load_tokenizer
 
         base = read_base_path(self.run_dir)
-        self.tokenizer = load_tokenizer(base)
+        self.tokenizer = load_tokenizer(base, self.cfg.model.chat_template)
         max_model_len = g.max_model_len or self.cfg.model.max_len
         # CPU only: (1) vLLM 0.32 crashes when a seeded request's prefill is split into chunks ("CPU Generator
         # does not use offset": it rewinds the per-request generator of a partial prefill, which CPU generators
@@ -152,9 +154,11 @@ class VllmGenerator(GeneratorRole):
         from constellation.models.base_model import encode_example
 
         s = req.sampling
+        stops = list(self.cfg.task.stop)
+        # stop strings are matched on vLLM's detokenized text, so it detokenizes only when there are some
         params = SamplingParams(n=req.k, temperature=max(0.0, s.temperature), top_p=s.top_p,
-                                max_tokens=s.max_new_tokens, logprobs=0, detokenize=False,
-                                seed=request_seed(s.seed, req.candidate_prefix))
+                                max_tokens=s.max_new_tokens, logprobs=0, detokenize=bool(stops),
+                                stop=stops or None, seed=request_seed(s.seed, req.candidate_prefix))
         prompts = [TokensPrompt(prompt_token_ids=encode_example(self.tokenizer, p.prompt, None)[0])
                    for p in req.problems]
         outs = self.llm.generate(prompts, params, lora_request=self.lora, use_tqdm=False)
@@ -162,11 +166,20 @@ class VllmGenerator(GeneratorRole):
         items = []
         for p, out in zip(req.problems, outs):
             for i, c in enumerate(sorted(out.outputs, key=lambda c: c.index)):
-                ids = [t for t in c.token_ids if t != eos]
-                items.append(Candidate(id=f"{req.candidate_prefix}/{p.id}/{i}", problem_id=p.id,
-                                       text=self.tokenizer.decode(ids, skip_special_tokens=True),
-                                       logprob=float(c.cumulative_logprob or 0.0), adapter_version=self.version))
+                text, logprob = self._completion(c, eos, stops)
+                items.append(Candidate(id=f"{req.candidate_prefix}/{p.id}/{i}", problem_id=p.id, text=text,
+                                       logprob=logprob, adapter_version=self.version))
         return items
+
+    def _completion(self, c: Any, eos: int, stops: list[str]) -> tuple[str, float]:
+        """One vLLM CompletionOutput -> (text, logprob), the hf generator's contract."""
+        from constellation.models.prompting import cut_at_stop
+
+        ids = [t for t in c.token_ids if t != eos]
+        if stops and c.logprobs:
+            per_token = [step[t].logprob for step, t in zip(c.logprobs, c.token_ids)]
+            return cut_at_stop(self.tokenizer, ids, per_token, stops)
+        return self.tokenizer.decode(ids, skip_special_tokens=True), float(c.cumulative_logprob or 0.0)
 
     def _load_adapter(self, msg: LoadAdapter) -> AdapterLoaded:
         from vllm.lora.request import LoRARequest

@@ -85,6 +85,7 @@ class DpoTrainer(AdapterTrainer):
         return super().handle(msg)
 
     def train(self, msg: TrainRequest, out_dir: Path) -> dict[str, float] | None:
+        from constellation.models.device import autocast
         from constellation.models.dpo import DPOArgs, NoUsablePairs, train_dpo
         from constellation.models.lm import LoraArgs, load_lora_model, save_adapter
 
@@ -92,8 +93,9 @@ class DpoTrainer(AdapterTrainer):
         args = DPOArgs.from_config(self.cfg, msg.round)
         model, tokenizer = load_lora_model(self.base_path, self.last_path or None, LoraArgs.from_config(self.cfg),
                                            seed=args.seed)
-        try:
-            metrics = train_dpo(model, tokenizer, msg.pairs, args, on_step=self.steps)  # max_len capped by the model
+        try:  # a 16-bit model.compute_dtype: forward (and its backward) under autocast
+            with autocast(model.device, self.cfg.model.compute_dtype):
+                metrics = train_dpo(model, tokenizer, msg.pairs, args, on_step=self.steps)  # max_len capped by the model
         except NoUsablePairs as e:  # every pair too long: like an empty set, logged and skipped
             log.warning("round %d: %s; skipping training, adapter v%d stays in service", msg.round, e,
                         self.last_version)
@@ -107,7 +109,9 @@ class DpoTrainer(AdapterTrainer):
         from constellation.models.lm import load_model
 
         if self._judge_model is None or self._judge_model[0] != self.last_path:
-            model, tokenizer = load_model(self.base_path, self.last_path or None)
+            m = self.cfg.model
+            model, tokenizer = load_model(self.base_path, self.last_path or None, device=self.cfg.trainer.device,
+                                          dtype=m.compute_dtype, chat_template=m.chat_template)
             self._judge_model = (self.last_path, model, tokenizer)
         _, model, tokenizer = self._judge_model
         method = self.cfg.pairs.judge

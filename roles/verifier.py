@@ -44,7 +44,7 @@ class VerdictCounter:
 class CandidateVerifier(Role):
     name = "verifier"
     accepts = (VerifyRequest,)
-    task: ClassVar[str]  # the Problem.task this verifier accepts
+    task: ClassVar[str | None]  # the Problem.task this verifier accepts (None: any task)
 
     def __init__(self, cfg: Config, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
@@ -60,7 +60,7 @@ class CandidateVerifier(Role):
     def handle(self, msg: VerifyRequest) -> Verdicts:
         if not isinstance(msg, VerifyRequest):
             raise TypeError(f"{type(self).__name__} handles VerifyRequest, got {type(msg).__name__}")
-        if msg.problem.task != self.task:
+        if self.task is not None and msg.problem.task != self.task:
             raise ValueError(f"{type(self).__name__} verifies task {self.task!r}, got problem {msg.problem.id} "
                              f"of task {msg.problem.task!r}")
         t0 = time.perf_counter()

@@ -180,3 +180,33 @@ def test_constellation_up_runs_the_vllm_generator_from_its_own_venv(vllm_python,
     db.close()
     assert versions["eval/0"] == 0
     assert versions["eval/1"] == 1 and (run_dir / "adapters" / "v1" / "adapter_config.json").exists(), versions
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["qwen3", "llama"])
+def test_vllm_role_on_own_model_folders_renders_the_chat_prompt_like_the_trainer(vllm_python, kind, tmp_path):
+    """A tiny Qwen3 / Llama folder with a chat template (tests/tiny_hf.py): vLLM conditions on exactly the
+    token ids the trainer trains after (prompting.prompt_ids), cuts at the stop string, and serves a
+    STaR adapter trained on that folder."""
+    pytest.importorskip("torch")
+    from constellation.models import lm
+    from constellation.models.prompting import prompt_ids
+    from tests.tiny_hf import build_tiny_hf
+
+    base = build_tiny_hf(kind, tmp_path / kind, seed=1)
+    (tmp_path / "base_model.txt").write_text(str(base))
+    examples = [lm.TrainExample(problem_id=f"p{i}", prompt=f"Q: {i}+1?\n", completion=str(i + 1)) for i in range(16)]
+    lora = lm.LoraArgs(r=8, alpha=16, targets=("q_proj", "v_proj"), device="cpu")
+    adapter = tmp_path / "adapters" / "v1"
+    lm.train_sft(base, examples, adapter, lm.SFTArgs(lora=lora, epochs=1, max_seconds=0, batch_size=8))
+    proc = subprocess.run([str(vllm_python), str(Path(__file__).with_name("vllm_own_child.py")), str(tmp_path),
+                           str(adapter)], capture_output=True, text=True, timeout=900, cwd=ROOT,
+                          env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(Path.home()),
+                               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"exit {proc.returncode}:\n{proc.stderr[-4000:]}"
+    out = json.loads(lines[0][len("RESULT "):])
+    tok = lm.load_tokenizer(base)
+    assert out["prompt_ids"] == [prompt_ids(tok, p) for p in ("Q: 12+7?\n", "Q: 3*4?\n")]
+    assert len(out["base"]) == 8 and all("a" not in c[1] for c in out["base"] + out["v1"])
+    assert {c[3] for c in out["base"]} == {0} and {c[3] for c in out["v1"]} == {1}

@@ -156,8 +156,12 @@ def test_local_base_folder_is_used_as_is(loaded, tmp_path):
     lm.load_model(tmp_path / "m")
 
 
-def test_local_base_folder_errors_are_clear(tmp_path):
+def test_local_base_folder_errors_are_clear(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="neither"):
+        base_model.ensure_base_model(ModelConfig(base=str(tmp_path / "no" / "such" / "folder")), TCFG, 0, [])
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # a hub id missing from the local cache: named, not fetched
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    with pytest.raises(FileNotFoundError, match="not in the local HF cache"):
         base_model.ensure_base_model(ModelConfig(base="org/some-hub-model"), TCFG, 0, [])
     (tmp_path / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
     with pytest.raises(FileNotFoundError, match="weights"):

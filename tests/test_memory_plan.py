@@ -25,9 +25,26 @@ def test_qwen3_4b_shape_has_its_published_4b_parameters():
 def test_nf4_base_is_about_an_eighth_of_float32_linears():
     cfg = config.load("qwen3-4b-24gb")
     nf4 = {it.part: it.bytes for it in plan_memory(cfg, QWEN3_4B, 24 * GIB) if it.process == "trainer"}
-    cfg_fp = config.load("qwen3-4b-24gb", ['model.quantization="none"'])
+    cfg_fp = config.load("qwen3-4b-24gb", ['model.quantization="none"', 'model.compute_dtype="float32"'])
     fp = {it.part: it.bytes for it in plan_memory(cfg_fp, QWEN3_4B, 24 * GIB) if it.process == "trainer"}
     assert fp["float32 weights"] > 4.5 * nf4["NF4 linears + float32 embeddings/norms"]
+
+
+def test_an_unquantized_base_is_planned_in_the_compute_dtype():
+    bf16 = config.load("qwen3-4b-24gb", ['model.quantization="none"'])
+    parts = {it.part: it.bytes for it in plan_memory(bf16, QWEN3_4B, 24 * GIB) if it.process == "trainer"}
+    assert parts["bfloat16 weights"] == 2 * (QWEN3_4B.linear_params() + QWEN3_4B.other_params())
+
+
+def test_each_role_on_the_card_counts_and_a_cpu_role_does_not():
+    every = {it.process for it in plan_memory(config.load("gsm8k"), QWEN3_4B, 24 * GIB)}
+    assert every == {"generator", "trainer", "critic"}
+    cpu_critic = config.load("gsm8k", ['critic.device="cpu"', 'trainer.device="cuda:0"'])
+    assert {it.process for it in plan_memory(cpu_critic, QWEN3_4B, 24 * GIB)} == {"generator", "trainer"}
+
+
+def test_the_gsm8k_preset_fits_a_24_gib_card():
+    check_plan(plan_memory(config.load("gsm8k"), QWEN3_4B, 24 * GIB), free_bytes=int(23.3 * GIB))
 
 
 def test_the_qwen3_preset_fits_a_24_gib_card_and_not_a_16_gib_one():

@@ -35,6 +35,7 @@ from typing import Any, Callable
 import msgspec
 
 from constellation.models.fit import FitArgs, fit
+from constellation.models.prompting import prompt_ids
 from constellation.protocol.config import ModelConfig, TaskConfig
 from constellation.protocol.messages import Problem
 
@@ -92,12 +93,11 @@ def build_tokenizer(dsl_tokens: list[str]):
 
 
 def encode_example(tokenizer, prompt: str, completion: str | None) -> tuple[list[int], int]:
-    """-> (ids, n_prompt): [bos] + prompt (+ completion + eos). The loss is taken
+    """-> (ids, n_prompt): the rendered prompt (prompting.prompt_ids: [bos] +
+    prompt, or the chat turn) (+ completion + eos). The loss is taken
     on ids[n_prompt:] only. Prompt and completion are tokenized separately so
     the boundary is exact (and matches what the generator conditions on)."""
-    ids = tokenizer.encode(prompt, add_special_tokens=False)
-    if tokenizer.bos_token_id is not None:
-        ids = [tokenizer.bos_token_id] + ids
+    ids = prompt_ids(tokenizer, prompt)
     n_prompt = len(ids)
     if completion is not None:
         ids = ids + tokenizer.encode(completion, add_special_tokens=False) + [tokenizer.eos_token_id]
@@ -273,7 +273,12 @@ class LossCurve:
 
 # model fields that do not change the warm-started base: where it is cached,
 # threads, and how the trainer/critic load it later (4-bit, dtype, checkpointing)
-KEY_IGNORED_MODEL_FIELDS = ("base", "cache_dir", "threads", "quantization", "compute_dtype", "gradient_checkpointing")
+KEY_IGNORED_MODEL_FIELDS = ("base", "cache_dir", "threads", "quantization", "compute_dtype", "gradient_checkpointing",
+                            "chat_template")
+# task fields added after keys existed: left out of the key while at their
+# default, so the tiny models cached before them stay valid
+LATER_TASK_FIELDS = ("visible_mode", "train_source", "train_split", "eval_source", "eval_split", "fields", "answer_format",
+                     "prompt_format", "bad_records", "stop", "extract")
 
 
 def base_model_key(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: list[Problem],
@@ -288,19 +293,44 @@ def base_model_key(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: list
     task_fields = msgspec.to_builtins(tcfg)
     if not task_fields.get("path"):  # "jsonl" tasks only; absent from keys made before it existed
         task_fields.pop("path", None)
-    if task_fields.get("visible_mode") == "discriminating":  # the mode of keys made before it existed
-        task_fields.pop("visible_mode")
+    defaults = msgspec.to_builtins(TaskConfig())
+    for name in LATER_TASK_FIELDS:
+        if task_fields.get(name) == defaults[name]:
+            task_fields.pop(name, None)
     blob = json.dumps({"code": CODE_VERSION, "model": model_fields, "task": task_fields,
                        "seed": seed, "labeled": labeled_digest, "tokens": sorted(dsl_tokens)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_hub_id(repo_id: str) -> Path:
+    """A hub id -> its snapshot folder in the local HF cache (HF_HOME / HF_HUB_CACHE),
+    offline: the cache's refs/main names the snapshot. Nothing is downloaded."""
+    offline()
+    from huggingface_hub import snapshot_download
+
+    # read at call time (huggingface_hub fixes its constant at import): the environment of this process
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
+    cache = os.path.expanduser(cache)
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True, cache_dir=cache))
+    except Exception as e:  # LocalEntryNotFoundError and friends: one line, naming the cache looked in
+        raise FileNotFoundError(
+            f"model.base = {repo_id!r}: not in the local HF cache {cache} ({type(e).__name__}); nothing "
+            f"is downloaded at run time: fetch it first (huggingface-cli download {repo_id}) or give a folder") from e
+
+
 def validate_local_model(path: str | Path) -> Path:
-    """A local HF causal LM folder: config.json + weights + tokenizer files."""
+    """A local HF causal LM folder (or a hub id in the local HF cache):
+    config.json + weights + tokenizer files."""
     folder = Path(os.path.expanduser(str(path)))
+    if not folder.is_dir() and HUB_ID.match(str(path)):
+        folder = resolve_hub_id(str(path))
     if not folder.is_dir():
         raise FileNotFoundError(
-            f'model.base = {str(path)!r} is neither "tiny" nor a local folder (nothing is downloaded: '
+            f'model.base = {str(path)!r} is neither "tiny", a local folder nor a hub id (nothing is downloaded: '
             f"point it at a folder holding config.json, weights and a tokenizer)")
     missing = []
     if not (folder / "config.json").exists():

@@ -172,7 +172,8 @@ def completion_logps(model, input_ids, attention_mask, completion_mask):
     logits = _lm_head(model)(picked).float()  # (N, V)
     targets = input_ids[:, 1:][target_mask]  # (N,)
     token_logps = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
-    per_token = torch.zeros(target_mask.shape, dtype=token_logps.dtype).masked_scatter(target_mask, token_logps)
+    per_token = torch.zeros(target_mask.shape, dtype=token_logps.dtype, device=token_logps.device).masked_scatter(
+        target_mask, token_logps)
     return per_token.sum(-1), target_mask.sum(-1), per_token
 
 

@@ -30,17 +30,20 @@ def judge_likelihood(model, tokenizer, items: list[JudgeItem], batch_size: int =
     with torch.no_grad():
         for i in range(0, len(items), batch_size):
             chunk = [encode_example(tokenizer, it.prompt, it.text) for it in items[i:i + batch_size]]
-            input_ids, mask, labels = collate(chunk, tokenizer.pad_token_id)
+            input_ids, mask, labels = (t.to(model.device) for t in collate(chunk, tokenizer.pad_token_id))
             logps, lengths, _ = completion_logps(model, input_ids, mask, (labels != -100).long())
-            out += [float(x) for x in logps / lengths.clamp(min=1)]
+            out += [float(x) for x in (logps / lengths.clamp(min=1)).cpu()]
     return out
 
 
 def judge_llm(model, tokenizer, items: list[JudgeItem], batch_size: int = 32) -> list[float | None]:
     """0-5 LLM-as-a-judge scores, greedy, read by parse_judgment (None = no judgment)."""
     from constellation.models.lm import sample
+    from constellation.models.prompting import uses_chat
 
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": JUDGE_PROMPT.format(
-        prompt=it.prompt, text=it.text)}], tokenize=False, add_generation_prompt=True) for it in items]
+    turns = [JUDGE_PROMPT.format(prompt=it.prompt, text=it.text) for it in items]
+    # a tokenizer marked for chat rendering renders each turn in sample(); else it is rendered here
+    prompts = turns if uses_chat(tokenizer) else [tokenizer.apply_chat_template(
+        [{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True) for t in turns]
     answers = sample(model, tokenizer, prompts, k=1, temperature=0.0, max_new_tokens=16, batch_size=batch_size)
     return [parse_judgment(per[0][0]) for per in answers]

@@ -1,10 +1,11 @@
 """The model library the generator and trainer roles share.
 
     build_tokenizer, ensure_base_model   (constellation/models/base_model.py: tokenizer, tiny model, warm start, cache)
-    load_model(path, adapter_path)       -> (model, tokenizer), adapter merged, eval mode
+    load_model(path, adapter_path, device, dtype, chat_template) -> (model, tokenizer), adapter merged, eval mode
     sample(model, tokenizer, prompts, k, ...) -> K (completion, logprob) per prompt
     train_sft(base_path, examples, out_dir, SFTArgs(...)) -> metrics; a peft LoRA adapter folder
     load_lora_model(base_path, init_adapter, LoraArgs(...)), save_adapter   (shared with the DPO trainer)
+    set_prompt_format, prompt_ids (constellation/models/prompting.py); resolve_device (device.py)
 
 For Llama-architecture models ``sample`` runs its own decode loop in plain
 torch (``_FastLlama``): fused q/k/v and gate/up projections, each prompt
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING
 from constellation.models.base_model import (Progress, build_tokenizer, collate, encode_example,  # noqa: F401
                                              ensure_base_model, length_bucketed_batches, offline)
 from constellation.models.fit import FitArgs, FitProgress, FitStepHook, fit
+from constellation.models.prompting import cut_at_stop, set_prompt_format
 from constellation.protocol.messages import TrainExample
 
 if TYPE_CHECKING:
@@ -45,8 +47,9 @@ if TYPE_CHECKING:
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def load_tokenizer(path: str | Path):
-    """The model folder's tokenizer, left-padding, pad = eos when it has no pad."""
+def load_tokenizer(path: str | Path, chat_template: str = "auto"):
+    """The model folder's tokenizer, left-padding, pad = eos when it has no pad,
+    marked for chat or raw prompt rendering (prompting.set_prompt_format)."""
     offline()
     from transformers import AutoTokenizer
 
@@ -54,21 +57,25 @@ def load_tokenizer(path: str | Path):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    return tokenizer
+    return set_prompt_format(tokenizer, chat_template)
 
 
-def load_model(path: str | Path, adapter_path: str | None = None):
-    """-> (model, tokenizer) in eval mode. A peft adapter is merged into the
-    weights, so the result is a plain causal LM (fast path, no peft overhead)."""
+def load_model(path: str | Path, adapter_path: str | None = None, device: str = "auto",
+               dtype: str = "float32", chat_template: str = "auto"):
+    """-> (model, tokenizer) in eval mode, on ``device`` in ``dtype``. A peft
+    adapter is merged into the weights, so the result is a plain causal LM
+    (fast path, no peft overhead)."""
     from transformers import AutoModelForCausalLM
 
-    tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="float32")
+    from constellation.models.device import resolve_device, torch_dtype
+
+    tokenizer = load_tokenizer(path, chat_template)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype(dtype))
     if adapter_path:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
-    return model.eval(), tokenizer
+    return model.to(resolve_device(device)).eval(), tokenizer
 
 
 # --------------------------------------------------------------------------
@@ -118,12 +125,14 @@ class _FastLlama:
     def _rms(self, x, w):
         import torch
 
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w
+        h = x.float()  # HF's LlamaRMSNorm: statistics in float32, result back in the weights' dtype
+        return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * w
 
     def new_cache(self, rows: int, length: int):
         import torch
 
-        return torch.zeros(len(self.layers), 2, rows, self.n_kv, length, self.head_dim)
+        return torch.zeros(len(self.layers), 2, rows, self.n_kv, length, self.head_dim, dtype=self.embed.dtype,
+                           device=self.embed.device)
 
     def _qkv(self, x, layer, cos, sin):
         """x (B, T, H) -> q (B, heads, T, hd), k, v (B, kv_heads, T, hd), rotated."""
@@ -202,6 +211,7 @@ def _pick(logits, temperature: float, top_p: float, gen):
     """logits (N, V) raw -> (token (N,), raw-model logprob (N,))."""
     import torch
 
+    logits = logits.float()  # a 16-bit model: softmax and sampling in float32
     logp = torch.log_softmax(logits, -1)
     if temperature <= 0:
         tok = logits.argmax(-1)
@@ -218,35 +228,40 @@ def _pick(logits, temperature: float, top_p: float, gen):
 
 
 def _sample_fast(fast: _FastLlama, prompt_ids: list[list[int]], k: int, temperature, top_p,
-                 max_new_tokens: int, eos_id: int, gen) -> list[list[tuple[list[int], float]]]:
-    """One chunk: P prompts x k samples decoded together; -> per prompt k (ids, logprob)."""
+                 max_new_tokens: int, eos_id: int, gen) -> list[list[tuple[list[int], list[float]]]]:
+    """One chunk: P prompts x k samples decoded together; -> per prompt k (ids,
+    per-token logprobs, one more than ids when eos was sampled)."""
     import torch
 
+    dev = fast.embed.device
     P, L = len(prompt_ids), max(len(ids) for ids in prompt_ids)
     ids = torch.zeros((P, L), dtype=torch.long)
     valid = torch.zeros((P, L), dtype=torch.bool)  # left padding
     for row, p in enumerate(prompt_ids):
         ids[row, L - len(p):] = torch.tensor(p)
         valid[row, L - len(p):] = True
+    ids, valid = ids.to(dev), valid.to(dev)
     positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
     # causal & key not padding; a pad query attends to itself (avoids all-masked NaN rows)
-    mask = (torch.ones(L, L, dtype=torch.bool).tril()[None] & valid[:, None, :]) | torch.eye(L, dtype=torch.bool)[None]
+    mask = ((torch.ones(L, L, dtype=torch.bool, device=dev).tril()[None] & valid[:, None, :])
+            | torch.eye(L, dtype=torch.bool, device=dev)[None])
     logits, prompt_cache = fast.prefill(ids, positions, mask[:, None])
-    prompt_bias = torch.zeros(P, 1, 1, L).masked_fill(~valid[:, None, None, :], float("-inf"))
+    prompt_bias = torch.zeros(P, 1, 1, L, dtype=fast.embed.dtype, device=dev).masked_fill(
+        ~valid[:, None, None, :], float("-inf"))
 
     logits = logits[:, -1].repeat_interleave(k, 0)  # (P*k, V): prompt-major rows
     pos = positions[:, -1].repeat_interleave(k)
     gen_cache = fast.new_cache(P * k, max_new_tokens)
-    group = torch.arange(P)  # original prompt of each live group
+    group = torch.arange(P)  # original prompt of each live group (CPU: only indexes the outputs)
     out_tokens: list[list[int]] = [[] for _ in range(P * k)]
-    out_logp = [0.0] * (P * k)
-    finished = torch.zeros(P * k, dtype=torch.bool)  # per live row
+    out_logp: list[list[float]] = [[] for _ in range(P * k)]
+    finished = torch.zeros(P * k, dtype=torch.bool, device=dev)  # per live row
     for step in range(max_new_tokens):
         tok, lp = _pick(logits, temperature, top_p, gen)
         rows = (group[:, None] * k + torch.arange(k)).flatten().tolist()
         for r, t, l, f in zip(rows, tok.tolist(), lp.tolist(), finished.tolist()):
             if not f:
-                out_logp[r] += l
+                out_logp[r].append(l)
                 if t != eos_id:
                     out_tokens[r].append(t)
         finished = finished | (tok == eos_id)
@@ -255,7 +270,7 @@ def _sample_fast(fast: _FastLlama, prompt_ids: list[list[int]], k: int, temperat
         live = ~finished.view(-1, k).all(-1)  # (groups,) a group lives while any of its rows does
         if not bool(live.all()):
             row_live = live.repeat_interleave(k)
-            group, prompt_cache, prompt_bias = group[live], prompt_cache[:, :, live], prompt_bias[live]
+            group, prompt_cache, prompt_bias = group[live.cpu()], prompt_cache[:, :, live], prompt_bias[live]
             gen_cache, finished, tok, pos = gen_cache[:, :, row_live], finished[row_live], tok[row_live], pos[row_live]
         pos = pos + 1
         logits = fast.decode(tok, pos, prompt_cache, prompt_bias, gen_cache, step)
@@ -263,7 +278,7 @@ def _sample_fast(fast: _FastLlama, prompt_ids: list[list[int]], k: int, temperat
 
 
 def _sample_generate(model, prompt_ids: list[list[int]], k: int, temperature, top_p, max_new_tokens,
-                     eos_id: int, pad_id: int, gen) -> list[list[tuple[list[int], float]]]:
+                     eos_id: int, pad_id: int, gen) -> list[list[tuple[list[int], list[float]]]]:
     """The same contract through model.generate (any architecture)."""
     import torch
 
@@ -273,20 +288,22 @@ def _sample_generate(model, prompt_ids: list[list[int]], k: int, temperature, to
     for row, p in enumerate(prompt_ids):
         ids[row, L - len(p):] = torch.tensor(p)
         mask[row, L - len(p):] = 1
-    torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))  # generate uses the global RNG
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
+    torch.manual_seed(seed)  # generate uses the global RNG (CPU and CUDA)
     greedy = temperature <= 0
     out = model.generate(
-        input_ids=ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(k, 0),
+        input_ids=ids.repeat_interleave(k, 0).to(model.device),
+        attention_mask=mask.repeat_interleave(k, 0).to(model.device),
         do_sample=not greedy, temperature=None if greedy else temperature, top_p=None if greedy else top_p,
         top_k=0 if not greedy else None, max_new_tokens=max_new_tokens, eos_token_id=eos_id,
         pad_token_id=pad_id, output_logits=True, return_dict_in_generate=True)
     new = out.sequences[:, L:]  # (rows, steps)
-    logp = torch.stack(out.logits, 1).log_softmax(-1).gather(-1, new[..., None]).squeeze(-1)
+    logp = torch.stack(out.logits, 1).float().log_softmax(-1).gather(-1, new[..., None]).squeeze(-1)
     results = []
     for r in range(P * k):
-        toks, lp = [], 0.0
+        toks, lp = [], []
         for t, l in zip(new[r].tolist(), logp[r].tolist()):
-            lp += l
+            lp.append(l)
             if t == eos_id:
                 break
             toks.append(t)
@@ -296,26 +313,28 @@ def _sample_generate(model, prompt_ids: list[list[int]], k: int, temperature, to
 
 def sample(model, tokenizer, prompts: list[str], k: int, temperature: float = 1.0, top_p: float = 1.0,
            max_new_tokens: int = 64, seed: int = 0, batch_size: int = 64,
-           method: str = "auto") -> list[list[tuple[str, float]]]:
+           method: str = "auto", stop: list[str] | None = None) -> list[list[tuple[str, float]]]:
     """-> for each prompt, k (completion text, summed raw-model logprob).
 
     Completion text excludes prompt and eos. ``batch_size`` is the number of
     sequences decoded together (prompts x k); a prompt's k samples may span
     several chunks when k > batch_size. Deterministic for a given seed, prompts
     and batch_size. method: "auto" (fast loop for Llama, else generate),
-    "fast" or "generate"."""
+    "fast" or "generate". ``stop``: a completion ends before the first stop
+    string, its logprob counts the tokens up to the one completing it
+    (prompting.cut_at_stop). Runs on the model's device."""
     import torch
 
     assert k >= 1 and batch_size >= 1, (k, batch_size)
     if method == "auto":
         method = "fast" if _FastLlama.supports(model) else "generate"
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=model.device).manual_seed(seed)
     eos_id = tokenizer.eos_token_id
     encoded = [encode_example(tokenizer, p, None)[0] for p in prompts]
     per_chunk = max(1, batch_size // k)  # prompts per chunk
     k_chunk = min(k, batch_size)  # samples per prompt per chunk
     fast = _FastLlama(model) if method == "fast" else None
-    results: list[list[tuple[list[int], float]]] = [[] for _ in prompts]
+    results: list[list[tuple[list[int], list[float]]]] = [[] for _ in prompts]
     with torch.inference_mode():
         for start in range(0, len(prompts), per_chunk):
             idx = list(range(start, min(len(prompts), start + per_chunk)))
@@ -329,9 +348,11 @@ def sample(model, tokenizer, prompts: list[str], k: int, temperature: float = 1.
                                            tokenizer.pad_token_id, gen)
                 for i, samples in zip(idx, out):
                     results[i] += samples
+    if stop:
+        return [[cut_at_stop(tokenizer, toks, lps, stop) for toks, lps in per] for per in results]
     texts = tokenizer.batch_decode([t for per in results for t, _ in per], skip_special_tokens=True)
     it = iter(texts)
-    return [[(next(it), lp) for _, lp in per] for per in results]
+    return [[(next(it), float(sum(lps))) for _, lps in per] for per in results]
 
 
 # --------------------------------------------------------------------------
@@ -346,15 +367,17 @@ class LoraArgs:
     dropout: float = 0.0  # dropout on the LoRA input
     targets: tuple[str, ...] = LLAMA_PROJECTIONS  # module names LoRA adapts (empty = LLAMA_PROJECTIONS)
     quantization: str = "none"  # "nf4": a 4-bit base (QLoRA, constellation/models/quant.py)
-    compute_dtype: str = "float32"  # compute dtype of the 4-bit layers
+    compute_dtype: str = "float32"  # dtype of the base's weights (and of the 4-bit layers' compute); 16-bit = autocast
     gradient_checkpointing: bool = False  # recompute activations in the backward pass
+    device: str = "auto"  # where the base loads (constellation/models/device.py)
+    chat_template: str = "auto"  # prompt rendering of the tokenizer (constellation/models/prompting.py)
 
     @classmethod
     def from_config(cls, cfg: Config) -> LoraArgs:
         t, m = cfg.trainer, cfg.model
         return cls(r=t.lora_r, alpha=t.lora_alpha, dropout=t.lora_dropout, targets=tuple(t.lora_targets),
                    quantization=m.quantization, compute_dtype=m.compute_dtype,
-                   gradient_checkpointing=m.gradient_checkpointing)
+                   gradient_checkpointing=m.gradient_checkpointing, device=t.device, chat_template=m.chat_template)
 
 
 @dataclass(frozen=True)
@@ -384,6 +407,8 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
     (temp + rename; an existing out_dir is replaced). Raises
     FloatingPointError on a NaN/inf loss without writing anything. ->
     {loss_first, loss_last, steps, seconds, n_examples, n_too_long}."""
+    from constellation.models.device import autocast
+
     if not examples:
         raise ValueError("train_sft: no examples")
     t0 = time.monotonic()
@@ -396,10 +421,11 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
     rng = random.Random(args.seed)
     lengths = [len(ids) for ids, _ in kept]
 
-    def loss_fn(batch: list[int]):
+    def loss_fn(batch: list[int]):  # labels are -100 on the prompt: the loss is completion + eos only
         input_ids, mask, labels = (t.to(model.device) for t in collate([kept[i] for i in batch],
                                                                        tokenizer.pad_token_id))
-        return model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        with autocast(model.device, args.lora.compute_dtype):
+            return model(input_ids=input_ids, attention_mask=mask, labels=labels).loss.float()
 
     fit_args = FitArgs.over_epochs(args.lr, args.epochs, math.ceil(len(kept) / args.batch_size), args.max_seconds)
     result = fit(model, lambda _epoch: length_bucketed_batches(lengths, args.batch_size, rng), loss_fn, fit_args,
@@ -421,8 +447,8 @@ def load_lora_model(base_path: str | Path, init_adapter: str | None = None, lora
 
     from constellation.models.quant import load_base_causal_lm, prepare_for_lora
 
-    tokenizer = load_tokenizer(base_path)
-    base = prepare_for_lora(load_base_causal_lm(base_path, lora.quantization, lora.compute_dtype),
+    tokenizer = load_tokenizer(base_path, lora.chat_template)
+    base = prepare_for_lora(load_base_causal_lm(base_path, lora.quantization, lora.compute_dtype, lora.device),
                             lora.quantization, lora.gradient_checkpointing)
     torch.manual_seed(seed)
     if init_adapter:

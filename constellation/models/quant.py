@@ -49,22 +49,27 @@ def _bnb_config(compute_dtype: str):
                               bnb_4bit_compute_dtype=getattr(torch, compute_dtype))
 
 
-def load_base_causal_lm(path: str | Path, quantization: str = "none", compute_dtype: str = "float32"):
-    """-> AutoModelForCausalLM from the local folder ``path``. "none": float32
-    (the CPU default of this project; compute_dtype is unused). "nf4": 4-bit
-    linear layers, everything else in compute_dtype, on the first CUDA device
-    when there is one, else on CPU (bitsandbytes' CPU kernels: slow, but the
-    same code path, which is what the CPU tests exercise)."""
+def load_base_causal_lm(path: str | Path, quantization: str = "none", compute_dtype: str = "float32",
+                        device: str = "auto"):
+    """-> AutoModelForCausalLM from the local folder ``path`` on ``device``
+    (constellation/models/device.py: "auto" = the first CUDA device when
+    there is one, else the CPU). "none": every weight in compute_dtype.
+    "nf4": 4-bit linear layers, everything else in compute_dtype, on the same
+    device (on the CPU bitsandbytes' CPU kernels: slow, but the same code
+    path, which is what the CPU tests exercise)."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    from constellation.models.device import resolve_device
+
     check_quantization(quantization, compute_dtype)
+    where = resolve_device(device)
+    dtype = getattr(torch, compute_dtype)
     if quantization == "none":
-        return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="float32")
-    device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=getattr(torch, compute_dtype),
+        return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype).to(where)
+    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype,
                                                 quantization_config=_bnb_config(compute_dtype),
-                                                device_map={"": device})
+                                                device_map={"": str(where)})
 
 
 def prepare_for_lora(model, quantization: str, gradient_checkpointing: bool = False):

@@ -45,7 +45,7 @@ class RunConfig(_Section):
 
 
 class TaskConfig(_Section):
-    impl: Annotated[str, _h('task family: "dsl", "arithmetic", "jsonl", a plugin name or "package.module"')] = "dsl"
+    impl: Annotated[str, _h('task family: "dsl", "arithmetic", "jsonl", "hf" (local datasets sources, task.fields), a plugin name or "package.module"')] = "dsl"
     path: Annotated[str, _h('"jsonl" task: the local JSONL file of math or code problems')] = ""
     n_labeled: Annotated[int, _h("size of the labeled set L used to warm-start the base model", ge=0)] = 8000
     labeled_max_depth: Annotated[int, _h("L holds only programs up to this depth (arithmetic: digits) (easy problems)", ge=1)] = 2
@@ -56,10 +56,21 @@ class TaskConfig(_Section):
     n_heldout: Annotated[int, _h("held-out inputs per problem (outputs never shown to the model)", ge=0)] = 6
     visible_mode: Annotated[Literal["discriminating", "random", "narrow"], _h('dsl: how visible inputs are chosen: "discriminating" (to rule out neighbouring programs), "random", or "narrow" (from a simpler sub-distribution than the held-out inputs, which leaves programs open); applies to L too')] = "discriminating"
     seed: Annotated[int, _h("task seed; -1 = derive from run.seed", ge=-1)] = -1
+    train_source: Annotated[str, _h('"hf" task: local datasets source of the training pool (a .json/.jsonl/.parquet/.arrow file or a save_to_disk folder); "" = cut it from eval_source')] = ""
+    train_split: Annotated[str, _h('"hf" task: split of train_source when it holds several (a DatasetDict folder)')] = "train"
+    eval_source: Annotated[str, _h('"hf" task: local datasets source of the evaluation set')] = ""
+    eval_split: Annotated[str, _h('"hf" task: split of eval_source when it holds several')] = "test"
+    fields: Annotated[dict[str, str], _h('"hf" task: record field of each problem part, e.g. {prompt = "question", answer = "answer"} (optional: solution)')] = msgspec.field(default_factory=lambda: {"prompt": "question", "answer": "answer"})
+    answer_format: Annotated[Literal["auto", "gsm8k", "boxed", "plain"], _h('"hf" task: how the answer field gives the gold answer: "auto" (GSM8K "#### 72", the last \\boxed{}, else the text), "gsm8k", "boxed" or "plain"')] = "auto"
+    prompt_format: Annotated[str, _h('"hf" task: the prompt text; {prompt} is replaced by the prompt field')] = "Q: {prompt}\n"
+    bad_records: Annotated[Literal["refuse", "skip"], _h('"hf" task: a record that cannot become a problem: "refuse" (stop, naming source and index) or "skip" (count and log each one)')] = "refuse"
+    stop: Annotated[list[str], _h("stop strings: a completion ends before the first one (both generators)")] = msgspec.field(default_factory=list)
+    extract: Annotated[str, _h('"hf" task: the part of a completion the verifier reads: "full", "last_boxed", "last_line", "last_number" or "after:MARKER" (the text after the last MARKER)')] = "full"
 
 
 class ModelConfig(_Section):
-    base: Annotated[str, _h('"tiny" to build and warm-start the default model, or a local HF causal LM folder')] = "tiny"
+    base: Annotated[str, _h('"tiny" to build and warm-start the default model, a local HF causal LM folder, or a hub id ("Qwen/Qwen3-4B") already in the local HF cache (HF_HOME; never downloaded)')] = "tiny"
+    chat_template: Annotated[str, _h('"auto" (render each task prompt as a user turn through the tokenizer\'s chat template when it has one), "none" (raw prompt text) or a Jinja template FILE; the generators and trainers render alike')] = "auto"
     cache_dir: Annotated[str, _h("cache of built base models, keyed by their config")] = "~/.cache/constellation"
     hidden_size: Annotated[int, _h("tiny model width", ge=1)] = 128
     layers: Annotated[int, _h("tiny model depth", ge=1)] = 4
@@ -73,7 +84,7 @@ class ModelConfig(_Section):
     warm_start_prompt_loss: Annotated[float, _h("warm start: weight of the LM loss on prompt tokens (the visible examples) added to the completion loss; 0 = completion only", ge=0)] = 0.5
     threads: Annotated[int, _h("torch threads while building the base model", ge=1)] = 1
     quantization: Annotated[Literal["none", "nf4"], _h('"none" or "nf4": the trainer (star, dpo) and the policy_head critic load the base in 4-bit NF4 with double quantization (bitsandbytes, QLoRA); the generator is not affected')] = "none"
-    compute_dtype: Annotated[Literal["float32", "bfloat16", "float16"], _h('"float32", "bfloat16" or "float16": compute dtype of the 4-bit layers, and the dtype of the vLLM engine')] = "float32"
+    compute_dtype: Annotated[Literal["float32", "bfloat16", "float16"], _h('"float32", "bfloat16" or "float16": dtype of the models every role loads (hf generator, trainers, policy_head critic; 16-bit trains under autocast), of the 4-bit layers and of the vLLM engine')] = "float32"
     gradient_checkpointing: Annotated[bool, _h("trainer and policy_head critic: recompute each layer's activations in the backward pass (less memory, ~30% more compute; for large bases on a GPU)")] = False
 
 
@@ -86,6 +97,7 @@ class SamplingConfig(_Section):
 class GeneratorConfig(_Section):
     impl: Annotated[str, _h('"hf", "vllm" (one vLLM engine with LoRA hot-swap) or "package.module:Class"')] = "hf"
     threads: Annotated[int, _h("torch threads of the generator process", ge=1)] = 1
+    device: Annotated[str, _h('"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"; hf generator (vllm uses its platform\'s device)', pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")] = "auto"
     batch_size: Annotated[int, _h("sequences decoded together in one generate() call", ge=1)] = 64
     python: Annotated[str, _h('interpreter the supervisor starts this role with ("" = its own); vllm on CPU: ".venv-vllm/bin/python" (scripts/make_vllm_venv.sh)')] = ""
     gpu_memory_utilization: Annotated[float, _h("vllm: fraction of the GPU's memory (on CPU: of RAM) the engine reserves for weights and KV cache", gt=0, le=1)] = 0.15
@@ -101,11 +113,14 @@ class VerifierConfig(_Section):
     code_memory_mb: Annotated[int, _h('"code" verifier: address-space limit of the sandboxed child, MiB', ge=16)] = 512
     math_timeout: Annotated[float, _h("math verifier: hard deadline per candidate in seconds (worker killed after it)", gt=0)] = 1.0
     math_workers: Annotated[int, _h("math verifier: isolated checker processes working in parallel", ge=1)] = 1
+    reward_fn: Annotated[str, _h('"reward" verifier: "pkg.mod:func" with func(prompt, completion, answer) -> bool | float')] = ""
+    reward_threshold: Annotated[float, _h('"reward" verifier: a float reward passes when >= this')] = 0.5
 
 
 class CriticConfig(_Section):
     impl: Annotated[str, _h('"small" (= "learned": own tiny byte-level transformer), "policy_head" (LoRA + scalar head on the policy\'s base weights), "none" or "package.module:Class"')] = "small"
     threads: Annotated[int, _h("torch threads of the critic process", ge=1)] = 1
+    device: Annotated[str, _h('"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"', pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")] = "auto"
     hidden_size: Annotated[int, _h("critic transformer width", ge=1)] = 128
     layers: Annotated[int, _h("critic transformer depth", ge=1)] = 2
     heads: Annotated[int, _h("critic attention heads", ge=1)] = 4
@@ -121,6 +136,7 @@ class CriticConfig(_Section):
 class TrainerConfig(_Section):
     impl: Annotated[str, _h('"star", "dpo" or "package.module:Class"')] = "star"
     threads: Annotated[int, _h("torch threads of the trainer process", ge=1)] = 1
+    device: Annotated[str, _h('"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"', pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")] = "auto"
     mode: Annotated[Literal["restart", "continue"], _h('"restart" (each round from the base, as STaR) or "continue" (from the last adapter)')] = "restart"
     lora_r: Annotated[int, _h("LoRA rank", ge=1)] = 16
     lora_alpha: Annotated[int, _h("LoRA alpha", ge=1)] = 32
@@ -352,11 +368,11 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):  # an inline table; keys are role names, bare TOML keys
-        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, dict):  # an inline table; keys quoted, so any key reads back
+        return "{" + ", ".join(f"{_toml_value(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
     return repr(v)
 
 

@@ -65,10 +65,12 @@ class MathCheckerError(RuntimeError):
 
 
 class _Worker:
-    def __init__(self) -> None:
+    def __init__(self, judge: str = "") -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
-        self.proc = subprocess.Popen([sys.executable, "-m", "verifiers.math.worker"], stdin=subprocess.PIPE,
+        self.judge = judge  # "module:function" the worker judges with; "" = the sympy checker
+        self.proc = subprocess.Popen([sys.executable, "-m", "verifiers.math.worker", *([judge] if judge else [])],
+                                     stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=_PACKAGE_ROOT)
         self.buffer = b""
         self.ready = False
@@ -117,7 +119,7 @@ class MathChecker:
 
     ``check(gold, pred)`` is thread-safe: each call borrows one idle worker."""
 
-    def __init__(self, workers: int = 1, timeout: float = 1.0) -> None:
+    def __init__(self, workers: int = 1, timeout: float = 1.0, judge: str = "") -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if not timeout > 0:
@@ -127,7 +129,7 @@ class MathChecker:
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._closed = False
         for _ in range(workers):
-            self._idle.put(_Worker())
+            self._idle.put(_Worker(judge))
 
     def __enter__(self) -> "MathChecker":
         return self
@@ -171,12 +173,12 @@ class MathChecker:
                 line = worker.read_line(t0 + limit)
             except (EOFError, BrokenPipeError) as e:
                 worker.kill()
-                worker = _Worker()
+                worker = _Worker(worker.judge)
                 return _failed("parse_error", time.monotonic() - t0, f"worker crashed: {e}")
             seconds = time.monotonic() - t0
             if line is None:
                 worker.kill()
-                worker = _Worker()  # starts now; the next check waits for its READY line
+                worker = _Worker(worker.judge)  # starts now; the next check waits for its READY line
                 return _failed("timeout", seconds, f"no verdict within {limit} s")
             fields = msgspec.json.decode(line)
             return MathVerdict(verdict=fields["verdict"], equal=fields["equal"], extracted=fields.get("extracted"),

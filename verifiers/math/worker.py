@@ -3,7 +3,9 @@
 Protocol: one JSON object per line each way. The child first writes
 ``{"ready": true}`` once sympy is imported and warm; then, for each request
 ``{"gold": str, "pred": str}``, exactly one line with the fields of
-``equivalence.judge``. The parent owns the deadline and kills this process
+``equivalence.judge`` (or of the judge named on the command line,
+``python -m verifiers.math.worker module:function``, e.g. the math-verify
+judge of verifiers/math_verify.py). The parent owns the deadline and kills this process
 when a request runs too long; the child never needs a timer of its own.
 """
 
@@ -30,14 +32,17 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def main() -> None:
+def main(judge_path: str = "verifiers.math.equivalence:judge") -> None:
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     except (ValueError, OSError):  # a lower hard limit is already in place
         pass
     sys.set_int_max_str_digits(0)  # our own size guards bound every printed number
-    from verifiers.math.equivalence import judge
+    import importlib
+
+    module, _, name = judge_path.partition(":")
+    judge = getattr(importlib.import_module(module), name)
 
     judge("\\frac{1}{2}", "x = 0.5")  # warm the caches: the first sympy call is the slowest
     out = sys.stdout.buffer
@@ -60,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:2])
