@@ -10,7 +10,7 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -150,6 +150,7 @@ class CoordinatorConfig(_Section):
     request_problems: Annotated[int, _h("problems per GenerateRequest (streaming granularity)")] = 8
     window: Annotated[int, _h("generate requests kept in flight")] = 2
     request_timeout: Annotated[float, _h("seconds before an unanswered request is re-sent")] = 600.0
+    overlap: Annotated[Literal["none", "one_step"], _h('"none" (sample, train, evaluate in turn) or "one_step" (one-step off-policy: while round r trains, the generator evaluates round r-1 and samples round r+1\'s training candidates with adapter r-1)')] = "none"
 
 
 class EvalConfig(_Section):

@@ -49,6 +49,7 @@ class Phase:
     round: int
     problems: dict[str, m.Problem]
     k: int  # candidates per problem
+    adapter_version: int = 0  # the adapter the phase samples with (served when it began)
     candidates: dict[str, m.Candidate] = field(default_factory=dict)
     verdicts: dict[str, m.Verdict] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
