@@ -54,6 +54,7 @@ class Phase:
     verdicts: dict[str, m.Verdict] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
     critic_texts: dict[str, str] = field(default_factory=dict)  # candidate id -> the critic's input, made once
+    to_score: list[m.ScoreItem] = field(default_factory=list)  # verified, not yet sent to the critic
 
     @property
     def prefix(self) -> str:

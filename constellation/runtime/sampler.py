@@ -181,11 +181,18 @@ class PhaseLoop(RequestLoop):
         self._score(phase, fresh)
 
     def _score(self, phase: Phase, verdicts: list[m.Verdict]) -> None:
-        if not self.use_critic or not verdicts:
+        """Gather verdicts into ScoreRequests of ``coordinator.score_batch``
+        items: one critic forward per batch costs less CPU per item than one
+        per problem's verdicts, CPU the generator needs on a small machine.
+        The rest goes out when the phase's last verdict is in."""
+        if not self.use_critic:
             return
-        items = [m.ScoreItem(candidate_id=v.candidate_id, problem_id=v.problem_id, text=self._critic_text(phase, v))
-                 for v in verdicts]
-        self._submit("critic", m.ScoreRequest(request_id=self._rid("score"), items=items))
+        phase.to_score += [m.ScoreItem(candidate_id=v.candidate_id, problem_id=v.problem_id,
+                                       text=self._critic_text(phase, v)) for v in verdicts]
+        batch = max(1, self.cfg.coordinator.score_batch)
+        while len(phase.to_score) >= batch or (phase.to_score and len(phase.verdicts) >= phase.expected):
+            items, phase.to_score = phase.to_score[:batch], phase.to_score[batch:]
+            self._submit("critic", m.ScoreRequest(request_id=self._rid("score"), items=items))
 
     def _critic_text(self, phase: Phase, v: m.Verdict) -> str:
         """The critic's input for one verified candidate, made once (for its
