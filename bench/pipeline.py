@@ -45,7 +45,7 @@ ROLES = ("generator", "verifier", "critic", "trainer")
 
 def settings(args: argparse.Namespace, run_dir: Path) -> list[str]:
     """--set overrides of the default preset that define the work."""
-    return [f"run.rounds={args.rounds}", f"run.seed={args.seed}", f'run.name="pipeline"',
+    return [f"run.rounds={args.rounds}", f"run.seed={args.seed}", 'run.name="pipeline"',
             f"coordinator.problems_per_round={args.problems}", f"coordinator.k={args.k}",
             f'coordinator.overlap="{args.overlap}"', f"task.n_eval={args.eval_problems}",
             f"eval.n_samples={args.eval_samples}", f"eval.ks=[1,{args.eval_samples}]",

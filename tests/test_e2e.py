@@ -217,3 +217,53 @@ def test_up_without_a_critic_starts_four_processes_and_selects_without_scores(tm
     assert db.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0] == db.execute(
         "SELECT COUNT(*) FROM candidates").fetchone()[0] > 0
+
+
+def _phase_versions(run_dir: Path) -> dict[str, set[int]]:
+    db = sqlite3.connect(run_dir / "run.sqlite")
+    out: dict[str, set[int]] = {}
+    for phase, version in db.execute("SELECT DISTINCT phase || '/' || round, adapter_version FROM candidates"):
+        out.setdefault(phase, set()).add(version)
+    db.close()
+    return out
+
+
+@pytest.mark.parametrize("role", ["generator", "trainer"])
+def test_kill_9_during_an_overlapped_round_loses_and_duplicates_nothing(tmp_path, model_cache, role):
+    """coordinator.overlap = "one_step", 2 rounds: kill -9 ``role`` while round 1
+    trains and round 2's training phase is sampled with adapter 0."""
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(_up_cmd(runs, model_cache, "run.rounds=2", 'coordinator.overlap="one_step"',
+                                    "coordinator.problems_per_round=30",
+                                    'generator.impl="tests.slow_roles:SlowGenerator"',
+                                    'trainer.impl="tests.slow_roles:SlowTrainer"'),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        run_dir = _run_dir(runs)
+        deadline = time.monotonic() + 300
+        victim = None
+        while time.monotonic() < deadline and victim is None:
+            if any(isinstance(e, ev.Progress) and e.phase == "train" and e.round == 2 and 0 < e.candidates < 60
+                   for e in read_events(run_dir)):
+                victim = _status(run_dir)["roles"][role]["pid"]
+            time.sleep(0.2)
+        assert victim, "round 2's training phase never started"
+        os.kill(victim, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-4000:]
+    assert _status(run_dir)["roles"][role]["restarts"] == 1
+    events = read_events(run_dir)
+    assert [e.role for e in events if isinstance(e, ev.RoleRestart)] == [role]
+    # every round trained, served and evaluated once
+    assert [e.round for e in events if isinstance(e, ev.Trainer)] == [1, 2]
+    assert [e.model for e in events if isinstance(e, ev.Eval)] == ["base", "round-1", "round-2"]
+    assert _assert_every_candidate_accounted_for(run_dir) == {
+        "eval/0": 6 * 8, "val/0": 6 * 4, "train/1": 30 * 4, "train/2": 30 * 4, "eval/1": 6 * 8, "val/1": 6 * 4,
+        "eval/2": 6 * 8, "val/2": 6 * 4}
+    # training candidates one adapter behind, evaluation on the round's own adapter
+    versions = _phase_versions(run_dir)
+    assert versions["train/1"] == versions["train/2"] == {0}
+    assert versions["eval/1"] == versions["val/1"] == {1} and versions["eval/2"] == versions["val/2"] == {2}
