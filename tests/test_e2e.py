@@ -126,19 +126,25 @@ def _kill_mid_train_phase(runs: Path, model_cache: Path, role: str) -> tuple[Pat
     """Run smoke with a slowed generator, kill -9 ``role`` while generate
     requests of round 1 are in flight, let the run finish."""
     # a generator swapped in by import path, slowed so the kill lands mid-phase
-    proc = subprocess.Popen(_up_cmd(runs, model_cache, "coordinator.problems_per_round=30",
-                                    'generator.impl="tests.slow_roles:SlowGenerator"'),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return _kill_during(runs, model_cache, role, ["coordinator.problems_per_round=30",
+                                                  'generator.impl="tests.slow_roles:SlowGenerator"'], round=1)
+
+
+def _kill_during(runs: Path, model_cache: Path, role: str, sets: list[str], round: int) -> tuple[Path, int, str]:
+    """Kill -9 ``role`` once round ``round``'s training phase has some but not
+    all of its candidates, let the run finish -> (run dir, victim pid, output)."""
+    proc = subprocess.Popen(_up_cmd(runs, model_cache, *sets), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     try:
         run_dir = _run_dir(runs)
         deadline = time.monotonic() + 300
         victim = None
         while time.monotonic() < deadline and victim is None:
-            if any(isinstance(e, ev.Progress) and e.phase == "train" and 0 < e.candidates < 60
+            if any(isinstance(e, ev.Progress) and e.phase == "train" and e.round == round and 0 < e.candidates < 60
                    for e in read_events(run_dir)):
                 victim = _status(run_dir)["roles"][role]["pid"]
             time.sleep(0.2)
-        assert victim, "the train phase never started"
+        assert victim, f"round {round}'s training phase never started"
         os.kill(victim, signal.SIGKILL)
         out, _ = proc.communicate(timeout=600)
     finally:
@@ -232,28 +238,9 @@ def _phase_versions(run_dir: Path) -> dict[str, set[int]]:
 def test_kill_9_during_an_overlapped_round_loses_and_duplicates_nothing(tmp_path, model_cache, role):
     """coordinator.overlap = "one_step", 2 rounds: kill -9 ``role`` while round 1
     trains and round 2's training phase is sampled with adapter 0."""
-    runs = tmp_path / "runs"
-    proc = subprocess.Popen(_up_cmd(runs, model_cache, "run.rounds=2", 'coordinator.overlap="one_step"',
-                                    "coordinator.problems_per_round=30",
-                                    'generator.impl="tests.slow_roles:SlowGenerator"',
-                                    'trainer.impl="tests.slow_roles:SlowTrainer"'),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        run_dir = _run_dir(runs)
-        deadline = time.monotonic() + 300
-        victim = None
-        while time.monotonic() < deadline and victim is None:
-            if any(isinstance(e, ev.Progress) and e.phase == "train" and e.round == 2 and 0 < e.candidates < 60
-                   for e in read_events(run_dir)):
-                victim = _status(run_dir)["roles"][role]["pid"]
-            time.sleep(0.2)
-        assert victim, "round 2's training phase never started"
-        os.kill(victim, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, out[-4000:]
+    run_dir, _, _ = _kill_during(tmp_path / "runs", model_cache, role, [
+        "run.rounds=2", 'coordinator.overlap="one_step"', "coordinator.problems_per_round=30",
+        'generator.impl="tests.slow_roles:SlowGenerator"', 'trainer.impl="tests.slow_roles:SlowTrainer"'], round=2)
     assert _status(run_dir)["roles"][role]["restarts"] == 1
     events = read_events(run_dir)
     assert [e.role for e in events if isinstance(e, ev.RoleRestart)] == [role]
