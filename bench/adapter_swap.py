@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/adapter_swap.py                 # both backends (vllm from .venv-vllm)
     .venv/bin/python bench/adapter_swap.py --swaps 10 --prompts 64 --k 8
+    .venv/bin/python bench/adapter_swap.py --backends hf [--no-warm-up]   # hf alone; before/after its warm-up
 
 Set-up (main venv): a Llama of the default tiny shape (hidden 128, 4 layers,
 4 heads: 0.87M parameters; ``--hidden/--layers/--heads`` for larger ones;
@@ -22,6 +23,8 @@ through the role interface the generator process serves:
   long), after one warm-up request.
 
 Prints one line per backend and the vllm/hf ratios. 1 torch thread each.
+The hf generator imports peft at start-up (``_warm_adapter_path``), so no
+swap pays that import; ``--no-warm-up`` measures it as it was before.
 """
 
 from __future__ import annotations
@@ -69,13 +72,15 @@ def build(work: Path, n_prompts: int, hidden: int, layers: int, heads: int) -> N
     (work / "params.json").write_text(json.dumps(sum(p.numel() for p in lm.load_model(base)[0].parameters())))
 
 
-def child(impl: str, work: Path, swaps: int, k: int, new_tokens: int) -> None:
+def child(impl: str, work: Path, swaps: int, k: int, new_tokens: int, warm_up: bool) -> None:
     """Runs under the backend's interpreter; prints one JSON line."""
     from constellation.runtime.registry import resolve_role
 
     cfg = from_dict({"generator": {"impl": impl, "gpu_memory_utilization": 0.15}})
     t0 = time.perf_counter()
     role = resolve_role("generator", impl)(cfg, work)
+    if not warm_up:  # the generator as it was before it warmed up the adapter path at start-up
+        role._warm_adapter_path = lambda: None
     role.setup()
     setup_seconds = time.perf_counter() - t0
     prompts = json.loads((work / "prompts.json").read_text())
@@ -107,7 +112,8 @@ def child(impl: str, work: Path, swaps: int, k: int, new_tokens: int) -> None:
 def run_child(python: str, impl: str, work: Path, args) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     proc = subprocess.run([python, __file__, "--child", impl, "--work", str(work), "--swaps", str(args.swaps),
-                           "--k", str(args.k), "--new-tokens", str(args.new_tokens)],
+                           "--k", str(args.k), "--new-tokens", str(args.new_tokens)]
+                          + (["--no-warm-up"] if args.no_warm_up else []),
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -125,25 +131,31 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
+    ap.add_argument("--backends", default="hf,vllm", help="comma-separated: hf, vllm (hf alone needs no .venv-vllm)")
+    ap.add_argument("--no-warm-up", action="store_true",
+                    help="hf: skip the generator's start-up import of peft (to measure what it saves)")
     ap.add_argument("--child", choices=["hf", "vllm"])
     ap.add_argument("--work")
     args = ap.parse_args()
     if args.child:
-        return child(args.child, Path(args.work), args.swaps, args.k, args.new_tokens)
-    if not Path(args.vllm_python).exists():
-        raise SystemExit(f"{args.vllm_python} missing: run scripts/make_vllm_venv.sh first")
+        return child(args.child, Path(args.work), args.swaps, args.k, args.new_tokens, not args.no_warm_up)
+    backends = [b for b in ("hf", "vllm") if b in args.backends.split(",")]
+    if "vllm" in backends and not Path(args.vllm_python).exists():
+        raise SystemExit(f"{args.vllm_python} missing: run scripts/make_vllm_venv.sh first (or --backends hf)")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         build(work, args.prompts, args.hidden, args.layers, args.heads)
         n_params = json.loads((work / "params.json").read_text())
-        results = {impl: run_child(python, impl, work, args)
-                   for impl, python in (("hf", sys.executable), ("vllm", args.vllm_python))}
+        pythons = {"hf": sys.executable, "vllm": args.vllm_python}
+        results = {impl: run_child(pythons[impl], impl, work, args) for impl in backends}
     print(f"Llama {n_params / 1e6:.2f}M params (hidden {args.hidden}, {args.layers} layers), {args.prompts} prompts x k={args.k}, <= {args.new_tokens} new tokens, "
           f"{args.swaps} swaps, 1 thread")
     for r in results.values():
         print(f"  {r['impl']:<5} setup {r['setup_s']:5.1f} s | swap -> first candidate: median "
               f"{r['swap_median_s'] * 1000:6.0f} ms, max {r['swap_max_s'] * 1000:6.0f} ms | "
               f"throughput {r['cand_per_s']:7.1f} cand/s ({r['candidates']} in {r['seconds']:.1f} s)")
+    if len(results) < 2:
+        return
     hf, vl = results["hf"], results["vllm"]
     print(f"  vllm/hf: throughput x{vl['cand_per_s'] / hf['cand_per_s']:.2f}, "
           f"swap latency x{vl['swap_median_s'] / hf['swap_median_s']:.2f}")

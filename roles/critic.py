@@ -148,10 +148,11 @@ class OnlineCritic(Role):
     def _score(self, req: ScoreRequest) -> Scores:
         t0 = time.perf_counter()
         probs = self.predict([it.text for it in req.items])
-        self.score_seconds += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.score_seconds += seconds
         self.n_scored += len(probs)
         return Scores(request_id=req.request_id, candidate_ids=[it.candidate_id for it in req.items],
-                      scores=probs, critic_version=self.version)
+                      scores=probs, critic_version=self.version, seconds=seconds)
 
     # -- training ------------------------------------------------------------
 

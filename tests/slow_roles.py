@@ -4,6 +4,7 @@
 import time
 
 from roles.generator_hf import HfGenerator
+from roles.trainer_star import StarTrainer
 
 
 class SlowGenerator(HfGenerator):
@@ -38,3 +39,11 @@ class HintReadingGenerator(HfGenerator):
                            adapter_version=c.adapter_version) if c.problem_id in hinted else c
                  for c in reply.items]
         return Candidates(request_id=reply.request_id, items=items, seconds=reply.seconds)
+
+
+class SlowTrainer(StarTrainer):
+    """The real STaR trainer, slowed so a test can kill it while it trains."""
+
+    def handle(self, msg):
+        time.sleep(8.0)
+        return super().handle(msg)

@@ -148,3 +148,94 @@ def test_a_resumed_run_reads_what_it_recorded_and_samples_nothing_again(tmp_path
     _, events = run(tmp_path, again)
     assert again["generator"].requests == 0
     assert sum(isinstance(e, ev.RunStart) and e.resumed for e in events) == 1
+
+
+# ---------------------------------------------------------------------------
+# coordinator.overlap = "one_step"
+# ---------------------------------------------------------------------------
+class LoggingGenerator(HalfRightGenerator):
+    """Also logs (kind, phase prefix or version) of every request into a shared list."""
+
+    def __init__(self, log: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.log = log
+
+    def handle(self, msg: Any) -> Any:
+        self.log.append(("load", str(msg.version)) if isinstance(msg, m.LoadAdapter)
+                        else ("generate", msg.candidate_prefix))
+        return super().handle(msg)
+
+
+class LoggingTrainer(RecordingTrainer):
+    def __init__(self, log: list[tuple[str, str]]) -> None:
+        super().__init__("examples")
+        self.log, self.versions = log, []
+
+    def handle(self, msg: m.TrainRequest) -> m.AdapterReady:
+        self.log.append(("train", str(msg.round)))
+        self.versions.append(sorted({e.adapter_version for e in msg.examples}))
+        return super().handle(msg)
+
+
+def overlapped(tmp_path: Path, *sets: str) -> tuple[dict[str, Any], list[tuple[str, str]], list[ev.Event]]:
+    log: list[tuple[str, str]] = []
+    roles = {**workers(tmp_path), "generator": LoggingGenerator(log), "trainer": LoggingTrainer(log)}
+    _, events = run(tmp_path, roles, "run.rounds=3", 'coordinator.overlap="one_step"', *sets)
+    return roles, log, events
+
+
+def adapter_versions(run_dir: Path) -> dict[str, list[int]]:
+    db = sqlite3.connect(run_dir / "run.sqlite")
+    rows = db.execute("SELECT phase || '/' || round, adapter_version FROM candidates GROUP BY 1, 2 ORDER BY 1, 2")
+    out: dict[str, list[int]] = {}
+    for phase, version in rows:
+        out.setdefault(phase, []).append(version)
+    return out
+
+
+def test_one_step_trains_on_candidates_of_adapter_r_minus_1_and_evaluates_adapter_r(tmp_path):
+    roles, _, events = overlapped(tmp_path)
+    # train/r+1 is sampled while round r trains, with the adapter served then (r-1)
+    assert adapter_versions(tmp_path) == {
+        "train/1": [0], "train/2": [0], "train/3": [1],
+        "eval/0": [0], "eval/1": [1], "eval/2": [2], "eval/3": [3],
+        "val/0": [0], "val/1": [1], "val/2": [2], "val/3": [3]}
+    assert [e.adapter_version for e in events if isinstance(e, ev.Eval)] == [0, 1, 2, 3]
+    ends = [e for e in events if isinstance(e, ev.RoundEnd)]
+    assert [(e.train_adapter_version, e.staleness) for e in ends] == [(0, 0.0), (0, 1.0), (1, 1.0)]
+    # the examples carry the version that sampled them (STaR accumulates: round 3 has rounds 1-3's)
+    assert roles["trainer"].versions == [[0], [0], [0, 1]]
+
+
+def test_one_step_overlaps_the_trainer_with_evaluation_and_the_next_training_phase(tmp_path):
+    _, log, _ = overlapped(tmp_path)
+    kinds = [(kind, what.split("/")[0] + "/" + what.split("/")[1] if kind == "generate" else what)
+             for kind, what in log]
+    order = list(dict.fromkeys(kinds))  # first occurrence of each step
+    # while round 2 trains: evaluate and guard round 1, sample round 3's training phase; then serve adapter 2
+    at = order.index(("train", "2"))
+    assert order[at:at + 5] == [("train", "2"), ("generate", "eval/1"), ("generate", "val/1"),
+                                ("generate", "train/3"), ("load", "2")]
+    assert order.index(("generate", "train/2")) < order.index(("load", "1"))
+
+
+def test_one_step_counts_every_candidate_once_like_none(tmp_path):
+    for name in ("one_step", "none"):
+        (tmp_path / name).mkdir()
+    _, _, events = overlapped(tmp_path / "one_step")
+    _, none_events = run(tmp_path / "none", workers(tmp_path / "none"), "run.rounds=3")
+    for run_dir in (tmp_path / "one_step", tmp_path / "none"):
+        db = sqlite3.connect(run_dir / "run.sqlite")
+        assert db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == 4 * 24 + 3 * 32 + 4 * 8
+        assert db.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 4 * 24 + 3 * 32 + 4 * 8
+    assert ([e.pass_at_k for e in events if isinstance(e, ev.Eval)]
+            == [e.pass_at_k for e in none_events if isinstance(e, ev.Eval)])
+    ledger = events[-1]
+    assert isinstance(ledger, ev.RunEnd) and set(ledger.waited_seconds) >= {"generator", "verifier", "trainer"}
+
+
+def test_a_resumed_one_step_run_samples_nothing_again(tmp_path):
+    overlapped(tmp_path)
+    roles, log, events = overlapped(tmp_path)
+    assert [kind for kind, _ in log if kind != "load"] == []
+    assert sum(isinstance(e, ev.RunStart) and e.resumed for e in events) == 1

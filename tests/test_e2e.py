@@ -126,19 +126,25 @@ def _kill_mid_train_phase(runs: Path, model_cache: Path, role: str) -> tuple[Pat
     """Run smoke with a slowed generator, kill -9 ``role`` while generate
     requests of round 1 are in flight, let the run finish."""
     # a generator swapped in by import path, slowed so the kill lands mid-phase
-    proc = subprocess.Popen(_up_cmd(runs, model_cache, "coordinator.problems_per_round=30",
-                                    'generator.impl="tests.slow_roles:SlowGenerator"'),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return _kill_during(runs, model_cache, role, ["coordinator.problems_per_round=30",
+                                                  'generator.impl="tests.slow_roles:SlowGenerator"'], round=1)
+
+
+def _kill_during(runs: Path, model_cache: Path, role: str, sets: list[str], round: int) -> tuple[Path, int, str]:
+    """Kill -9 ``role`` once round ``round``'s training phase has some but not
+    all of its candidates, let the run finish -> (run dir, victim pid, output)."""
+    proc = subprocess.Popen(_up_cmd(runs, model_cache, *sets), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     try:
         run_dir = _run_dir(runs)
         deadline = time.monotonic() + 300
         victim = None
         while time.monotonic() < deadline and victim is None:
-            if any(isinstance(e, ev.Progress) and e.phase == "train" and 0 < e.candidates < 60
+            if any(isinstance(e, ev.Progress) and e.phase == "train" and e.round == round and 0 < e.candidates < 60
                    for e in read_events(run_dir)):
                 victim = _status(run_dir)["roles"][role]["pid"]
             time.sleep(0.2)
-        assert victim, "the train phase never started"
+        assert victim, f"round {round}'s training phase never started"
         os.kill(victim, signal.SIGKILL)
         out, _ = proc.communicate(timeout=600)
     finally:
@@ -217,3 +223,34 @@ def test_up_without_a_critic_starts_four_processes_and_selects_without_scores(tm
     assert db.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0] == db.execute(
         "SELECT COUNT(*) FROM candidates").fetchone()[0] > 0
+
+
+def _phase_versions(run_dir: Path) -> dict[str, set[int]]:
+    db = sqlite3.connect(run_dir / "run.sqlite")
+    out: dict[str, set[int]] = {}
+    for phase, version in db.execute("SELECT DISTINCT phase || '/' || round, adapter_version FROM candidates"):
+        out.setdefault(phase, set()).add(version)
+    db.close()
+    return out
+
+
+@pytest.mark.parametrize("role", ["generator", "trainer"])
+def test_kill_9_during_an_overlapped_round_loses_and_duplicates_nothing(tmp_path, model_cache, role):
+    """coordinator.overlap = "one_step", 2 rounds: kill -9 ``role`` while round 1
+    trains and round 2's training phase is sampled with adapter 0."""
+    run_dir, _, _ = _kill_during(tmp_path / "runs", model_cache, role, [
+        "run.rounds=2", 'coordinator.overlap="one_step"', "coordinator.problems_per_round=30",
+        'generator.impl="tests.slow_roles:SlowGenerator"', 'trainer.impl="tests.slow_roles:SlowTrainer"'], round=2)
+    assert _status(run_dir)["roles"][role]["restarts"] == 1
+    events = read_events(run_dir)
+    assert [e.role for e in events if isinstance(e, ev.RoleRestart)] == [role]
+    # every round trained, served and evaluated once
+    assert [e.round for e in events if isinstance(e, ev.Trainer)] == [1, 2]
+    assert [e.model for e in events if isinstance(e, ev.Eval)] == ["base", "round-1", "round-2"]
+    assert _assert_every_candidate_accounted_for(run_dir) == {
+        "eval/0": 6 * 8, "val/0": 6 * 4, "train/1": 30 * 4, "train/2": 30 * 4, "eval/1": 6 * 8, "val/1": 6 * 4,
+        "eval/2": 6 * 8, "val/2": 6 * 4}
+    # training candidates one adapter behind, evaluation on the round's own adapter
+    versions = _phase_versions(run_dir)
+    assert versions["train/1"] == versions["train/2"] == {0}
+    assert versions["eval/1"] == versions["val/1"] == {1} and versions["eval/2"] == versions["val/2"] == {2}

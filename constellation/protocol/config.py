@@ -175,6 +175,8 @@ class CoordinatorConfig(_Section):
     request_problems: Annotated[int, _h("problems per GenerateRequest (streaming granularity)", ge=1)] = 8
     window: Annotated[int, _h("generate requests kept in flight", ge=1)] = 2
     request_timeout: Annotated[float, _h("seconds before an unanswered request is re-sent", gt=0)] = 600.0
+    score_batch: Annotated[int, _h("verified candidates gathered into one critic ScoreRequest (larger batches cost the critic less CPU per item); the remainder is sent when a phase's last verdict arrives", ge=1)] = 64
+    overlap: Annotated[Literal["none", "one_step"], _h('"none" (sample, train, evaluate in turn) or "one_step" (one-step off-policy: while round r trains, the generator evaluates round r-1 and samples round r+1\'s training candidates with adapter r-1)')] = "none"
 
 
 class EvalConfig(_Section):

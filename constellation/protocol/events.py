@@ -46,6 +46,10 @@ class RunStart(Event, tag="run_start"):
 class RunEnd(Event, tag="run_end"):
     ok: bool
     counters: dict[str, int] = {}  # the request loop's counters (re-sends, ignored replies, restarts)
+    # role -> seconds it spent on this run's requests, as its replies report them (generator: sampling and adapter loads)
+    busy_seconds: dict[str, float] = {}
+    # role -> seconds the coordinator waited for that role's replies ("coordinator": its own work)
+    waited_seconds: dict[str, float] = {}
 
 
 class RoleRestart(Event, tag="role_restart"):
@@ -140,6 +144,10 @@ class RoundEnd(Event, tag="round_end"):
     train_precision: float | None = None  # held-out correct share of the selected candidates
     adapter_load_seconds: float = 0.0
     seconds: float = 0.0
+    # the critical path: role -> seconds this round waited for its replies ("coordinator": its own work)
+    waited: dict[str, float] = {}
+    train_adapter_version: int | None = None  # the adapter that sampled this round's training candidates
+    staleness: float | None = None  # mean of (round - 1 - adapter version) over this round's selected examples: 0 on-policy, 1 under one_step
 
 
 # -- the collapse guard ------------------------------------------------------------

@@ -101,6 +101,7 @@ class TrainExample(msgspec.Struct, forbid_unknown_fields=True):
     problem_id: str
     prompt: str
     completion: str  # loss is taken on these tokens only
+    adapter_version: int = 0  # the adapter that sampled the completion (staleness under coordinator.overlap)
 
 
 class PreferencePair(msgspec.Struct, forbid_unknown_fields=True):
@@ -223,6 +224,7 @@ class Scores(_Msg, tag="scores"):
     candidate_ids: list[str]
     scores: list[float]  # P(held-out correct), same order as candidate_ids
     critic_version: int = 0
+    seconds: float = 0.0  # the critic's time on this request
 
 
 class TrainRequest(_Msg, tag="train"):

@@ -14,6 +14,15 @@ A round, top-down (``_train_round``):
 Sampling, verifying and scoring a phase, streamed, is ``PhaseLoop``'s
 (runtime/sampler.py); this file is the rounds on top of it.
 
+``coordinator.overlap = "one_step"`` (``_one_step_rounds``) keeps the
+generator busy while the trainer trains round r: it evaluates round r-1 with
+adapter r-1 (exactly that adapter), then samples round r+1's training
+candidates with it too, one round stale (one-step off-policy, as AReaL and
+verl). The critic trains on round r's labels after round r-1's evaluation is
+scored, so every phase is scored by the same critic version as under "none".
+Each candidate carries its adapter version; the examples sent to the trainer
+carry it, and ``RoundEnd.staleness`` reports how far behind they were.
+
 Fault tolerance: every request has an id and stays pending until its reply
 arrives (runtime/requests.py). When a role announces READY again (it was
 restarted), its pending requests are re-sent -- after re-loading the served
@@ -29,6 +38,7 @@ import random
 import threading
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -54,6 +64,20 @@ log = logging.getLogger("coordinator")
 __all__ = ["Coordinator", "CoordinatorError", "Interrupted"]
 
 TRAINING_DATA = ("examples", "pairs")  # what a trainer may declare it wants (roles/trainer.py)
+
+
+@dataclass
+class RoundData:
+    """What a round's training phase produced, up to the training request."""
+
+    phase: Phase
+    selected: list[tuple[str, Sample]]  # (problem id, sample) chosen this round
+    examples: list[m.TrainExample]
+    pairs: list[m.PreferencePair]
+    n_hinted: int  # problems retried with a hint
+    n_rationalized: int
+    started: float  # time.monotonic() when the round began
+    waited: dict[str, float]  # the client's wait ledger when the round began
 
 
 class Coordinator(PhaseLoop):
@@ -98,29 +122,52 @@ class Coordinator(PhaseLoop):
     # ------------------------------------------------------------------
     # a training round
     # ------------------------------------------------------------------
-    def _train_round(self, round: int) -> None:
-        t0 = time.monotonic()
-        self.store.set_round(round, "generating")
+    def _draw(self, round: int) -> tuple[list[m.Problem], random.Random]:
+        """The round's training problems, and the rng its selection goes on
+        with (the same for a round drawn again: prefetched, or resumed)."""
         rng = random.Random(zlib.crc32(f"{self.cfg.run.seed}/draw/{round}".encode()))
-        problems = rng.sample(self.train_pool, min(self.cfg.coordinator.problems_per_round, len(self.train_pool)))
+        return rng.sample(self.train_pool, min(self.cfg.coordinator.problems_per_round, len(self.train_pool))), rng
+
+    def _train_round(self, round: int) -> None:
+        """overlap = "none": sample, select, train, serve the new adapter."""
+        data = self._round_data(round)
+        self.store.set_round(round, "training")
+        ready = self._train(round, data.phase, data.examples, data.pairs)
+        self._serve(round, data, ready)
+
+    def _round_data(self, round: int) -> RoundData:
+        """Sample the round's training phase (a prefetched one is read back
+        whole), select, rationalize and build what the trainer wants."""
+        started, waited = time.monotonic(), dict(self.timed.waited)
+        self.store.set_round(round, "generating")
+        problems, rng = self._draw(round)
         phase = self._sample("train", round, problems, self.cfg.coordinator.k)
         pools = phase.pools()
         frontier, selected = self._select(round, pools, rng)
         n_hinted, rationales = self._rationalize(round, phase, pools)
         examples, pairs = self._training_data(round, phase, frontier)
+        return RoundData(phase, selected, examples, pairs, n_hinted, len(rationales), started, waited)
 
-        self.store.set_round(round, "training")
-        ready = self._train(round, phase, examples, pairs)
+    def _serve(self, round: int, data: RoundData, ready: m.AdapterReady) -> None:
+        """The generator serves the round's adapter; the round is trained."""
         loaded = self._request("generator", m.LoadAdapter(request_id=self._rid("load"), version=ready.version,
                                                           path=ready.path))
         self.served_version, self.served_path = loaded.version, ready.path
         self.store.set_round(round, "trained", adapter_version=ready.version, adapter_path=ready.path)
+        pools, selected = data.phase.pools(), data.selected
+        seconds = round_secs(data.started)
+        waited = {role: rounded_seconds(t - data.waited.get(role, 0.0)) for role, t in self.timed.waited.items()}
+        waited["coordinator"] = rounded_seconds(seconds - sum(waited.values()))
         self.store.event(ev.RoundEnd(
-            round=round, n_problems=len(problems), n_candidates=len(phase.candidates),
+            round=round, n_problems=len(data.phase.problems), n_candidates=len(data.phase.candidates),
             n_visible_pass=sum(s.visible_pass for pool in pools.values() for s in pool), n_selected=len(selected),
-            n_train_examples=len(examples), n_rationalize_attempts=n_hinted, n_rationalized=len(rationales),
+            n_train_examples=len(data.examples), n_rationalize_attempts=data.n_hinted,
+            n_rationalized=data.n_rationalized,
             train_precision=sum(s.heldout_correct for _, s in selected) / len(selected) if selected else None,
-            adapter_load_seconds=loaded.seconds, seconds=round_secs(t0)))
+            adapter_load_seconds=loaded.seconds, seconds=seconds, waited=waited,
+            train_adapter_version=min((c.adapter_version for c in data.phase.candidates.values()), default=None),
+            staleness=(sum(round - 1 - s.adapter_version for _, s in selected) / len(selected)
+                       if selected else None)))
 
     def _select(self, round: int, pools: dict[str, list[Sample]], rng: random.Random
                 ) -> tuple[dict[str, list[Sample]], list[tuple[str, Sample]]]:
@@ -168,10 +215,11 @@ class Coordinator(PhaseLoop):
         rounds = list(range(1, round + 1)) if c.accumulate else [round]
         seen: set[tuple[str, str]] = set()
         examples = []
-        for pid, prompt, text in self.store.selected_examples(rounds, c.selection):
+        for pid, prompt, text, version in self.store.selected_examples(rounds, c.selection):
             if (pid, text) not in seen:
                 seen.add((pid, text))
-                examples.append(m.TrainExample(problem_id=pid, prompt=prompt, completion=text))
+                examples.append(m.TrainExample(problem_id=pid, prompt=prompt, completion=text,
+                                               adapter_version=version))
         return examples
 
     def _preference_pairs(self, round: int, phase: Phase, pools: dict[str, list[Sample]]) -> list[m.PreferencePair]:
@@ -189,26 +237,73 @@ class Coordinator(PhaseLoop):
     def _train(self, round: int, phase: Phase, examples: list[m.TrainExample],
                pairs: list[m.PreferencePair]) -> m.AdapterReady:
         """Trainer and critic train at the same time, in their own processes."""
+        train = self._submit_trainer(round, examples, pairs)
+        critic_req = self._submit_critic(round, phase)
+        return self._await_training(train, critic_req)
+
+    def _submit_trainer(self, round: int, examples: list[m.TrainExample],
+                        pairs: list[m.PreferencePair]) -> m.TrainRequest:
         train = m.TrainRequest(request_id=self._rid("train"), round=round, examples=examples, pairs=pairs)
         self._submit("trainer", train)
-        critic_req = None
-        if self.use_critic:
-            labels = [m.LabeledItem(candidate_id=cid, problem_id=v.problem_id, label=bool(v.heldout_correct),
-                                    visible_pass=v.status == "pass", text=self._critic_text(phase, v))
-                      for cid, v in phase.verdicts.items() if v.heldout_correct is not None]
-            critic_req = m.CriticTrainRequest(request_id=self._rid("critic-train"), round=round, labels=labels)
-            self._submit("critic", critic_req)
+        return train
+
+    def _submit_critic(self, round: int, phase: Phase) -> m.CriticTrainRequest | None:
+        """The critic learns the phase's verifier labels (None: no critic)."""
+        if not self.use_critic:
+            return None
+        labels = [m.LabeledItem(candidate_id=cid, problem_id=v.problem_id, label=bool(v.heldout_correct),
+                                visible_pass=v.status == "pass", text=self._critic_text(phase, v))
+                  for cid, v in phase.verdicts.items() if v.heldout_correct is not None]
+        critic_req = m.CriticTrainRequest(request_id=self._rid("critic-train"), round=round, labels=labels)
+        self._submit("critic", critic_req)
+        return critic_req
+
+    def _await_training(self, train: m.TrainRequest, critic_req: m.CriticTrainRequest | None) -> m.AdapterReady:
         self._pump(lambda: train.request_id in self._replies
                    and (critic_req is None or critic_req.request_id in self._replies))
         ready: m.AdapterReady = self._replies.pop(train.request_id)
-        self.store.event(ev.Trainer(round=round, version=ready.version, path=ready.path, n_examples=len(examples),
-                                    n_pairs=len(pairs), metrics=ready.metrics, curve=ready.curve))
+        self.store.event(ev.Trainer(round=train.round, version=ready.version, path=ready.path,
+                                    n_examples=len(train.examples), n_pairs=len(train.pairs), metrics=ready.metrics,
+                                    curve=ready.curve))
         if critic_req is not None:
             trained: m.CriticTrained = self._replies.pop(critic_req.request_id)
             self.critic_version = trained.version
-            self.store.event(ev.Critic(round=round, version=trained.version, metrics=trained.metrics,
+            self.store.event(ev.Critic(round=train.round, version=trained.version, metrics=trained.metrics,
                                        curve=trained.curve))
         return ready
+
+    # ------------------------------------------------------------------
+    # overlapped rounds (coordinator.overlap = "one_step")
+    # ------------------------------------------------------------------
+    def _one_step_rounds(self, status: dict[int, tuple[str, int | None, str | None]],
+                         base: dict[int, float]) -> None:
+        """Round r: select from its training phase (sampled during round r-1
+        with adapter r-2), send the trainer its data, and while it trains:
+        evaluate and guard round r-1 (adapter r-1), start the critic's
+        training, sample round r+1's training phase (adapter r-1). Then serve
+        adapter r. A resumed run redoes the round that was not trained; the
+        store holds whatever its phases had already received."""
+        due = None  # a trained round whose evaluation and guard are still to do
+        for r in range(1, self.cfg.run.rounds + 1):
+            st = status.get(r, ("",))[0]
+            if st in ("done", "trained"):
+                if st == "done" and self._close_round(r, base, evaluate=False):
+                    return
+                due = r if st == "trained" else None
+                continue
+            data = self._round_data(r)
+            self.store.set_round(r, "training")
+            train = self._submit_trainer(r, data.examples, data.pairs)
+            if due is not None and self._close_round(due, base, evaluate=True):
+                self._unawaited.add(train.request_id)  # stopped early: round r is not served
+                return
+            critic_req = self._submit_critic(r, data.phase)
+            if r < self.cfg.run.rounds:
+                self._sample("train", r + 1, self._draw(r + 1)[0], self.cfg.coordinator.k)
+            self._serve(r, data, self._await_training(train, critic_req))
+            due = r
+        if due is not None:
+            self._close_round(due, base, evaluate=True)
 
     # ------------------------------------------------------------------
     # the run
@@ -224,21 +319,32 @@ class Coordinator(PhaseLoop):
         self._load_task()
         self._serve_latest_adapter(status)
         base = self._base_round(status)
-        for r in range(1, cfg.run.rounds + 1):
-            st = status.get(r, ("",))[0]
-            if st != "done":
-                if st != "trained":
+        if cfg.coordinator.overlap == "one_step":
+            self._one_step_rounds(status, base)
+        else:
+            for r in range(1, cfg.run.rounds + 1):
+                st = status.get(r, ("",))[0]
+                if st not in ("done", "trained"):
                     self._train_round(r)
-                self._evaluate(r, base)
-            decision = self._guard_round(r)
-            self.store.set_round(r, "done")
-            if decision is not None and decision.stop:
-                if self.store.last_event(ev.EarlyStop, r) is None:
-                    self.store.event(ev.EarlyStop(round=r, reason=decision.reason, best_round=decision.best_round,
-                                                  rounds_skipped=cfg.run.rounds - r))
-                log.warning("early stop after round %d: %s", r, decision.reason)
-                break
-        self.store.event(ev.RunEnd(ok=True, counters=dict(self.counters)))
+                if self._close_round(r, base, evaluate=st != "done"):
+                    break
+        self.store.event(ev.RunEnd(ok=True, counters=dict(self.counters), busy_seconds=rounded_ledger(self.timed.busy),
+                                   waited_seconds=rounded_ledger(self.timed.waited)))
+        return True
+
+    def _close_round(self, r: int, base: dict[int, float], evaluate: bool) -> bool:
+        """Evaluate a trained round (unless its evaluation is recorded), let the
+        guard read it, mark it done -> whether the run stops early here."""
+        if evaluate:
+            self._evaluate(r, base)
+        decision = self._guard_round(r)
+        self.store.set_round(r, "done")
+        if decision is None or not decision.stop:
+            return False
+        if self.store.last_event(ev.EarlyStop, r) is None:
+            self.store.event(ev.EarlyStop(round=r, reason=decision.reason, best_round=decision.best_round,
+                                          rounds_skipped=self.cfg.run.rounds - r))
+        log.warning("early stop after round %d: %s", r, decision.reason)
         return True
 
     def _load_task(self) -> None:
@@ -322,3 +428,11 @@ class Coordinator(PhaseLoop):
 
 def round_secs(t0: float) -> float:
     return round(time.monotonic() - t0, 2)
+
+
+def rounded_seconds(seconds: float) -> float:
+    return round(seconds, 2)
+
+
+def rounded_ledger(ledger: dict[str, float]) -> dict[str, float]:
+    return {role: rounded_seconds(t) for role, t in ledger.items()}

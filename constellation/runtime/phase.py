@@ -49,10 +49,12 @@ class Phase:
     round: int
     problems: dict[str, m.Problem]
     k: int  # candidates per problem
+    adapter_version: int = 0  # the adapter the phase samples with (served when it began)
     candidates: dict[str, m.Candidate] = field(default_factory=dict)
     verdicts: dict[str, m.Verdict] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
     critic_texts: dict[str, str] = field(default_factory=dict)  # candidate id -> the critic's input, made once
+    to_score: list[m.ScoreItem] = field(default_factory=list)  # verified, not yet sent to the critic
 
     @property
     def prefix(self) -> str:

@@ -6,8 +6,13 @@ Generation is cut into small GenerateRequests (a few problems each) with
 soon as it arrives, and each batch of verdicts to the critic (the critic reads
 the candidate's outputs on held-out inputs, which the verifier computes, so it
 scores right after verification). Every reply is matched to its ``Phase`` by
-its candidate ids; a candidate from an adapter other than the one served, or
-for a problem outside its phase, stops the run (CoordinatorError).
+its candidate ids; a candidate from an adapter other than the one its phase
+samples with (the one served when the phase began), or for a problem outside
+its phase, stops the run (CoordinatorError).
+
+The loop's client is wrapped in a ``TimedClient``, which keeps the books the
+pipeline bench and the events read: each role's busy seconds (as its replies
+report them) and the seconds the coordinator waited for each role.
 
 ``PhaseLoop`` is the request loop plus this; ``Coordinator`` (coordinator.py)
 adds the rounds on top.
@@ -26,6 +31,7 @@ from typing import Any, Callable
 from constellation.protocol import events as ev
 from constellation.protocol import messages as m
 from constellation.protocol.config import Config
+from constellation.protocol.transport import Envelope
 from constellation.runtime.client import RoleClient
 from constellation.runtime.phase import Phase
 from constellation.runtime.registry import resolve_task
@@ -36,9 +42,60 @@ from constellation.runtime.tracking import open_tracker
 log = logging.getLogger("coordinator")
 
 
+def reply_seconds(msg: Any) -> float:
+    """The time a role says it spent on a reply: ``seconds`` (candidates,
+    verdicts, scores, adapter loads) or ``metrics["seconds"]`` (training)."""
+    seconds = getattr(msg, "seconds", None)
+    if seconds is None:
+        metrics = getattr(msg, "metrics", None) or {}
+        seconds = 0.0 if metrics.get("cached") else metrics.get("seconds")  # cached: answered from disk
+    return float(seconds or 0.0)
+
+
+class TimedClient:
+    """A RoleClient that keeps two ledgers, role -> seconds:
+
+    * ``busy``: what the role's replies say it worked (duplicates included:
+      that work was done);
+    * ``waited``: the coordinator's time in ``recv`` until a message from that
+      role arrived, plus its time in ``send`` to the role (in process, ``send``
+      is where the role works). Wall time minus all of it is the coordinator's
+      own work, so per round this is the critical path: whom the round waited on.
+    """
+
+    def __init__(self, inner: RoleClient) -> None:
+        self.inner, self.roles = inner, inner.roles
+        self.busy: dict[str, float] = defaultdict(float)
+        self.waited: dict[str, float] = defaultdict(float)
+        self._waiting = 0.0  # recv time since the last message arrived
+
+    def send(self, role: str, msg: Any) -> None:
+        t0 = time.perf_counter()
+        self.inner.send(role, msg)
+        self.waited[role] += time.perf_counter() - t0
+
+    def recv(self, timeout: float) -> Envelope | None:
+        t0 = time.perf_counter()
+        env = self.inner.recv(timeout)
+        self._waiting += time.perf_counter() - t0
+        if env is not None:
+            peer = env.peer or "?"
+            self.waited[peer] += self._waiting
+            self.busy[peer] += reply_seconds(env.msg)
+            self._waiting = 0.0
+        return env
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 class PhaseLoop(RequestLoop):
     def __init__(self, cfg: Config, run_dir: Path, client: RoleClient, stop: threading.Event | None = None) -> None:
-        super().__init__(client, stop or threading.Event(), cfg.coordinator.request_timeout)
+        self.timed = TimedClient(client)
+        super().__init__(self.timed, stop or threading.Event(), cfg.coordinator.request_timeout)
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.store = RunStore(run_dir, sinks=[open_tracker(cfg, self.run_dir, read_events(run_dir))])
         self.use_critic = "critic" in client.roles
@@ -96,9 +153,9 @@ class PhaseLoop(RequestLoop):
         phase = self._phase_of(msg.items[0].id)
         fresh = [c for c in msg.items if c.id not in phase.candidates]
         for c in fresh:
-            if c.adapter_version != self.served_version:
+            if c.adapter_version != phase.adapter_version:
                 raise CoordinatorError(f"candidate {c.id} came from adapter v{c.adapter_version}, "
-                                       f"expected v{self.served_version}")
+                                       f"expected v{phase.adapter_version}")
             if not phase.owns(c.id) or c.problem_id not in phase.problems:
                 raise CoordinatorError(f"candidate {c.id} does not belong to phase {phase.prefix}")
         self.store.add_candidates(phase.round, phase.name, fresh)
@@ -125,11 +182,18 @@ class PhaseLoop(RequestLoop):
         self._score(phase, fresh)
 
     def _score(self, phase: Phase, verdicts: list[m.Verdict]) -> None:
-        if not self.use_critic or not verdicts:
+        """Gather verdicts into ScoreRequests of ``coordinator.score_batch``
+        items: one critic forward per batch costs less CPU per item than one
+        per problem's verdicts, CPU the generator needs on a small machine.
+        The rest goes out when the phase's last verdict is in."""
+        if not self.use_critic:
             return
-        items = [m.ScoreItem(candidate_id=v.candidate_id, problem_id=v.problem_id, text=self._critic_text(phase, v))
-                 for v in verdicts]
-        self._submit("critic", m.ScoreRequest(request_id=self._rid("score"), items=items))
+        phase.to_score += [m.ScoreItem(candidate_id=v.candidate_id, problem_id=v.problem_id,
+                                       text=self._critic_text(phase, v)) for v in verdicts]
+        batch = max(1, self.cfg.coordinator.score_batch)
+        while len(phase.to_score) >= batch or (phase.to_score and len(phase.verdicts) >= phase.expected):
+            items, phase.to_score = phase.to_score[:batch], phase.to_score[batch:]
+            self._submit("critic", m.ScoreRequest(request_id=self._rid("score"), items=items))
 
     def _critic_text(self, phase: Phase, v: m.Verdict) -> str:
         """The critic's input for one verified candidate, made once (for its
@@ -175,7 +239,7 @@ class PhaseLoop(RequestLoop):
     def _sample(self, name: str, round: int, problems: list[m.Problem], k: int) -> Phase:
         """Generate k candidates per problem, verify and score them all. A
         resumed phase starts from what a previous coordinator recorded."""
-        phase = Phase(name, round, {p.id: p for p in problems}, k)
+        phase = Phase(name, round, {p.id: p for p in problems}, k, adapter_version=self.served_version)
         cands, verdicts, scores = self.store.load_phase(round, name)
         phase.candidates = {c.id: c for c in cands}
         phase.verdicts = {v.candidate_id: v for v in verdicts}

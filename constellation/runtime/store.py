@@ -125,16 +125,16 @@ class RunStore:
                               [(round, policy, pid, cid) for pid, cid in rows])
         self.conn.commit()
 
-    def selected_examples(self, rounds: list[int], policy: str) -> list[tuple[str, str, str]]:
-        """(problem_id, prompt, completion) of the selections of these rounds."""
+    def selected_examples(self, rounds: list[int], policy: str) -> list[tuple[str, str, str, int]]:
+        """(problem_id, prompt, completion, adapter version that sampled it) of the selections of these rounds."""
         if not rounds:
             return []
         marks = ",".join("?" * len(rounds))
         rows = self.conn.execute(
-            f"SELECT s.problem_id, p.prompt, c.text FROM selections s JOIN candidates c ON c.id = s.candidate_id "
+            f"SELECT s.problem_id, p.prompt, c.text, c.adapter_version FROM selections s JOIN candidates c ON c.id = s.candidate_id "
             f"JOIN problems p ON p.id = s.problem_id WHERE s.round IN ({marks}) AND s.policy = ? "
             f"ORDER BY s.round, s.problem_id, s.candidate_id", (*rounds, policy))
-        return [(r[0], r[1], r[2]) for r in rows]
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     def set_round(self, round: int, status: str, adapter_version: int | None = None,
                   adapter_path: str | None = None) -> None:
