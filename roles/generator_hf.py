@@ -52,16 +52,17 @@ class HfGenerator(GeneratorRole):
                 for p, samples in zip(req.problems, outs) for i, (text, logprob) in enumerate(samples)]
 
     def _load_adapter(self, msg: LoadAdapter) -> AdapterLoaded:
-        from constellation.models.lm import load_model
+        from constellation.models.lm import holds_trained_weights, load_model
 
         t0 = time.perf_counter()
         if msg.version == 0 or not msg.path:
             path = ""
         else:
             path = msg.path
-            if not (Path(path) / "adapter_config.json").exists():
+            if not holds_trained_weights(path):
                 raise FileNotFoundError(f"LoadAdapter v{msg.version}: {path} holds no peft adapter "
-                                        f"(no adapter_config.json); still serving v{self.version}")
+                                        f"(adapter_config.json) or full weights (config.json); "
+                                        f"still serving v{self.version}")
         if (msg.version, path) != (self.version, self.adapter_path):  # a re-sent LoadAdapter changes nothing
             model, tokenizer = load_model(self.base_path, path or None)
             self.model, self.tokenizer = model, tokenizer  # the previous model is dropped here
