@@ -27,6 +27,7 @@ from typing import Any
 
 from constellation.protocol.config import Config
 from constellation.protocol.messages import AdapterLoaded, Candidate, GenerateRequest, LoadAdapter
+from constellation.models.lm import holds_trained_weights
 from constellation.models.prompting import uses_chat
 from roles.base import set_torch_threads
 from roles.generator import GeneratorRole, read_base_path, request_seed
@@ -83,9 +84,10 @@ class HfGenerator(GeneratorRole):
             path = ""
         else:
             path = msg.path
-            if not (Path(path) / "adapter_config.json").exists():
+            if not holds_trained_weights(path):
                 raise FileNotFoundError(f"LoadAdapter v{msg.version}: {path} holds no peft adapter "
-                                        f"(no adapter_config.json); still serving v{self.version}")
+                                        f"(adapter_config.json) or full weights (config.json); "
+                                        f"still serving v{self.version}")
         if (msg.version, path) != (self.version, self.adapter_path):  # a re-sent LoadAdapter changes nothing
             self._swap(path)
             self.version, self.adapter_path = (msg.version if path else 0), path

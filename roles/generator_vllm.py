@@ -110,6 +110,9 @@ class VllmGenerator(GeneratorRole):
 
     def setup(self) -> dict[str, Any]:
         g = self.cfg.generator
+        if not self.cfg.trainer.lora:
+            raise ValueError("generator.impl = \"vllm\" serves LoRA adapters only; trainer.lora = false (full "
+                             "fine-tuning) needs generator.impl = \"hf\"")
         check_lora_settings(g.max_lora_rank, self.cfg.trainer.lora_r, list(self.cfg.trainer.lora_targets))
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process
         try:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from constellation.models.lm import holds_trained_weights
 from constellation.protocol.config import Config
 from constellation.protocol.messages import AdapterReady, TrainRequest
 from roles.base import Role, set_torch_threads
@@ -62,7 +63,7 @@ class AdapterTrainer(Role):
         self.base_path = read_base_path(self.run_dir)
         self.adapters_dir.mkdir(parents=True, exist_ok=True)
         done = sorted((int(m.group(1)), p) for p in self.adapters_dir.iterdir()
-                      if (m := re.fullmatch(r"v(\d+)", p.name)) and (p / "adapter_config.json").exists())
+                      if (m := re.fullmatch(r"v(\d+)", p.name)) and holds_trained_weights(p))
         if done:  # restarted: continue from the newest finished adapter
             self.last_version, self.last_path = done[-1][0], str(done[-1][1])
         return {"base": str(self.base_path), "wants": self.wants, "last_version": self.last_version}
@@ -99,7 +100,7 @@ class AdapterTrainer(Role):
         if msg.round < 1:
             raise ValueError(f"TrainRequest {msg.request_id}: round must be >= 1 (0 is the base), got {msg.round}")
         out_dir = self.adapters_dir / f"v{msg.round}"
-        if not (out_dir / "adapter_config.json").exists():
+        if not holds_trained_weights(out_dir):
             return out_dir, None
         metrics_file = out_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}

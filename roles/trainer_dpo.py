@@ -65,6 +65,9 @@ class DpoTrainer(AdapterTrainer):
         t, p = cfg.trainer, cfg.pairs
         from constellation.models.dpo import LOSS_TYPES
 
+        if not t.lora:
+            raise ValueError("trainer.impl = \"dpo\" trains LoRA adapters only; trainer.lora = false "
+                             "(full fine-tuning) is for trainer.impl = \"star\"")
         if t.loss_type not in LOSS_TYPES:
             raise ValueError(f"trainer.loss_type must be one of {LOSS_TYPES}, got {t.loss_type!r}")
         if not t.beta > 0:

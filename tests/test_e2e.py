@@ -254,3 +254,17 @@ def test_kill_9_during_an_overlapped_round_loses_and_duplicates_nothing(tmp_path
     versions = _phase_versions(run_dir)
     assert versions["train/1"] == versions["train/2"] == {0}
     assert versions["eval/1"] == versions["val/1"] == {1} and versions["eval/2"] == versions["val/2"] == {2}
+
+
+def test_full_fine_tuning_round_trains_a_step_budget_and_serves_full_weights(tmp_path, model_cache):
+    # trainer.lora = false: the trainer saves full weights, the hf generator serves them for round 1
+    run_dir, events = up_smoke(tmp_path, model_cache, 'critic.impl="none"', "trainer.lora=false",
+                               "trainer.max_steps=3", "trainer.lr=1e-4")
+    trained = [e for e in events if isinstance(e, ev.Trainer)]
+    assert [e.round for e in trained] == [1] and trained[0].metrics["steps"] == 3
+    v1 = run_dir / "adapters" / "v1"
+    assert (v1 / "config.json").exists() and not (v1 / "adapter_config.json").exists()
+    db = sqlite3.connect(run_dir / "run.sqlite")
+    versions = dict(db.execute("SELECT phase || '/' || round, MAX(adapter_version) FROM candidates "
+                               "GROUP BY phase, round"))
+    assert versions["eval/1"] == 1 and versions["eval/0"] == 0

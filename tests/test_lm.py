@@ -288,6 +288,42 @@ def test_train_sft_stops_at_max_seconds(base_dir, tmp_path):
     assert metrics["seconds"] < 15 and metrics["steps"] < 1000 * 8
 
 
+def test_full_fine_tuning_with_a_step_budget_saves_full_weights_that_load(base_dir, loaded, tmp_path):
+    # trainer.lora = false: every weight trains for exactly max_steps steps (more than one pass over
+    # the 16 examples), the folder holds full weights (no adapter), and load_model serves them
+    examples = lower_examples(16)
+    metrics = lm.train_sft(base_dir, examples, tmp_path / "v1",
+                           lm.SFTArgs(full=True, lr=3e-3, max_steps=12, max_seconds=0, batch_size=8))
+    assert metrics["steps"] == 12
+    assert lm.is_full_weights(tmp_path / "v1") and lm.holds_trained_weights(tmp_path / "v1")
+    assert not (tmp_path / "v1" / "adapter_config.json").exists()
+    tuned, tokenizer = lm.load_model(base_dir, str(tmp_path / "v1"))
+    base, _ = loaded
+    before = completion_logprob(base, tokenizer, "bluegreen=>", "lower(bluegreen)")
+    after = completion_logprob(tuned, tokenizer, "bluegreen=>", "lower(bluegreen)")
+    assert after > before + 1.0, (before, after)
+    # "continue": the next round starts from these full weights, not from the base
+    again = lm.train_sft(base_dir, examples, tmp_path / "v2", lm.SFTArgs(full=True, init_adapter=str(tmp_path / "v1"),
+                                                                          lr=3e-3, max_steps=2, batch_size=8))
+    assert again["loss_first"] < metrics["loss_first"]
+
+
+def test_a_step_budget_ignores_epochs_and_lr_zero_changes_nothing(base_dir, loaded, tmp_path):
+    lm.train_sft(base_dir, lower_examples(8), tmp_path / "v1",
+                 lm.SFTArgs(full=True, lr=0.0, epochs=1, max_steps=5, batch_size=8))
+    tuned, tokenizer = lm.load_model(base_dir, str(tmp_path / "v1"))
+    base, _ = loaded
+    for a, b in zip(base.parameters(), tuned.parameters()):
+        assert torch.equal(a, b)
+    assert json.loads((tmp_path / "v1" / "metrics.json").read_text())["steps"] == 5
+
+
+def test_full_fine_tuning_refuses_a_4bit_base(base_dir, tmp_path):
+    with pytest.raises(ValueError, match="full fine-tuning"):
+        lm.train_sft(base_dir, lower_examples(8), tmp_path / "v1",
+                     lm.SFTArgs(full=True, max_steps=1, lora=lm.LoraArgs(quantization="nf4")))
+
+
 def test_train_sft_nan_loss_raises_and_writes_nothing(base_dir, tmp_path):
     with pytest.raises(FloatingPointError, match="loss"):
         lm.train_sft(base_dir, lower_examples(32), tmp_path / "v1", lm.SFTArgs(lr=float("inf"), epochs=2, batch_size=8))

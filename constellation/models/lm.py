@@ -60,16 +60,32 @@ def load_tokenizer(path: str | Path, chat_template: str = "auto"):
     return set_prompt_format(tokenizer, chat_template)
 
 
+def is_full_weights(folder: str | Path) -> bool:
+    """A trainer's output folder holds full weights (``trainer.lora = false``:
+    config.json, no adapter_config.json) rather than a peft adapter."""
+    folder = Path(folder)
+    return (folder / "config.json").exists() and not (folder / "adapter_config.json").exists()
+
+
+def holds_trained_weights(folder: str | Path) -> bool:
+    """A finished trainer output: a peft adapter or full weights."""
+    return (Path(folder) / "adapter_config.json").exists() or is_full_weights(folder)
+
+
 def load_model(path: str | Path, adapter_path: str | None = None, device: str = "auto",
                dtype: str = "float32", chat_template: str = "auto"):
     """-> (model, tokenizer) in eval mode, on ``device`` in ``dtype``. A peft
     adapter is merged into the weights, so the result is a plain causal LM
-    (fast path, no peft overhead)."""
+    (fast path, no peft overhead); a full-weights folder (``trainer.lora =
+    false``) is loaded instead of the base weights (the tokenizer stays the base's)."""
     from transformers import AutoModelForCausalLM
 
     from constellation.models.device import resolve_device, torch_dtype
 
     tokenizer = load_tokenizer(path, chat_template)
+    if adapter_path and is_full_weights(adapter_path):
+        model = AutoModelForCausalLM.from_pretrained(adapter_path, local_files_only=True, dtype=torch_dtype(dtype))
+        return model.to(resolve_device(device)).eval(), tokenizer
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype(dtype))
     if adapter_path:
         from peft import PeftModel
@@ -383,27 +399,41 @@ class LoraArgs:
 @dataclass(frozen=True)
 class SFTArgs:
     lora: LoraArgs = LoraArgs()  # the adapter's shape and how the base is loaded
-    init_adapter: str | None = None  # continue this adapter folder instead of a fresh LoRA
+    init_adapter: str | None = None  # continue this adapter (or full-weights) folder instead of the base
+    full: bool = False  # full fine-tuning (every weight trains; a full-weights folder is saved) instead of LoRA
     lr: float = 2e-3  # peak learning rate
-    epochs: int = 3  # passes over the examples
+    epochs: int = 3  # passes over the examples (ignored when max_steps > 0)
+    max_steps: int = 0  # step budget: exactly this many steps, batches drawn over repeated epochs; 0 = epochs
     max_seconds: float = 60.0  # time budget counted from the start of loading; 0 = none
     batch_size: int = 16  # examples per step
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
     seed: int = 0  # LoRA init and batch order
 
     @classmethod
     def from_config(cls, cfg: Config, round_: int, init_adapter: str | None = None) -> SFTArgs:
         """The trainer's settings for one round; the seed is run.seed * 1000 + round."""
         t = cfg.trainer
-        return cls(lora=LoraArgs.from_config(cfg), init_adapter=init_adapter, lr=t.lr, epochs=t.epochs,
-                   max_seconds=t.max_seconds, batch_size=t.batch_size, seed=cfg.run.seed * 1000 + round_)
+        return cls(lora=LoraArgs.from_config(cfg), init_adapter=init_adapter, full=not t.lora, lr=t.lr,
+                   epochs=t.epochs, max_steps=t.max_steps, max_seconds=t.max_seconds, batch_size=t.batch_size,
+                   weight_decay=t.weight_decay, seed=cfg.run.seed * 1000 + round_)
+
+    def fit_args(self, n_examples: int) -> FitArgs:
+        """The fit budget: ``max_steps`` steps when set (over as many epochs as
+        they take), else ``epochs`` passes; ``max_seconds`` caps either."""
+        if self.max_steps > 0:
+            return FitArgs(lr=self.lr, epochs=0, max_steps=self.max_steps, max_seconds=self.max_seconds,
+                           weight_decay=self.weight_decay, warmup_steps=min(10, self.max_steps // 10 + 1))
+        args = FitArgs.over_epochs(self.lr, self.epochs, math.ceil(n_examples / self.batch_size), self.max_seconds)
+        return FitArgs(**{**args.__dict__, "weight_decay": self.weight_decay})
 
 
 def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path, args: SFTArgs = SFTArgs(),
               progress: FitProgress = None, on_step: FitStepHook = None) -> dict[str, float]:
-    """LoRA on the base (fresh, or continued from ``args.init_adapter``), loss
-    on the completion tokens + eos only. Stops after ``epochs`` or
-    ``max_seconds`` (0 = no limit), whichever first; linear warmup + cosine
-    decay over the planned steps. Saves the adapter to ``out_dir`` atomically
+    """LoRA on the base (fresh, or continued from ``args.init_adapter``), or
+    with ``args.full`` every weight, loss on the completion tokens + eos only.
+    Stops after ``max_steps`` steps (or ``epochs`` passes) or ``max_seconds``
+    (0 = no limit), whichever first; linear warmup + cosine decay over the
+    planned steps. Saves the adapter to ``out_dir`` atomically
     (temp + rename; an existing out_dir is replaced). Raises
     FloatingPointError on a NaN/inf loss without writing anything. ->
     {loss_first, loss_last, steps, seconds, n_examples, n_too_long}."""
@@ -412,7 +442,10 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
     if not examples:
         raise ValueError("train_sft: no examples")
     t0 = time.monotonic()
-    model, tokenizer = load_lora_model(base_path, args.init_adapter, args.lora, seed=args.seed)
+    if args.full:
+        model, tokenizer = load_full_model(base_path, args.init_adapter, args.lora)
+    else:
+        model, tokenizer = load_lora_model(base_path, args.init_adapter, args.lora, seed=args.seed)
     max_len = getattr(model.config, "max_position_embeddings", 1 << 30)
     pairs = [encode_example(tokenizer, e.prompt, e.completion) for e in examples]
     kept = [p for p in pairs if len(p[0]) <= max_len]
@@ -427,7 +460,7 @@ def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path
         with autocast(model.device, args.lora.compute_dtype):
             return model(input_ids=input_ids, attention_mask=mask, labels=labels).loss.float()
 
-    fit_args = FitArgs.over_epochs(args.lr, args.epochs, math.ceil(len(kept) / args.batch_size), args.max_seconds)
+    fit_args = args.fit_args(len(kept))
     result = fit(model, lambda _epoch: length_bucketed_batches(lengths, args.batch_size, rng), loss_fn, fit_args,
                  started=t0, progress=progress, name="train_sft", nan_note="no adapter written", on_step=on_step)
     metrics = {**result.loss_summary(), "steps": result.steps, "seconds": time.monotonic() - t0,
@@ -457,8 +490,23 @@ def load_lora_model(base_path: str | Path, init_adapter: str | None = None, lora
                                            target_modules=list(lora.targets or LLAMA_PROJECTIONS), task_type="CAUSAL_LM")), tokenizer
 
 
+def load_full_model(base_path: str | Path, init: str | None = None, lora: LoraArgs = LoraArgs()):
+    """-> (model with every weight trainable, tokenizer) for full fine-tuning:
+    the base, or the full-weights folder ``init`` (``trainer.mode = "continue"``).
+    A 4-bit base cannot be fully fine-tuned: only LoRA trains on NF4 weights."""
+    if lora.quantization != "none":
+        raise ValueError(f"trainer.lora = false (full fine-tuning) needs model.quantization = \"none\", "
+                         f"got {lora.quantization!r}: 4-bit weights train only through LoRA")
+    model, tokenizer = load_model(base_path, init)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if lora.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model, tokenizer
+
+
 def save_adapter(model, out_dir: str | Path, metrics: dict) -> None:
-    """Adapter + metrics.json to ``out_dir``, atomically: written to a temp
+    """Adapter (or, for a plain model, full weights) + metrics.json to ``out_dir``, atomically: written to a temp
     folder, then renamed (an existing out_dir is replaced), so a reader never
     sees a half-written adapter."""
     out_dir = Path(out_dir)

@@ -142,9 +142,12 @@ class TrainerConfig(_Section):
     lora_alpha: Annotated[int, _h("LoRA alpha", ge=1)] = 32
     lora_dropout: Annotated[float, _h("LoRA dropout", ge=0, lt=1)] = 0.0
     lora_targets: Annotated[list[str], _h("module names LoRA adapts")] = msgspec.field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    lr: Annotated[float, _h("learning rate", gt=0)] = 1e-3
-    epochs: Annotated[int, _h("passes over the round's training set", ge=1)] = 5
-    max_seconds: Annotated[float, _h("time budget per round of training (0 = none)", ge=0)] = 60.0
+    lora: Annotated[bool, _h('true: train a LoRA adapter (the GPU path; vllm serves it); false: full fine-tuning of every weight, saved as a full-weights folder (small models, "hf" generator only)')] = True
+    lr: Annotated[float, _h("learning rate", ge=0)] = 1e-3
+    epochs: Annotated[int, _h("passes over the round's training set (used when max_steps = 0)", ge=1)] = 5
+    max_steps: Annotated[int, _h("step budget per round: exactly this many optimizer steps over repeated passes of the round's set (the training dose, reproducible on any machine); 0 = use epochs", ge=0)] = 0
+    max_seconds: Annotated[float, _h("time budget per round of training, a cap on steps or epochs (0 = none)", ge=0)] = 60.0
+    weight_decay: Annotated[float, _h("AdamW decoupled weight decay of the trainer", ge=0)] = 0.0
     batch_size: Annotated[int, _h("training batch size", ge=1)] = 16
     beta: Annotated[float, _h("dpo: beta, the strength of the pull towards the reference (IPO: its tau)", gt=0)] = 0.1
     loss_type: Annotated[Literal["sigmoid", "ipo"], _h('dpo: "sigmoid" (DPO) or "ipo"')] = "sigmoid"
