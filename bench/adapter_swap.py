@@ -7,7 +7,7 @@
 Set-up (main venv): a Llama of the default tiny shape (hidden 128, 4 layers,
 4 heads: 0.87M parameters; ``--hidden/--layers/--heads`` for larger ones;
 untrained: the timing does not depend on the weights), DSL evaluation prompts, and two LoRA adapters of the trainer's
-default shape (r 16 on all seven projections) made by ``constellation.models.lm.train_sft``.
+default shape (r 16 on all seven projections) made by ``constellation.models.sft.train_sft``.
 
 Each backend then runs in its own child process with its own interpreter
 (hf: this one; vllm: ``.venv-vllm/bin/python``, see scripts/make_vllm_venv.sh),
@@ -53,7 +53,7 @@ def build(work: Path, n_prompts: int, hidden: int, layers: int, heads: int) -> N
     torch.set_num_threads(1)
     from constellation.protocol.config import ModelConfig, TaskConfig
     from constellation.protocol.messages import TrainExample
-    from constellation.models import base_model, lm
+    from constellation.models import base_model, lm, sft
     from constellation.tasks import dsl as dsl_task
     from constellation.tasks.dsl import make_split
 
@@ -67,7 +67,7 @@ def build(work: Path, n_prompts: int, hidden: int, layers: int, heads: int) -> N
     (work / "base_model.txt").write_text(str(base))
     examples = [TrainExample(problem_id=p.id, prompt=p.prompt, completion=p.reference) for p in split.labeled]
     for v in (1, 2):
-        lm.train_sft(base, examples, work / "adapters" / f"v{v}", lm.SFTArgs(epochs=1, max_seconds=0, seed=v))
+        sft.train_sft(base, examples, work / "adapters" / f"v{v}", sft.SFTArgs(epochs=1, max_seconds=0, seed=v))
     (work / "prompts.json").write_text(json.dumps([p.prompt for p in split.eval]))
     (work / "params.json").write_text(json.dumps(sum(p.numel() for p in lm.load_model(base)[0].parameters())))
 

@@ -46,7 +46,7 @@ def _setup(batch: int, tmp: Path, seed: int = 0):
     import torch
 
     from constellation.protocol.config import ModelConfig, TaskConfig, TrainerConfig
-    from constellation.models import base_model, lm
+    from constellation.models import base_model, sft
     from constellation.tasks import dsl as dsl_task
     from constellation.tasks.dsl import make_split
 
@@ -62,7 +62,7 @@ def _setup(batch: int, tmp: Path, seed: int = 0):
     rows = [r for r in rows if r[1] != r[2]][:batch]
 
     def lora():
-        model, tok = lm.load_lora_model(base, None, lm.LoraArgs(r=tr.lora_r, alpha=tr.lora_alpha,
+        model, tok = sft.load_lora_model(base, None, sft.LoraArgs(r=tr.lora_r, alpha=tr.lora_alpha,
                                                                 targets=tuple(tr.lora_targets)), seed=seed)
         return model, tok
 

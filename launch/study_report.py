@@ -1,10 +1,8 @@
 """`constellation study`: independent trajectories, and a report with intervals.
 
-A study runs the same preset for several seeds (seeded task split, base model,
-sampling and training), one trajectory after another, each in its own run
-directory ``<out>/runs/seed-<s>``, then reads every number of the report from
-those runs' ``run.sqlite``. It checks the three findings of the 2026
-constellation study:
+A study runs the same preset for several seeds, each trajectory in its own run
+directory ``<out>/runs/seed-<s>``, and reads every number of the report from
+those runs' ``run.sqlite``. It checks the three findings of the 2026 study:
 
   1. Selection: critic-guided selection beats verifier-filtered best-of-k, and
      all of the gain is on groups whose visible-pass candidates disagree on
@@ -21,9 +19,8 @@ problem resamples). With one seed only problems are resampled, and the report
 says so. The unit is the problem (all of a problem's samples and groups move
 together), so correlated samples of one problem never count as independent.
 
-Re-running a study skips finished trajectories and resumes an interrupted one
-(the coordinator resumes from its run store), so the report can be rebuilt at
-any time with ``--report-only``.
+Re-running a study skips finished trajectories and resumes an interrupted one;
+``--report-only`` rebuilds the report at any time.
 """
 
 from __future__ import annotations
@@ -479,19 +476,11 @@ def _trajectories_section(d: _Draft, per_traj: list[float]) -> None:
 
 
 def _manifest_section(d: _Draft) -> None:
-    """What produced the trajectories (each run's manifest, runtime/manifest.py): one
-    block when they agree on code, versions and hardware, else one per seed."""
-    from constellation.runtime.manifest import summary_lines
+    """What produced the trajectories: each run's manifest (runtime/manifest.py)."""
+    from constellation.runtime.manifest import grouped_lines
 
-    per_seed = {}
-    for t in d.trajs:
-        start = next((e for e in reversed(t.events) if isinstance(e, ev.RunStart)), None)
-        per_seed[t.seed] = summary_lines(start.manifest if start else {})[:3]  # config hashes differ by seed
-    d.lines += ["## Manifest", ""]
-    blocks = {tuple(lines): [s for s, other in per_seed.items() if tuple(other) == tuple(lines)]
-              for lines in per_seed.values()}
-    for lines, seeds in blocks.items():
-        d.lines += [f"Seeds {', '.join(map(str, seeds))}:", "", *(f"- {line}" for line in lines), ""]
+    starts = {t.seed: next((e for e in reversed(t.events) if isinstance(e, ev.RunStart)), None) for t in d.trajs}
+    d.lines += ["## Manifest", "", *grouped_lines({s: e.manifest if e else {} for s, e in starts.items()})]
 
 
 def _draw_headroom(path: Path, points, trajs: list[Trajectory], sizes: list[int], n_boot: int) -> None:

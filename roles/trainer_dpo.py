@@ -25,7 +25,7 @@ candidate with the model in service (base + the last adapter it produced):
   ``pairs.judge = "auto"`` picks llm when the tokenizer has a chat template.
 
 Guarantees:
-  * An adapter folder appears only complete (lm.save_adapter); a re-sent
+  * An adapter folder appears only complete (sft.save_adapter); a re-sent
     request for a finished round returns it without training again.
   * An empty pair set (or one whose every pair is too long) does not train:
     the previous adapter stays in service, metrics {"skipped": 1}; logged.
@@ -90,7 +90,7 @@ class DpoTrainer(AdapterTrainer):
     def train(self, msg: TrainRequest, out_dir: Path) -> dict[str, float] | None:
         from constellation.models.device import autocast
         from constellation.models.dpo import DPOArgs, NoUsablePairs, train_dpo
-        from constellation.models.lm import LoraArgs, load_lora_model, save_adapter
+        from constellation.models.sft import LoraArgs, load_lora_model, save_adapter
 
         self._judge_model = None  # the judge's merged copy is stale after this round: free it before training
         args = DPOArgs.from_config(self.cfg, msg.round)

@@ -32,7 +32,7 @@ class StarTrainer(AdapterTrainer):
         return {**super().setup(), "mode": self.cfg.trainer.mode}
 
     def train(self, msg: TrainRequest, out_dir: Path) -> dict[str, float]:
-        from constellation.models.lm import SFTArgs, train_sft
+        from constellation.models.sft import SFTArgs, train_sft
 
         init = self.last_path if self.cfg.trainer.mode == "continue" and self.last_path else None
         return train_sft(self.base_path, msg.examples, out_dir, SFTArgs.from_config(self.cfg, msg.round, init),

@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 from constellation.protocol.config import Config, ModelConfig  # noqa: E402
 from constellation.protocol.messages import JudgeItem, JudgeRequest, PreferencePair, TrainRequest  # noqa: E402
 from constellation.models import base_model, dpo
-from constellation.models import lm  # noqa: E402
+from constellation.models import lm, sft  # noqa: E402
 from constellation.models.dpo import DPOArgs, NoUsablePairs, train_dpo  # noqa: E402
 from constellation.models.judge import judge_likelihood, judge_llm  # noqa: E402
 from roles.trainer_dpo import DpoTrainer  # noqa: E402
@@ -47,7 +47,7 @@ def toy_pairs(n: int, source: str = "verifier") -> list[PreferencePair]:
 
 
 def lora(base_dir, seed=0, perturb=True):
-    model, tokenizer = lm.load_lora_model(base_dir, None, lm.LoraArgs(r=4, alpha=8), seed=seed)
+    model, tokenizer = sft.load_lora_model(base_dir, None, sft.LoraArgs(r=4, alpha=8), seed=seed)
     if perturb:  # a fresh LoRA is the identity (B = 0): give it weight so policy != reference
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():

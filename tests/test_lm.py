@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 from constellation.protocol.config import ModelConfig, TaskConfig  # noqa: E402
 from constellation.protocol.messages import Problem, TrainExample  # noqa: E402
 from constellation.models import base_model
-from constellation.models import lm  # noqa: E402
+from constellation.models import lm, sft  # noqa: E402
 
 TOKENS = ["upper(", "lower(", "cat("]
 WORDS = ["red", "blue", "fast", "data", "apple", "river", "green", "cloud", "stone", "light", "north", "paper"]
@@ -260,8 +260,8 @@ def lower_examples(n: int) -> list[TrainExample]:
 
 def test_train_sft_writes_a_loadable_adapter_that_changes_outputs(base_dir, loaded, tmp_path):
     examples = lower_examples(48)
-    metrics = lm.train_sft(base_dir, examples, tmp_path / "v1", lm.SFTArgs(lr=1e-2, epochs=4, max_seconds=30,
-                           batch_size=8, lora=lm.LoraArgs(r=4, alpha=8)))
+    metrics = sft.train_sft(base_dir, examples, tmp_path / "v1", sft.SFTArgs(lr=1e-2, epochs=4, max_seconds=30,
+                           batch_size=8, lora=sft.LoraArgs(r=4, alpha=8)))
     assert (tmp_path / "v1" / "adapter_config.json").exists()
     assert metrics["steps"] == 24 and metrics["n_examples"] == 48
     assert metrics["loss_last"] < metrics["loss_first"]
@@ -274,17 +274,17 @@ def test_train_sft_writes_a_loadable_adapter_that_changes_outputs(base_dir, load
 
 def test_train_sft_continues_from_an_adapter(base_dir, tmp_path):
     examples = lower_examples(16)
-    first = lm.train_sft(base_dir, examples, tmp_path / "v1",
-                         lm.SFTArgs(lr=1e-2, epochs=2, batch_size=8, lora=lm.LoraArgs(r=4)))
-    second = lm.train_sft(base_dir, examples, tmp_path / "v2",
-                          lm.SFTArgs(init_adapter=str(tmp_path / "v1"), lr=1e-2, epochs=2, batch_size=8))
+    first = sft.train_sft(base_dir, examples, tmp_path / "v1",
+                         sft.SFTArgs(lr=1e-2, epochs=2, batch_size=8, lora=sft.LoraArgs(r=4)))
+    second = sft.train_sft(base_dir, examples, tmp_path / "v2",
+                          sft.SFTArgs(init_adapter=str(tmp_path / "v1"), lr=1e-2, epochs=2, batch_size=8))
     assert second["loss_first"] < first["loss_first"]
     lm.load_model(base_dir, str(tmp_path / "v2"))
 
 
 def test_train_sft_stops_at_max_seconds(base_dir, tmp_path):
-    metrics = lm.train_sft(base_dir, lower_examples(64), tmp_path / "v1",
-                           lm.SFTArgs(epochs=1000, max_seconds=1.0, batch_size=8))
+    metrics = sft.train_sft(base_dir, lower_examples(64), tmp_path / "v1",
+                           sft.SFTArgs(epochs=1000, max_seconds=1.0, batch_size=8))
     assert metrics["seconds"] < 15 and metrics["steps"] < 1000 * 8
 
 
@@ -292,8 +292,8 @@ def test_full_fine_tuning_with_a_step_budget_saves_full_weights_that_load(base_d
     # trainer.lora = false: every weight trains for exactly max_steps steps (more than one pass over
     # the 16 examples), the folder holds full weights (no adapter), and load_model serves them
     examples = lower_examples(16)
-    metrics = lm.train_sft(base_dir, examples, tmp_path / "v1",
-                           lm.SFTArgs(full=True, lr=3e-3, max_steps=12, max_seconds=0, batch_size=8))
+    metrics = sft.train_sft(base_dir, examples, tmp_path / "v1",
+                           sft.SFTArgs(full=True, lr=3e-3, max_steps=12, max_seconds=0, batch_size=8))
     assert metrics["steps"] == 12
     assert lm.is_full_weights(tmp_path / "v1") and lm.holds_trained_weights(tmp_path / "v1")
     assert not (tmp_path / "v1" / "adapter_config.json").exists()
@@ -303,14 +303,14 @@ def test_full_fine_tuning_with_a_step_budget_saves_full_weights_that_load(base_d
     after = completion_logprob(tuned, tokenizer, "bluegreen=>", "lower(bluegreen)")
     assert after > before + 1.0, (before, after)
     # "continue": the next round starts from these full weights, not from the base
-    again = lm.train_sft(base_dir, examples, tmp_path / "v2", lm.SFTArgs(full=True, init_adapter=str(tmp_path / "v1"),
+    again = sft.train_sft(base_dir, examples, tmp_path / "v2", sft.SFTArgs(full=True, init_adapter=str(tmp_path / "v1"),
                                                                           lr=3e-3, max_steps=2, batch_size=8))
     assert again["loss_first"] < metrics["loss_first"]
 
 
 def test_a_step_budget_ignores_epochs_and_lr_zero_changes_nothing(base_dir, loaded, tmp_path):
-    lm.train_sft(base_dir, lower_examples(8), tmp_path / "v1",
-                 lm.SFTArgs(full=True, lr=0.0, epochs=1, max_steps=5, batch_size=8))
+    sft.train_sft(base_dir, lower_examples(8), tmp_path / "v1",
+                 sft.SFTArgs(full=True, lr=0.0, epochs=1, max_steps=5, batch_size=8))
     tuned, tokenizer = lm.load_model(base_dir, str(tmp_path / "v1"))
     base, _ = loaded
     for a, b in zip(base.parameters(), tuned.parameters()):
@@ -320,13 +320,13 @@ def test_a_step_budget_ignores_epochs_and_lr_zero_changes_nothing(base_dir, load
 
 def test_full_fine_tuning_refuses_a_4bit_base(base_dir, tmp_path):
     with pytest.raises(ValueError, match="full fine-tuning"):
-        lm.train_sft(base_dir, lower_examples(8), tmp_path / "v1",
-                     lm.SFTArgs(full=True, max_steps=1, lora=lm.LoraArgs(quantization="nf4")))
+        sft.train_sft(base_dir, lower_examples(8), tmp_path / "v1",
+                     sft.SFTArgs(full=True, max_steps=1, lora=sft.LoraArgs(quantization="nf4")))
 
 
 def test_train_sft_nan_loss_raises_and_writes_nothing(base_dir, tmp_path):
     with pytest.raises(FloatingPointError, match="loss"):
-        lm.train_sft(base_dir, lower_examples(32), tmp_path / "v1", lm.SFTArgs(lr=float("inf"), epochs=2, batch_size=8))
+        sft.train_sft(base_dir, lower_examples(32), tmp_path / "v1", sft.SFTArgs(lr=float("inf"), epochs=2, batch_size=8))
     assert not (tmp_path / "v1").exists() and not list(tmp_path.iterdir())
 
 

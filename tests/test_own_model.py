@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_hf import build_tiny_hf, fake_hub_cache  # noqa: E402
 
-from constellation.models import base_model, lm  # noqa: E402
+from constellation.models import base_model, lm, sft  # noqa: E402
 from constellation.models.prompting import prompt_ids, set_prompt_format, uses_chat  # noqa: E402
 from constellation.protocol.config import Config, ModelConfig, TaskConfig, from_dict  # noqa: E402
 from constellation.protocol.messages import (CriticTrainRequest, GenerateRequest, LabeledItem, LoadAdapter,  # noqa: E402
@@ -198,10 +198,10 @@ def test_stop_strings_cut_text_and_logprob_at_the_completing_token(folders):
 
 
 def test_sixteen_bit_compute_dtype_trains_under_autocast(folders, tmp_path):
-    args = lm.SFTArgs(lora=lm.LoraArgs(r=4, alpha=8, compute_dtype="bfloat16", device="cpu"), epochs=1,
+    args = sft.SFTArgs(lora=sft.LoraArgs(r=4, alpha=8, compute_dtype="bfloat16", device="cpu"), epochs=1,
                       max_seconds=0, batch_size=4, lr=1e-3)
     ex = [TrainExample(problem_id="p", prompt=p, completion="19") for p in PROMPTS * 2]
-    metrics = lm.train_sft(folders["llama"], ex, tmp_path / "v1", args)
+    metrics = sft.train_sft(folders["llama"], ex, tmp_path / "v1", args)
     assert metrics["steps"] == 1 and (tmp_path / "v1" / "adapter_config.json").exists()
     model, _ = lm.load_model(folders["llama"], str(tmp_path / "v1"), dtype="bfloat16")
     assert model.dtype == torch.bfloat16
@@ -209,5 +209,5 @@ def test_sixteen_bit_compute_dtype_trains_under_autocast(folders, tmp_path):
 
 def test_config_device_and_chat_template_reach_the_lora_args():
     cfg = msgspec.structs.replace(cfg_for(trainer={"device": "cpu"}, model={"chat_template": "none"}))
-    args = lm.LoraArgs.from_config(cfg)
+    args = sft.LoraArgs.from_config(cfg)
     assert (args.device, args.chat_template) == ("cpu", "none")

@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 
 from constellation.protocol.config import ModelConfig, from_dict  # noqa: E402
 from constellation.protocol.messages import CriticTrainRequest, LabeledItem, TrainExample  # noqa: E402
-from constellation.models import base_model, lm
+from constellation.models import base_model, lm, sft
 from constellation.models import quant  # noqa: E402
 
 try:
@@ -59,7 +59,7 @@ def test_bad_quantization_values_are_refused_naming_the_value():
 def test_nf4_base_has_4bit_linears_and_trainable_full_precision_lora(tiny_base):
     import bitsandbytes as bnb
 
-    model, _ = lm.load_lora_model(tiny_base, None, lm.LoraArgs(r=4, targets=("q_proj", "v_proj"), quantization="nf4"))
+    model, _ = sft.load_lora_model(tiny_base, None, sft.LoraArgs(r=4, targets=("q_proj", "v_proj"), quantization="nf4"))
     attn = model.base_model.model.model.layers[0].self_attn
     assert isinstance(attn.q_proj.base_layer, bnb.nn.Linear4bit)
     assert attn.q_proj.base_layer.weight.quant_type == "nf4"
@@ -72,8 +72,8 @@ def test_nf4_base_has_4bit_linears_and_trainable_full_precision_lora(tiny_base):
 @pytest.mark.slow
 def test_nf4_lora_training_lowers_the_loss_and_saves_a_plain_peft_adapter(tiny_base, tmp_path):
     out = tmp_path / "v1"
-    lora = lm.LoraArgs(r=8, alpha=16, quantization="nf4", compute_dtype="float32")
-    m = lm.train_sft(tiny_base, examples(64), out, lm.SFTArgs(lora=lora, lr=1e-2, epochs=12, max_seconds=0,
+    lora = sft.LoraArgs(r=8, alpha=16, quantization="nf4", compute_dtype="float32")
+    m = sft.train_sft(tiny_base, examples(64), out, sft.SFTArgs(lora=lora, lr=1e-2, epochs=12, max_seconds=0,
                                                              batch_size=16))
     assert m["steps"] == 48
     assert m["loss_last"] < m["loss_first"] - 0.5, m  # measured: 4.78 -> 3.95
@@ -91,7 +91,7 @@ def test_dpo_on_an_nf4_base_raises_the_chosen_over_rejected_margin(tiny_base):
     from constellation.protocol.messages import PreferencePair
     from constellation.models.dpo import DPOArgs, train_dpo
 
-    model, tokenizer = lm.load_lora_model(tiny_base, None, lm.LoraArgs(r=8, alpha=16, quantization="nf4"))
+    model, tokenizer = sft.load_lora_model(tiny_base, None, sft.LoraArgs(r=8, alpha=16, quantization="nf4"))
     pairs = [PreferencePair(problem_id=f"p{i}", prompt=f"{e.prompt}", chosen=e.completion,
                             rejected=e.completion.replace("upper", "lower"), source="verifier")
              for i, e in enumerate(examples(32))]
@@ -128,7 +128,7 @@ def test_policy_head_critic_trains_on_an_nf4_base(tiny_base, tmp_path):
 @needs_cuda
 @pytest.mark.slow
 def test_nf4_with_bfloat16_compute_on_the_gpu(tiny_base, tmp_path):
-    lora = lm.LoraArgs(r=8, quantization="nf4", compute_dtype="bfloat16")
-    m = lm.train_sft(tiny_base, examples(32), tmp_path / "v1", lm.SFTArgs(lora=lora, lr=1e-2, epochs=4, max_seconds=0,
+    lora = sft.LoraArgs(r=8, quantization="nf4", compute_dtype="bfloat16")
+    m = sft.train_sft(tiny_base, examples(32), tmp_path / "v1", sft.SFTArgs(lora=lora, lr=1e-2, epochs=4, max_seconds=0,
                                                                           batch_size=16))
     assert m["loss_last"] < m["loss_first"], m

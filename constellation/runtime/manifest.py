@@ -102,3 +102,15 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
             "versions: " + ", ".join(f"{k} {v if v is not None else '-'}" for k, v in vers.items()),
             f"hardware: {hw.get('cpu_count')} CPUs; GPUs: {gpu}",
             f"config sha256: {str(manifest.get('config_hash', ''))[:16]}"]
+
+
+def grouped_lines(per_seed: dict[int, dict[str, Any]]) -> list[str]:
+    """Markdown lines for several runs' manifests (a study's seeds): one block
+    per distinct code/versions/hardware summary, naming the seeds it covers
+    (the config hashes differ by seed, so they are left out of the comparison)."""
+    summaries = {seed: tuple(summary_lines(manifest)[:3]) for seed, manifest in per_seed.items()}
+    out: list[str] = []
+    for lines in dict.fromkeys(summaries.values()):
+        seeds = [s for s, other in summaries.items() if other == lines]
+        out += [f"Seeds {', '.join(map(str, seeds))}:", "", *(f"- {line}" for line in lines), ""]
+    return out
