@@ -44,9 +44,7 @@ CLASSES = ("all", AGREE, DISAGREE)
 KS = tuple(range(1, 65))  # pass@k curves: k = 1..64 (each k <= n of the run)
 
 
-# --------------------------------------------------------------------------
-# The data of one trajectory, read from its run.sqlite
-# --------------------------------------------------------------------------
+# ---- The data of one trajectory, read from its run.sqlite ------------------
 
 
 @dataclass
@@ -118,9 +116,7 @@ class StudyError(RuntimeError):
     pass
 
 
-# --------------------------------------------------------------------------
-# Statistics (each a function of a plan)
-# --------------------------------------------------------------------------
+# ---- Statistics (each a function of a plan) --------------------------------
 
 
 def pass_curve(trajs: list[Trajectory], round_of: Callable[[Trajectory], int | None], plan: Plan,
@@ -195,9 +191,7 @@ def crossover_k(base: np.ndarray, trained: np.ndarray, ks: tuple[int, ...]) -> f
     return math.nan
 
 
-# --------------------------------------------------------------------------
-# The report
-# --------------------------------------------------------------------------
+# ---- The report ------------------------------------------------------------
 
 
 def _pct(x: float) -> str:

@@ -91,7 +91,7 @@ def record_trainer_batches(monkeypatch) -> list[tuple[list[int], int]]:
     def spy(batch, pad_id):
         seen.extend(batch)
         return real(batch, pad_id)
-    monkeypatch.setattr(lm, "collate", spy)
+    monkeypatch.setattr(sft, "collate", spy)
     return seen
 
 
