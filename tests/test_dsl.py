@@ -206,10 +206,11 @@ def test_verify_pass_with_heldout_correct_true():
     assert v.status == "pass" and v.heldout_correct is True and v.heldout_outputs == ["CD", "E"]
 
 
-def test_verify_fail_counts_visible_passed():
+def test_verify_fail_counts_visible_passed_and_is_never_correct():
+    # right on the held-out input, wrong on a visible one: not the hidden function, so not correct
     p = problem([["ab", "AB"], ["Cd", "cd"]], ["x"], ["X"])
     v = verify(p, cand("upper(x)"))
-    assert (v.status, v.visible_passed, v.heldout_correct) == ("fail", 1, True)
+    assert (v.status, v.visible_passed, v.heldout_correct, v.heldout_outputs) == ("fail", 1, False, ["X"])
 
 
 def test_verify_parse_error():

@@ -32,7 +32,10 @@ What the verifier guarantees:
     chars is a ``timeout``; a split index out of range or an empty split separator
     is a ``runtime_error``. All other operations are total (Python slice semantics).
   * ``pass`` means: every visible example is reproduced exactly (string equality).
-    ``heldout_correct`` means: every held-out output is reproduced exactly.
+    ``heldout_correct`` means: the program is right on every input the problem
+    knows: every held-out output AND every visible example reproduced exactly
+    (a program that fails a visible example is not the hidden function, whatever
+    it does on the held-out inputs; pass@k counts only these).
 What it does not guarantee:
   * That a ``pass`` program is the hidden one, or correct beyond the listed
     inputs: a program that matches the visible examples can still fail held-out
@@ -388,7 +391,8 @@ def verify(problem: Problem, candidate: Candidate, step_limit: int = 10_000) -> 
         elif out == want:
             passed += 1
     heldout_outputs = [_run_safe(program, inp, step_limit)[0] for inp in heldout_inputs]
-    heldout_correct = all(o is not None and o == t for o, t in zip(heldout_outputs, heldout_truth))
+    heldout_correct = passed == len(visible) and all(o is not None and o == t
+                                                     for o, t in zip(heldout_outputs, heldout_truth))
     if "timeout" in errors:
         status, detail = "timeout", errors["timeout"]
     elif "runtime_error" in errors:
