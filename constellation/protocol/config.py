@@ -179,6 +179,8 @@ class SupervisorConfig(_Section):
     heartbeat_interval: Annotated[float, _h("seconds between heartbeats")] = 1.0
     heartbeat_timeout: Annotated[float, _h("a role silent this long is declared dead and restarted")] = 60.0
     max_restarts: Annotated[int, _h("restarts per role before the run is aborted")] = 3
+    loop_timeout: Annotated[float, _h("a coordinator whose own loop has not turned this long (its heartbeat says so) "
+                                      "is restarted like a dead process")] = 300.0
     shutdown_grace: Annotated[float, _h("seconds between SIGTERM and SIGKILL at shutdown")] = 10.0
 
 
