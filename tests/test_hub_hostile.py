@@ -111,3 +111,43 @@ def test_random_bytes_on_the_tcp_port_do_no_harm():
         assert_hub_serves(hub, endpoint)
     finally:
         hub.close()
+
+
+def hostile_frames(rng):
+    """One multipart message of a hostile class, chosen by ``rng``."""
+    deep = b"\x84\xa4kind\xa5ready\xa4role\xa1x\xa3pid\x01\xa4info\x81\xa1a" + b"\x91" * rng.randrange(100, 5000) + b"\xc0"
+    ready = m.encode(m.Ready(role="x" * rng.randrange(1, 50), pid=rng.randrange(2**31), impl="y"))
+    noise = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 64)))
+    return rng.choice([
+        [m.HEADER, deep],  # nesting past the decoder's limit
+        [m.HEADER, noise],  # not MessagePack
+        [noise, ready[1]],  # unknown header
+        [m.HEADER],  # too few frames
+        [m.HEADER, ready[1], noise],  # too many frames
+        [m.HEADER, ready[1][: rng.randrange(len(ready[1]))]],  # cut short
+        m.encode(m.Verdicts(request_id="verify-1", items=[])),  # well-formed, never asked for
+        [m.HEADER, b"\x81\xa4kind\xa9candidates"],  # a known kind without its fields
+    ])
+
+
+def test_fuzz_ten_thousand_hostile_frames_leave_the_hub_responsive(hub, endpoint):
+    rng = random.Random(2024)
+    identities = [b"\xff\xfe", None, b"x" * 200, "ünï".encode(), b"rogue", b"verifier", b"\xc3\x28bad"]
+    rogues = [raw_dealer(endpoint, identity=i, rcvhwm=5) for i in identities]
+    sent = 0
+    try:
+        for batch in range(12):
+            for _ in range(1000):
+                try:
+                    rng.choice(rogues).send_multipart(hostile_frames(rng), zmq.NOBLOCK)
+                    sent += 1
+                except zmq.Again:
+                    time.sleep(0.001)
+            assert_hub_serves(hub, endpoint, name=f"honest-{batch}")
+        assert sent >= 10_000
+        while hub.recv(0) is not None:  # well-formed frames from named rogues are delivered, then ignored upstream
+            pass
+        assert hub.io_errors == 0 and hub.alive
+    finally:
+        for r in rogues:
+            r.close(0)
