@@ -78,16 +78,28 @@ def test_a_client_without_the_run_key_gets_no_reply_and_changes_nothing(run_dir,
         hub.close()
 
 
-def test_a_key_cannot_claim_another_roles_name(run_dir, endpoint):
-    """The generator's key under the name "verifier": every frame is refused."""
+def test_a_key_speaks_only_for_its_own_role(run_dir, endpoint):
+    """The generator's key connecting first under the identity "verifier": its
+    frames come from "generator", and the real verifier still gets its name."""
     hub = ZmqRoleClient(endpoint, ("generator", "verifier"), keys=server_keys(run_dir, ["generator", "verifier"]))
-    forger = Link("dealer", endpoint, bind=False, identity="verifier", keys=client_keys(run_dir, "generator"))
+    forger = zmq.Context.instance().socket(zmq.DEALER)
+    keys = client_keys(run_dir, "generator")
+    forger.setsockopt(zmq.IDENTITY, b"verifier")
+    forger.curve_publickey, forger.curve_secretkey, forger.curve_serverkey = keys.public, keys.secret, keys.server
+    forger.setsockopt(zmq.LINGER, 0)
+    forger.connect(endpoint)
+    honest = Link("dealer", endpoint, bind=False, identity="verifier", keys=client_keys(run_dir, "verifier"))
     try:
-        forger.send(m.Verdicts(request_id="verify-1", items=[]))
-        assert quiet(hub.link)
-        assert hub.link.refused >= 1
+        forger.send_multipart(m.encode(m.Verdicts(request_id="verify-1", items=[])))
+        env = hub.recv(10)
+        assert env is not None and env.peer == "generator"
+        honest.send(m.Ready(role="verifier", pid=3, impl="x"))
+        env = hub.recv(10)
+        assert env is not None and env.peer == "verifier" and env.msg.pid == 3
+        hub.send("verifier", m.Shutdown(reason="to the verifier"))
+        assert honest.recv(10).msg.reason == "to the verifier" and not forger.poll(300)
     finally:
-        forger.close(), hub.close()
+        forger.close(0), honest.close(), hub.close()
 
 
 def test_a_live_roles_name_cannot_be_taken_over(run_dir, endpoint):
@@ -96,9 +108,10 @@ def test_a_live_roles_name_cannot_be_taken_over(run_dir, endpoint):
     try:
         honest.send(m.Ready(role="verifier", pid=1, impl="x"))
         assert hub.recv(10).msg.pid == 1
+        # a second connection of the role (not a restart: no Ready) is refused
         newcomer = Link("dealer", endpoint, bind=False, identity="verifier", keys=client_keys(run_dir, "verifier"))
-        newcomer.send(m.Ready(role="verifier", pid=2, impl="x"))
-        assert quiet(hub.link)
+        newcomer.send(m.Verdicts(request_id="verify-1", items=[]))
+        assert quiet(hub.link) and hub.link.refused == 1
         hub.send("verifier", m.Shutdown(reason="to the first"))
         assert honest.recv(10).msg.reason == "to the first" and quiet(newcomer, 0.5)
         newcomer.close()

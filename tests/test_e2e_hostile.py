@@ -71,7 +71,7 @@ def test_forged_verdicts_and_finished_are_refused(tmp_path, model_cache):
         run_dir = next(runs.glob("*/keys")).parent
         attacker = threading.Thread(target=_attack, args=(run_dir, stop), daemon=True)
         attacker.start()
-        out, _ = proc.communicate(timeout=900)
+        out, _ = proc.communicate(timeout=600)
     finally:
         stop.set()
         if proc.poll() is None:
@@ -88,4 +88,5 @@ def test_forged_verdicts_and_finished_are_refused(tmp_path, model_cache):
     assert forged == 0 and unverified == 0
     assert "refused a Finished" in out
     coordinator_log = (run_dir / "logs" / "coordinator.log").read_text()
-    assert "refused a frame" in coordinator_log and "key bound to 'generator'" in coordinator_log
+    assert "refused" in coordinator_log.replace("is not one of this run", "")  # the generator's key as "verifier"
+    assert "is not one of this run's" in coordinator_log  # the ZAP handler turning a stranger's key away

@@ -18,10 +18,13 @@ stops on a frame:
     payload nested deeper than the decoder allows, or any other that does not
     decode, is answered with an ``Error`` where the socket can reply, else
     dropped;
-  * a router peer must name itself with a short UTF-8 identity, and with CURVE
-    that identity must be the name its key is bound to (``Keys``, the ZAP
-    handler below); a frame failing either is dropped and counted in
-    ``refused``;
+  * a router peer's name: without CURVE, its identity, which must be short
+    printable UTF-8; with CURVE, the name its key is bound to (``Keys``, the
+    ZAP handler below), whatever identity it sets. With CURVE a dealer sets no
+    identity, zmq gives each connection its own, and the router routes a name
+    to the connection that last announced itself with a Ready for that name:
+    a peer cannot squat a role's name by connecting first under it. A frame
+    failing these checks is dropped and counted in ``refused``;
   * sends never block: a router drops what an absent or full peer (one that
     does not read) cannot take, a dealer or push keeps a bounded backlog.
 
@@ -126,6 +129,7 @@ class Link:
             raise TransportError(f"cannot {'bind' if bind else 'connect'} {kind} socket at {endpoint}: {e}") from e
         # counters: frames that did not decode, were refused (identity/key), or were dropped (full queues)
         self.decode_errors = self.refused = self.dropped = self.unroutable = self.io_errors = 0
+        self._routes: dict[str, bytes] = {}  # router with CURVE: name -> zmq identity of its connection
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._io_loop, name=f"link-{kind}", daemon=True)
         self._thread.start()
@@ -136,7 +140,7 @@ class Link:
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         sock.setsockopt(zmq.SNDHWM, HWM)
         sock.setsockopt(zmq.RCVHWM, HWM)
-        if identity is not None:
+        if identity is not None and keys is None:  # with CURVE the key names the peer
             sock.setsockopt(zmq.IDENTITY, identity.encode())
         if kind == "router":
             # report a send to an unknown peer instead of dropping it silently.
@@ -242,7 +246,9 @@ class Link:
         while self._backlog:
             peer, frames = self._backlog[0]
             try:
-                self._sock.send_multipart([peer.encode(), *frames] if self.kind == "router" else frames, zmq.NOBLOCK)
+                if self.kind == "router":
+                    frames = [self._routes.get(peer, b"") if self.curve else peer.encode(), *frames]
+                self._sock.send_multipart(frames, zmq.NOBLOCK)
             except zmq.ZMQError as e:
                 if self.kind != "router" and e.errno == zmq.EAGAIN:
                     return  # the peer is busy or not connected yet: retry on POLLOUT
@@ -254,17 +260,12 @@ class Link:
     def _receive_one(self, parts: list[zmq.Frame]) -> None:
         frames = [p.bytes for p in parts]
         user = _user_id(parts[-1]) if self.curve else None
-        peer = None
+        peer, raw = None, None
         if self.kind == "router":
             raw, frames = frames[0], frames[1:]
-            peer = _peer_name(raw)
-            if peer is None or (self.curve and user != peer):
-                self.refused += 1
-                if _worth_logging(self.refused):
-                    log.warning("refused a frame on %s from identity %r (key bound to %r): a peer may only "
-                                "use the name its key is bound to (%d refused)", self.endpoint, raw[:80], user,
-                                self.refused)
-                return
+            peer = user if self.curve else _peer_name(raw)
+            if peer is None:
+                return self._refuse(raw, "an identity that is not a short printable UTF-8 name")
         try:
             msg = _decode(frames, self.expected)
         except m.DecodeError as e:
@@ -272,8 +273,10 @@ class Link:
             if _worth_logging(self.decode_errors):
                 log.error("rejected frame from %s on %s: %s", peer or user or "peer", self.endpoint, e)
             if self.kind in ("router", "dealer"):
-                self._reply_error(peer, str(e)[:500])
+                self._reply_error(raw, str(e)[:500])
             return
+        if self.curve and peer is not None and not self._route(peer, raw, msg):
+            return self._refuse(raw, f"a second connection of {peer!r}, which has not announced itself")
         try:
             self.inbox.put_nowait(Envelope(peer, msg, user))
         except queue.Full:
@@ -281,10 +284,26 @@ class Link:
             if _worth_logging(self.dropped):
                 log.error("inbox of %s full (%d messages): dropped one from %s", self.endpoint, MAX_INBOX, peer)
 
-    def _reply_error(self, peer: str | None, text: str) -> None:
+    def _route(self, name: str, raw: bytes, msg: Any) -> bool:
+        """Router with CURVE: may this connection speak for ``name``? Its first
+        connection may; a later one only from its Ready for that name on (a
+        restarted role), which then takes the route."""
+        current = self._routes.get(name)
+        if current is None or current == raw or (isinstance(msg, m.Ready) and msg.role == name):
+            self._routes[name] = raw
+            return True
+        return False
+
+    def _refuse(self, raw: bytes, why: str) -> None:
+        self.refused += 1
+        if _worth_logging(self.refused):
+            log.warning("refused a frame on %s from identity %r: %s (%d refused)", self.endpoint, raw[:80], why,
+                        self.refused)
+
+    def _reply_error(self, raw: bytes | None, text: str) -> None:
         reply = m.encode(m.Error(request_id="", error_kind="decode", message=text))
         try:
-            self._sock.send_multipart([peer.encode(), *reply] if peer else reply, zmq.NOBLOCK)
+            self._sock.send_multipart([raw, *reply] if raw is not None else reply, zmq.NOBLOCK)
         except zmq.ZMQError:  # a peer that does not read its errors gets no more of them
             self.dropped += 1
 

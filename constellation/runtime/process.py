@@ -43,6 +43,7 @@ from constellation.runtime.client import ZmqRoleClient, handle_request
 from constellation.runtime.registry import resolve_role, worker_roles
 from constellation.runtime.store import finished_run
 
+REANNOUNCE_SECONDS = 2.0  # an idle worker repeats its Ready this often
 STUCK_LOOP_AGE = 1e9  # the loop_age reported when the hub's I/O thread has stopped
 
 log = logging.getLogger("process")
@@ -83,10 +84,17 @@ def serve_worker(role: str, cfg: config.Config, run_dir: Path, endpoints: dict, 
     life.send(ready)
     beat.state = "idle"
     log.info("%s ready (impl %s): %s", role, impl, info)
+    last_heard = time.monotonic()
     while not stop.is_set():
         env = hub.recv(timeout=0.2)
         if env is None:
+            # idle: announce again now and then, so a restarted coordinator
+            # learns this connection (with CURVE it routes by what it heard)
+            if time.monotonic() - last_heard > REANNOUNCE_SECONDS:
+                hub.send(ready)
+                last_heard = time.monotonic()
             continue
+        last_heard = time.monotonic()
         msg = env.msg
         if isinstance(msg, m.Shutdown):
             log.info("shutdown requested: %s", msg.reason)
