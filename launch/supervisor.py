@@ -5,6 +5,16 @@ separate OS processes, waits for each READY (naming the role that fails to
 start), watches heartbeats, restarts a dead role up to ``max_restarts`` times,
 and shuts everything down on Finished, Ctrl-C or SIGTERM.
 
+Security (docs/security.md): the run directory is private to the user
+(0700); the supervisor makes the run's CURVE keys (a server pair and one pair
+per role, RUN_DIR/keys, 0600 files), every socket uses them, and lifecycle
+messages count only from the role their key belongs to: a Ready, Heartbeat
+or Dead naming another role, or a Finished not sent by the coordinator, is
+refused and logged.
+
+Watchdog: a role whose heartbeat reports ``loop_age`` (the coordinator's own
+loop) above ``supervisor.loop_timeout`` is restarted like a dead one.
+
 No orphans: each child gets PR_SET_PDEATHSIG=SIGKILL, so it dies with the
 supervisor even if the supervisor is killed with -9; on a clean shutdown the
 children get SIGTERM, then SIGKILL after ``shutdown_grace`` seconds.
@@ -30,7 +40,9 @@ from constellation.protocol import messages as m
 from launch.memory_plan import PlanDoesNotFit, gpu_memory_check
 from constellation.runtime.config_check import check_config
 from constellation.runtime.registry import roles_of
-from constellation.protocol.transport import Link, free_tcp_endpoint, ipc_endpoint
+from constellation.protocol.transport import (Link, free_tcp_endpoint, ipc_endpoint, make_run_keys, private_dir,
+                                              server_keys)
+from constellation.runtime.store import finished_run
 from launch.console import ConsoleView
 
 PR_SET_PDEATHSIG = 1
@@ -85,6 +97,8 @@ def make_run_dir(cfg: config_mod.Config) -> Path:
     while run_dir.exists():
         n += 1
         run_dir = run_dir.with_name(f"{cfg.run.name}-{stamp}-{n}")
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(run_dir)
     for sub in ("logs", "adapters"):
         (run_dir / sub).mkdir(parents=True)
     return run_dir
@@ -101,7 +115,9 @@ class Supervisor:
         role_python(cfg, "generator")  # a wrong generator.python fails here, before anything starts
         (run_dir / "config.toml").write_text(config_mod.to_toml(cfg))
         (run_dir / "endpoints.json").write_text(json.dumps(self.endpoints, indent=1))
-        self.life = Link("pull", self.endpoints["lifecycle"], bind=True)
+        make_run_keys(run_dir, list(self.roles))
+        self.life = Link("pull", self.endpoints["lifecycle"], bind=True, keys=server_keys(run_dir, list(self.roles)))
+        self.refused = 0  # lifecycle messages refused: sent under another role's key
 
     def make_endpoints(self) -> dict[str, str]:
         """The hub and lifecycle endpoints (a launcher that places roles on other hosts overrides this)."""
@@ -114,9 +130,10 @@ class Supervisor:
 
     # ------------------------------------------------------------------
     @staticmethod  # also how a Ray actor starts its role (launch/ray_launcher.py)
-    def _spawn(args: list[str], log_path: Path, python: str = sys.executable) -> subprocess.Popen:
+    def _spawn(args: list[str], log_path: Path, python: str = sys.executable, restarts: int = 0) -> subprocess.Popen:
         env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-                   TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+                   TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   CONSTELLATION_RESTARTS=str(restarts))
         with open(log_path, "ab") as logf:
             return subprocess.Popen([python, *args], stdout=logf, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent,
@@ -125,7 +142,7 @@ class Supervisor:
     def start_role(self, name: str) -> None:
         rp = self.roles[name]
         rp.popen = self._spawn(["-m", "constellation.runtime.process", name, str(self.run_dir)], rp.log_path,
-                               role_python(self.cfg, name))
+                               role_python(self.cfg, name), rp.restarts)
         rp.state, rp.ready, rp.last_heartbeat = "starting", False, time.time()
 
     def prepare_base_model(self) -> Path:
@@ -146,8 +163,15 @@ class Supervisor:
         return self._signal is not None
 
     # ------------------------------------------------------------------
-    def _handle(self, msg) -> m.Finished | None:
-        rp = self.roles.get(getattr(msg, "role", ""))
+    def _handle(self, msg, user: str | None) -> m.Finished | None:
+        """One lifecycle message, counted only from the role whose key sent it."""
+        claimed = "coordinator" if isinstance(msg, m.Finished) else getattr(msg, "role", "")
+        if user != claimed:
+            self.refused += 1
+            self.console.print(f"[red]refused a {type(msg).__name__} for {claimed!r} sent with the key of "
+                               f"{user!r} ({self.refused} refused)[/red]")
+            return None
+        rp = self.roles.get(claimed)
         if isinstance(msg, m.Finished):
             return msg
         if rp is None:
@@ -165,7 +189,7 @@ class Supervisor:
     def _drain_lifecycle(self, timeout: float) -> m.Finished | None:
         env = self.life.recv(timeout)
         while env is not None:
-            finished = self._handle(env.msg)
+            finished = self._handle(env.msg, env.user)
             if finished is not None:
                 return finished
             env = self.life.recv(0)
@@ -200,12 +224,14 @@ class Supervisor:
         for rp in self.roles.values():
             code = rp.popen.poll()
             silent = now - rp.last_heartbeat > self.cfg.supervisor.heartbeat_timeout
+            stuck = rp.stats.get("loop_age", 0.0) > self.cfg.supervisor.loop_timeout
             if code == 0:  # a clean exit only follows Shutdown/SIGTERM: the run is ending
                 rp.state = "stopped"
                 continue
-            if code is None and not silent:
+            if code is None and not silent and not stuck:
                 continue
-            why = f"exited with {code}" if code is not None else f"silent for {now - rp.last_heartbeat:.0f}s"
+            why = (f"exited with {code}" if code is not None else f"silent for {now - rp.last_heartbeat:.0f}s"
+                   if silent else f"alive but its loop has not turned for {rp.stats['loop_age']:.0f}s")
             if rp.restarts >= self.cfg.supervisor.max_restarts:
                 raise SupervisorError(f"role {rp.name!r} {why} and was already restarted {rp.restarts} times; "
                                       f"last lines of {rp.log_path}:\n{_tail(rp.log_path)}")
@@ -214,6 +240,7 @@ class Supervisor:
             rp.restarts += 1
             self.console.print(f"[yellow]{rp.name} {why}; restarting ({rp.restarts}/"
                                f"{self.cfg.supervisor.max_restarts})[/yellow]")
+            rp.stats = {}
             self.start_role(rp.name)
 
     def shutdown(self) -> None:
@@ -304,6 +331,11 @@ def up(preset: str = "tiny", overrides: list[str] | None = None, console: Consol
         if saved.exists() and config_mod.load_file(saved) != cfg:
             raise SupervisorError(f"{run_dir} holds a run with another config; resume it with the same "
                                   f"--preset and --set options (see {saved}), or pick a new --run-dir")
+        ended = finished_run(run_dir)
+        if ended is not None:
+            (console or Console()).print(f"{run_dir} holds a finished run (ok={ended.ok}); nothing to resume")
+            return (0 if ended.ok else 1), run_dir
+        private_dir(run_dir)
         for sub in ("logs", "adapters"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
     return launcher(cfg, run_dir, console).run(), run_dir

@@ -23,8 +23,11 @@ heldout_logloss, heldout_pos_rate; seconds. Undefined ones are absent, not NaN.
 
 Restart: each round writes critic/labels_rNNN.jsonl (its labels) and
 critic/critic_vNNN.pt (weights, calibration, request id, metrics); ``setup``
-reloads them, so a restarted critic keeps its version and answers a re-sent
-CriticTrainRequest with the recorded reply instead of training twice.
+reloads them, so a restarted critic keeps its version. Training is idempotent
+per round: a CriticTrainRequest for a round already trained (re-sent, or sent
+again by a restarted coordinator under a new request id) gets the recorded
+reply, so the critic never trains twice on a round. A request's labels are
+taken in candidate-id order, so the order they arrived in changes nothing.
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ class OnlineCritic(Role):
         self.calib = (1.0, 0.0)  # P = sigmoid(scale * logit + bias), see _calibrate
         self.version = 0  # completed training rounds
         self.labels: dict[str, LabeledItem] = {}  # candidate_id -> item, every round so far
-        self.replies: dict[str, CriticTrained] = {}  # request_id -> reply (idempotent retries)
+        self.replies: dict[int, CriticTrained] = {}  # round -> its reply (idempotent per round)
         self.n_scored, self.score_seconds = 0, 0.0
         self.dir = self.run_dir / "critic"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -157,14 +160,15 @@ class OnlineCritic(Role):
     # -- training ------------------------------------------------------------
 
     def _train(self, req: CriticTrainRequest) -> CriticTrained:
-        if req.request_id in self.replies:  # a re-sent request: already trained on it
-            return self.replies[req.request_id]
+        if req.round in self.replies:  # this round is trained: answer as then, under this request's id
+            return msgspec.structs.replace(self.replies[req.round], request_id=req.request_id)
         t0 = time.perf_counter()
         c = self.cfg.critic
         n_before = len(self.labels)
-        for it in req.labels:
+        labels = sorted(req.labels, key=lambda it: it.candidate_id)
+        for it in labels:
             self.labels[it.candidate_id] = it
-        self._write_labels(req.round, req.labels)
+        self._write_labels(req.round, labels)
         items = list(self.labels.values())
         held = [it for it in items if is_heldout(it.problem_id, c.holdout_frac)]
         rest = [it for it in items if not is_heldout(it.problem_id, c.holdout_frac)]
@@ -194,7 +198,7 @@ class OnlineCritic(Role):
                               metrics={k: float(v) for k, v in metrics.items() if v is not None},
                               curve=self.steps.finish())
         self._save_checkpoint(reply)
-        self.replies[req.request_id] = reply
+        self.replies[req.round] = reply
         return reply
 
     def _fit(self, pos: list[list[int]], neg: list[list[int]], seed: int) -> list[float]:
@@ -287,7 +291,7 @@ class OnlineCritic(Role):
                 self.labels[it.candidate_id] = it
         for path in sorted(self.dir.glob("critic_v*.pt")):
             ck = torch.load(path, map_location="cpu", weights_only=True)
-            self.replies[ck["request_id"]] = CriticTrained(
+            self.replies[ck["round"]] = CriticTrained(
                 request_id=ck["request_id"], round=ck["round"], version=ck["version"],
                 metrics=ck["metrics"], curve=msgspec.convert(ck.get("curve", []), list[StepPoint]))
             if ck["version"] > self.version:

@@ -90,7 +90,11 @@ class FitResult:
         return len(self.losses)
 
     def loss_summary(self, last: int = 5) -> dict[str, float]:
-        """{loss_first: the first step's loss, loss_last: the mean of the last ``last`` steps}."""
+        """{loss_first: the first step's loss, loss_last: the mean of the last ``last`` steps};
+        {} after zero steps (no data, or a budget spent before the first
+        step): the caller's metrics then say ``steps: 0`` and carry no loss."""
+        if not self.losses:
+            return {}
         tail = self.losses[-last:]
         return {"loss_first": self.losses[0], "loss_last": sum(tail) / len(tail)}
 

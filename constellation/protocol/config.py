@@ -219,6 +219,8 @@ class SupervisorConfig(_Section):
     heartbeat_interval: Annotated[float, _h("seconds between heartbeats", gt=0)] = 1.0
     heartbeat_timeout: Annotated[float, _h("a role silent this long is declared dead and restarted", gt=0)] = 60.0
     max_restarts: Annotated[int, _h("restarts per role before the run is aborted", ge=0)] = 3
+    loop_timeout: Annotated[float, _h("a coordinator whose own loop has not turned this long (its heartbeat says so) "
+                                      "is restarted like a dead process", gt=0)] = 300.0
     shutdown_grace: Annotated[float, _h("seconds between SIGTERM and SIGKILL at shutdown", ge=0)] = 10.0
 
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 import logging
 import os
 import queue
-from typing import Any, Protocol
+from typing import Any, Protocol, Union
 
 from constellation.protocol import messages as m
-from constellation.protocol.transport import Envelope, Link
+from constellation.protocol.transport import Envelope, Keys, Link
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,19 @@ def handle_request(worker: Any, msg: Any) -> Any:
                        message=f"{type(e).__name__}: {e}")
 
 
-class ZmqRoleClient:
-    """The coordinator's ROUTER socket: a role is addressed by its identity."""
+# what a worker may send the coordinator; anything else is a decode error at the socket
+REPLIES = Union[m.Ready, m.Error, m.Candidates, m.Verdicts, m.Scores, m.AdapterReady,  # noqa: UP007 -- for msgspec
+                m.AdapterLoaded, m.CriticTrained, m.Judgments]
 
-    def __init__(self, endpoint: str, roles: tuple[str, ...]) -> None:
+
+class ZmqRoleClient:
+    """The coordinator's ROUTER socket: a role is addressed by its identity.
+    With ``keys`` (CURVE) only the run's role keys connect, and a peer may
+    only use the name its key is bound to."""
+
+    def __init__(self, endpoint: str, roles: tuple[str, ...], keys: Keys | None = None) -> None:
         self.roles = roles
-        self.link = Link("router", endpoint, bind=True)
+        self.link = Link("router", endpoint, bind=True, expected=REPLIES, keys=keys)
 
     def send(self, role: str, msg: Any) -> None:
         self.link.send(msg, peer=role)

@@ -8,6 +8,17 @@ seconds, also while the main thread is inside a long torch call.
 
 A worker's loop is thin: receive, ``role.handle``, send. An exception inside
 ``handle`` becomes an ``Error`` reply for that request; the process goes on.
+
+Every socket uses CURVE with the role's key pair from ``RUN_DIR/keys`` (made
+by the supervisor): the hub and the lifecycle inbox know which role a
+connection belongs to, and nobody without a key of this run gets in.
+
+Watchdog: the coordinator's heartbeat carries ``loop_age``, seconds since its
+request loop last turned (a huge value when the hub's I/O thread has
+stopped), so the supervisor restarts a coordinator that is alive but stuck.
+A coordinator started again by the supervisor (CONSTELLATION_RESTARTS > 0)
+records a ``role_restart`` event; one started on a finished run reports
+Finished at once and changes nothing.
 """
 
 from __future__ import annotations
@@ -19,15 +30,21 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Union
 
 from constellation.protocol import config
+from constellation.protocol import events as ev
 from constellation.protocol import messages as m
-from constellation.protocol.transport import Link
+from constellation.protocol.transport import Link, client_keys, server_keys
 from constellation.runtime.client import ZmqRoleClient, handle_request
 from constellation.runtime.registry import resolve_role, worker_roles
+from constellation.runtime.store import finished_run
+
+REANNOUNCE_SECONDS = 2.0  # an idle worker repeats its Ready this often
+STUCK_LOOP_AGE = 1e9  # the loop_age reported when the hub's I/O thread has stopped
 
 log = logging.getLogger("process")
 
@@ -59,17 +76,25 @@ def serve_worker(role: str, cfg: config.Config, run_dir: Path, endpoints: dict, 
     info = worker.setup() or {}
     beat.stats = worker.stats
     expected = Union[tuple(cls.accepts) + (m.Shutdown, m.Hello)]  # noqa: UP007 -- a runtime Union for msgspec
-    hub = Link("dealer", endpoints["hub"], bind=False, identity=role, expected=expected)
+    hub = Link("dealer", endpoints["hub"], bind=False, identity=role, expected=expected,
+               keys=client_keys(run_dir, role))
     link.append(hub)
     ready = m.Ready(role=role, pid=os.getpid(), impl=impl, info=info)
     hub.send(ready)
     life.send(ready)
     beat.state = "idle"
     log.info("%s ready (impl %s): %s", role, impl, info)
+    last_heard = time.monotonic()
     while not stop.is_set():
         env = hub.recv(timeout=0.2)
         if env is None:
+            # idle: announce again now and then, so a restarted coordinator
+            # learns this connection (with CURVE it routes by what it heard)
+            if time.monotonic() - last_heard > REANNOUNCE_SECONDS:
+                hub.send(ready)
+                last_heard = time.monotonic()
             continue
+        last_heard = time.monotonic()
         msg = env.msg
         if isinstance(msg, m.Shutdown):
             log.info("shutdown requested: %s", msg.reason)
@@ -90,16 +115,26 @@ def serve_coordinator(cfg: config.Config, run_dir: Path, endpoints: dict, life: 
     from constellation.runtime.coordinator import Coordinator, Interrupted
 
     roles = worker_roles(cfg)  # no critic process when critic.impl = "none"
-    client = ZmqRoleClient(endpoints["hub"], roles)
+    client = ZmqRoleClient(endpoints["hub"], roles, keys=server_keys(run_dir, list(roles)))
     link.append(client.link)
     coord = Coordinator(cfg, run_dir, client, stop)
-    beat.stats = lambda: {"pending": len(coord.pending), "round": coord.current.round if coord.current else -1,
-                          "candidates": len(coord.current.candidates) if coord.current else 0}
+
+    def stats() -> dict[str, float]:
+        loop_age = time.monotonic() - coord.last_turn if client.link.alive else STUCK_LOOP_AGE
+        return {"pending": len(coord.pending), "round": coord.current.round if coord.current else -1,
+                "candidates": len(coord.current.candidates) if coord.current else 0, "loop_age": loop_age}
+
+    beat.stats = stats
     life.send(m.Ready(role="coordinator", pid=os.getpid(), impl="coordinator"))
     beat.state = "busy"
+    ended = finished_run(run_dir)
+    if ended is None and int(os.environ.get("CONSTELLATION_RESTARTS", "0")) > 0:
+        coord.store.event(ev.RoleRestart(role="coordinator", pid=os.getpid(), resent=0))
     try:
-        ok = coord.run()
-        summary = ""
+        if ended is not None:
+            log.info("%s holds a finished run (ok=%s): nothing to do", run_dir, ended.ok)
+        ok = ended.ok if ended is not None else coord.run()
+        summary = "the run had finished already" if ended is not None else ""
     except Interrupted:
         ok, summary = False, "interrupted"
     finally:
@@ -119,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s {args.role}[%(process)d] %(levelname)s %(name)s: %(message)s")
     cfg = config.load_file(args.run_dir / "config.toml")
     endpoints = json.loads((args.run_dir / "endpoints.json").read_text())
-    life = Link("push", endpoints["lifecycle"], bind=False)
+    life = Link("push", endpoints["lifecycle"], bind=False, keys=client_keys(args.run_dir, args.role))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -7,13 +7,20 @@ receive loop. What it guarantees:
   * A reply whose id is no longer pending (a duplicate after a re-send, or one
     addressed to a dead predecessor: ids embed the coordinator's pid and start
     time) is counted and ignored, never handled twice.
-  * An ``Error`` reply re-sends the request, up to MAX_ATTEMPTS in all, then
-    raises ``CoordinatorError`` naming the role and the message.
+  * A reply is accepted only from the role its request was sent to (the
+    envelope's peer, which the transport has checked against the peer's CURVE
+    key); one from another peer is refused, counted and logged, and the
+    request stays pending. A Ready is accepted only for the sender's own name.
+  * An ``Error`` reply re-sends the request, up to MAX_ATTEMPTS Errors in all,
+    then raises ``CoordinatorError`` naming the role and the message. Re-sends
+    after a restart or a timeout are not attempts: the request did not fail.
   * A request unanswered for ``request_timeout`` seconds is re-sent.
   * A role that announces Ready with a new pid was restarted and lost its
     in-flight work: ``_on_role_restart`` runs first (the coordinator restores
     the generator's adapter there), then its pending requests are re-sent in
     their original order.
+  * ``last_turn`` is when the loop last turned: the role process reports its
+    age in the heartbeat, so the supervisor restarts a stuck loop (watchdog).
 
 Subclasses map reply types to handlers in ``_handlers`` and may hook
 ``_before_poll`` and ``_after_dispatch``.
@@ -50,7 +57,7 @@ class Pending:
     role: str
     msg: Any
     sent_at: float
-    attempts: int = 1
+    attempts: int = 1  # 1 + the Error replies so far
 
 
 class RequestLoop:
@@ -66,6 +73,7 @@ class RequestLoop:
         self.counters: dict[str, int] = defaultdict(int)
         self._next_id = 0
         self._incarnation = f"{os.getpid()}.{int(time.time()) % 100000}"
+        self.last_turn = time.monotonic()  # the watchdog's view of this loop
 
     # hooks --------------------------------------------------------------
     def _before_poll(self) -> None:
@@ -98,6 +106,7 @@ class RequestLoop:
     def _pump(self, done: Callable[[], bool]) -> None:
         """Serve messages until ``done()``: the coordinator's only loop."""
         while not done():
+            self.last_turn = time.monotonic()
             if self.stop.is_set():
                 raise Interrupted()
             self._before_poll()
@@ -110,9 +119,14 @@ class RequestLoop:
 
     def _dispatch(self, peer: str | None, msg: Any) -> None:
         if isinstance(msg, m.Ready):
-            return self._on_ready(peer or msg.role, msg)
+            if peer is not None and peer != msg.role:
+                return self._refuse(peer, msg, f"a Ready for role {msg.role!r}")
+            return self._on_ready(msg.role, msg)
         rid = getattr(msg, "request_id", "")
-        pending = self.pending.pop(rid, None)
+        pending = self.pending.get(rid)
+        if pending is not None and peer is not None and peer != pending.role:
+            return self._refuse(peer, msg, f"a reply to request {rid!r}, which went to {pending.role!r}")
+        self.pending.pop(rid, None)
         if pending is None:  # a duplicate after a re-send, or a decode error of ours
             self.counters["ignored_replies"] += 1
             log.warning("ignoring %s from %s for request %r (not pending)", type(msg).__name__, peer, rid)
@@ -123,6 +137,11 @@ class RequestLoop:
         if handler is None:
             raise CoordinatorError(f"unexpected {type(msg).__name__} from {peer}")
         handler(msg)
+
+    def _refuse(self, peer: str, msg: Any, what: str) -> None:
+        self.counters["refused_replies"] += 1
+        log.warning("refused %s from %s: %s (refused so far: %d)", type(msg).__name__, peer, what,
+                    self.counters["refused_replies"])
 
     def _on_reply(self, msg: Any) -> None:
         """Replies that a phase waits for by request id (see _request)."""
@@ -148,7 +167,7 @@ class RequestLoop:
         self._on_role_restart(role, msg.pid, mine)
         for rid in mine:
             p = self.pending[rid]
-            p.attempts, p.sent_at = p.attempts + 1, time.monotonic()
+            p.sent_at = time.monotonic()
             self.client.send(role, p.msg)
         self.counters["resent"] += len(mine)
 
@@ -166,7 +185,7 @@ class RequestLoop:
         for rid, p in list(self.pending.items()):
             if now - p.sent_at > self.request_timeout:
                 log.warning("request %s to %s timed out; re-sending", rid, p.role)
-                p.sent_at, p.attempts = now, p.attempts + 1
+                p.sent_at = now
                 self.client.send(p.role, p.msg)
 
     def _wait_for_workers(self) -> None:
@@ -175,6 +194,7 @@ class RequestLoop:
         log.info("waiting for workers: %s", ", ".join(self.client.roles))
         last_hello = 0.0
         while not self.ready >= set(self.client.roles):
+            self.last_turn = time.monotonic()
             if self.stop.is_set():
                 raise Interrupted()
             if time.monotonic() - last_hello > 1.0:

@@ -211,6 +211,22 @@ def load_split(run_dir: str | Path) -> m.Split:
     return msgspec.msgpack.decode(path.read_bytes(), type=m.Split)
 
 
+def finished_run(run_dir: str | Path) -> ev.RunEnd | None:
+    """The run_end event of a run that has finished, or None (no run yet, or
+    one that stopped before its end): resuming a finished run changes nothing."""
+    path = Path(run_dir) / "run.sqlite"
+    if not path.exists():
+        return None
+    conn = connect(path, readonly=True)
+    try:
+        row = conn.execute("SELECT data FROM metrics WHERE event = 'run_end' ORDER BY id DESC LIMIT 1").fetchone()
+    except sqlite3.OperationalError:  # a store made before its first event has no metrics table yet
+        row = None
+    finally:
+        conn.close()
+    return None if row is None else ev.decode_event(row["data"])
+
+
 def read_event_lines(path: Path) -> tuple[list[ev.Event], int]:
     """Events of a JSON-lines file and the count of bad lines (not an event of a
     known kind). A last line without its newline may still be being written: it
