@@ -26,6 +26,7 @@ import ctypes
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -331,7 +332,11 @@ def up(preset: str = "tiny", overrides: list[str] | None = None, console: Consol
         if saved.exists() and config_mod.load_file(saved) != cfg:
             raise SupervisorError(f"{run_dir} holds a run with another config; resume it with the same "
                                   f"--preset and --set options (see {saved}), or pick a new --run-dir")
-        ended = finished_run(run_dir)
+        try:
+            ended = finished_run(run_dir)
+        except sqlite3.DatabaseError as e:  # a damaged or foreign file: name it, touch nothing
+            raise SupervisorError(f"{run_dir / 'run.sqlite'}: not a readable run store ({e}); "
+                                  f"nothing was changed") from None
         if ended is not None:
             (console or Console()).print(f"{run_dir} holds a finished run (ok={ended.ok}); nothing to resume")
             return (0 if ended.ok else 1), run_dir

@@ -7,6 +7,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -64,12 +65,16 @@ def test_a_read_only_run_directory_is_one_line_and_keeps_its_files(tmp_path, cap
     _mount_tmpfs(where, "size=1m")
     try:
         (where / "run").mkdir()
-        (where / "run" / "run.sqlite").write_bytes(b"stored")
+        db = sqlite3.connect(where / "run" / "run.sqlite")  # a store that holds something (no run_end yet)
+        db.execute("CREATE TABLE metrics (id INTEGER PRIMARY KEY, event TEXT, data TEXT)")
+        db.commit()
+        db.close()
+        stored = (where / "run" / "run.sqlite").read_bytes()
         assert _libc.mount(None, str(where).encode(), None, 32 | 1, None) == 0  # MS_REMOUNT | MS_RDONLY
         code = cli.main(["up", "--preset", "smoke", "--run-dir", str(where / "run")])
         line = one_error_line(capsys)
         assert code == 2 and str(where / "run") in line and os.strerror(errno.EROFS) in line
-        assert (where / "run" / "run.sqlite").read_bytes() == b"stored"
+        assert (where / "run" / "run.sqlite").read_bytes() == stored
     finally:
         _libc.umount2(str(where).encode(), 2)
 
