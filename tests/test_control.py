@@ -56,16 +56,17 @@ def test_study_pools_get_a_selection_control_of_their_own():
     assert report.numbers["selection_control_study"]["groups"] == 20  # 10 problems x 2 groups of the trained round
 
 
-# full fine-tuning (trainer.lora = false, the lead's issue-16 field): LoRA r16 on the micro base did not
-# raise held-out pass@1 with an interval above 0 at any dose tried (see the closing note of issue 16)
-LEARNS = ["trainer.lora=false", "trainer.lr=2e-3"]
+# A base that has barely started (100 warm-start steps: held-out pass@1 0%) and full fine-tuning on the
+# oracle programs for 200 steps: that trainer can learn (measured 0.0% -> 2.5% [0.9, 4.4]), the same
+# trainer at lr 0 cannot. On better bases no dose passed (closing note of issue 16): oracle data of one
+# round is a few percent of what the warm start saw.
+SETUP = ["model.warm_start_steps=100", "task.n_eval=40", "trainer.lora=false", "trainer.max_steps=200"]
+LEARNS = [*SETUP, "trainer.lr=3e-3"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides, verdict", [(["trainer.lr=0.0"], FAILS), (LEARNS, PASSES)])
+@pytest.mark.parametrize("overrides, verdict", [([*SETUP, "trainer.lr=0.0"], FAILS), (LEARNS, PASSES)])
 def test_trainer_control_fires_on_a_trainer_that_cannot_learn(tmp_path, overrides, verdict):
-    if verdict == PASSES and "lora" not in config_mod.TrainerConfig.__struct_fields__:
-        pytest.skip("needs trainer.lora (full fine-tuning)")
     # step budgets only (epochs, warm-start steps): the same models on any machine and load
     cfg = config_mod.load(MICRO, [*overrides, f"model.cache_dir={tmp_path / 'cache'}"])
     control = run_control(cfg, tmp_path / "control")
