@@ -259,7 +259,7 @@ def test_kill_9_during_an_overlapped_round_loses_and_duplicates_nothing(tmp_path
 def test_full_fine_tuning_round_trains_a_step_budget_and_serves_full_weights(tmp_path, model_cache):
     # trainer.lora = false: the trainer saves full weights, the hf generator serves them for round 1
     run_dir, events = up_smoke(tmp_path, model_cache, 'critic.impl="none"', "trainer.lora=false",
-                               "trainer.max_steps=3", "trainer.lr=1e-4")
+                               "trainer.max_steps=3", "trainer.max_seconds=0", "trainer.lr=1e-4")
     trained = [e for e in events if isinstance(e, ev.Trainer)]
     assert [e.round for e in trained] == [1] and trained[0].metrics["steps"] == 3
     v1 = run_dir / "adapters" / "v1"
