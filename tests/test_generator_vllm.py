@@ -19,7 +19,6 @@ from roles.generator_vllm import (AdapterNotServable, VllmGenerator, check_adapt
                                   servable_problems)
 
 ROOT = Path(__file__).resolve().parent.parent
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 
 
 def write_adapter_config(path: Path, **fields) -> Path:
@@ -74,16 +73,6 @@ def test_unservable_trainer_settings_fail_at_setup_before_loading_anything(tmp_p
 # --------------------------------------------------------------------------
 # For real, in .venv-vllm
 # --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def vllm_python() -> Path:
-    """Creates .venv-vllm (idempotent; ~2 min the first time, measured)."""
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "make_vllm_venv.sh")], capture_output=True, text=True,
-                          timeout=1800)
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/make_vllm_venv.sh failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return VLLM_PYTHON
 
 
 def train_adapter(base: Path, out: Path, words: list[str], seed: int) -> Path:
