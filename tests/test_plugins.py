@@ -1,6 +1,6 @@
 """Plugins: a throwaway distribution registers a verifier and a task through entry points.
 
-The plugin's verifier is the README's example, read from the README itself, so
+The plugin's verifier is the example of docs/plugins.md, read from that page itself, so
 the documented code is the tested code. The package is pip-installed into the
 running venv and uninstalled afterwards.
 """
@@ -40,8 +40,8 @@ def critic_text(problem, candidate_text, heldout_outputs):
 
 
 def readme_plugin_example() -> tuple[str, str]:
-    """(the verifier module, the pyproject entry-point table) shown in the README."""
-    text = (ROOT / "README.md").read_text()
+    """(the verifier module, the pyproject entry-point table) shown in docs/plugins.md."""
+    text = (ROOT / "docs" / "plugins.md").read_text()
     block = text.split("<!-- plugin-example:start -->")[1].split("<!-- plugin-example:end -->")[0]
     python = re.search(r"```python\n(.*?)```", block, re.S).group(1)
     toml = re.search(r"```toml\n(.*?)```", block, re.S).group(1)
