@@ -12,6 +12,7 @@ prompt); batches are length-bucketed; the budget is a step budget
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -79,7 +80,7 @@ class SFTArgs:
             return FitArgs(lr=self.lr, epochs=0, max_steps=self.max_steps, max_seconds=self.max_seconds,
                            weight_decay=self.weight_decay, warmup_steps=min(10, self.max_steps // 10 + 1))
         args = FitArgs.over_epochs(self.lr, self.epochs, math.ceil(n_examples / self.batch_size), self.max_seconds)
-        return FitArgs(**{**args.__dict__, "weight_decay": self.weight_decay})
+        return dataclasses.replace(args, weight_decay=self.weight_decay)
 
 
 def train_sft(base_path: str | Path, examples: list[TrainExample], out_dir: Path, args: SFTArgs = SFTArgs(),
@@ -152,7 +153,9 @@ def load_full_model(base_path: str | Path, init: str | None = None, lora: LoraAr
     if lora.quantization != "none":
         raise ValueError(f"trainer.lora = false (full fine-tuning) needs model.quantization = \"none\", "
                          f"got {lora.quantization!r}: 4-bit weights train only through LoRA")
-    model, tokenizer = load_model(base_path, init)
+    # float32 master weights on the trainer's device; a 16-bit compute_dtype runs under autocast (train_sft)
+    model, tokenizer = load_model(base_path, init, device=lora.device, dtype="float32",
+                                  chat_template=lora.chat_template)
     for p in model.parameters():
         p.requires_grad_(True)
     if lora.gradient_checkpointing:
