@@ -95,7 +95,8 @@ def test_warm_start_loss_goes_down(base_dir):
 def test_warm_start_with_prompt_loss_reports_completion_loss():
     tok = lm.build_tokenizer(TOKENS)
     model = base_model.build_tiny_model(tiny_mcfg("unused"), tok, seed=0)
-    args = base_model.WarmStartArgs(seconds=1.5, lr=3e-3, batch_size=8, max_len=64, seed=0, prompt_loss_weight=0.5)
+    # a step budget, not seconds: a loaded machine must not change what is trained (it once left 5 steps)
+    args = base_model.WarmStartArgs(steps=40, lr=3e-3, batch_size=8, max_len=64, seed=0, prompt_loss_weight=0.5)
     report = base_model.warm_start(model, tok, toy_problems(64), args)
     assert report["steps"] > 5 and report["prompt_loss_weight"] == 0.5
     assert math.isfinite(report["loss_last"]) and report["loss_last"] < report["loss_first"]
@@ -260,7 +261,7 @@ def lower_examples(n: int) -> list[TrainExample]:
 
 def test_train_sft_writes_a_loadable_adapter_that_changes_outputs(base_dir, loaded, tmp_path):
     examples = lower_examples(48)
-    metrics = sft.train_sft(base_dir, examples, tmp_path / "v1", sft.SFTArgs(lr=1e-2, epochs=4, max_seconds=30,
+    metrics = sft.train_sft(base_dir, examples, tmp_path / "v1", sft.SFTArgs(lr=1e-2, epochs=4, max_seconds=0,
                            batch_size=8, lora=sft.LoraArgs(r=4, alpha=8)))
     assert (tmp_path / "v1" / "adapter_config.json").exists()
     assert metrics["steps"] == 24 and metrics["n_examples"] == 48
@@ -285,7 +286,8 @@ def test_train_sft_continues_from_an_adapter(base_dir, tmp_path):
 def test_train_sft_stops_at_max_seconds(base_dir, tmp_path):
     metrics = sft.train_sft(base_dir, lower_examples(64), tmp_path / "v1",
                            sft.SFTArgs(epochs=1000, max_seconds=1.0, batch_size=8))
-    assert metrics["seconds"] < 15 and metrics["steps"] < 1000 * 8
+    # stopped by the clock, long before 1000 epochs (8,000 steps); loose bound: loading counts and CI is loaded
+    assert metrics["seconds"] < 120 and metrics["steps"] < 1000 * 8
 
 
 def test_full_fine_tuning_with_a_step_budget_saves_full_weights_that_load(base_dir, loaded, tmp_path):
