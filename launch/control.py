@@ -112,15 +112,15 @@ def _run(cfg: config_mod.Config, control_dir: Path, sample_base: bool) -> dict:
                 base.sample("eval", 0, split.eval, n)
             finally:
                 base.close()
-        coordinator._wait_for_workers()
+        coordinator.wait_for_workers()
         wants = coordinator.role_info.get("trainer", {}).get("wants", "examples")
         if wants != "examples":
             raise StudyError(f"the trainer control needs a trainer that wants SFT examples; trainer.impl = "
                              f"{cfg.trainer.impl!r} wants {wants!r}")
         examples = oracle_examples(cfg, split)
-        ready = coordinator._request("trainer", m.TrainRequest(request_id="control/train", round=1,
+        ready = coordinator.request("trainer", m.TrainRequest(request_id="control/train", round=1,
                                                                 examples=examples))
-        loaded = coordinator._request("generator", m.LoadAdapter(request_id="control/load", version=ready.version,
+        loaded = coordinator.request("generator", m.LoadAdapter(request_id="control/load", version=ready.version,
                                                                  path=ready.path))
         coordinator.served_version, coordinator.served_path = loaded.version, ready.path
         coordinator.sample("eval", 0, split.eval, n)

@@ -150,7 +150,7 @@ class Coordinator(PhaseLoop):
 
     def _serve(self, round: int, data: RoundData, ready: m.AdapterReady) -> None:
         """The generator serves the round's adapter; the round is trained."""
-        loaded = self._request("generator", m.LoadAdapter(request_id=self._rid("load"), version=ready.version,
+        loaded = self.request("generator", m.LoadAdapter(request_id=self._rid("load"), version=ready.version,
                                                           path=ready.path))
         self.served_version, self.served_path = loaded.version, ready.path
         self.store.set_round(round, "trained", adapter_version=ready.version, adapter_path=ready.path)
@@ -226,7 +226,7 @@ class Coordinator(PhaseLoop):
         """DPO pairs (runtime/pairing.py); for self_judge the trainer scores the
         candidates with the policy it holds."""
         def judge(items: list[m.JudgeItem]) -> m.Judgments:
-            return self._request("trainer", m.JudgeRequest(request_id=self._rid("judge"), round=round, items=items))
+            return self.request("trainer", m.JudgeRequest(request_id=self._rid("judge"), round=round, items=items))
 
         prompts = {pid: phase.problems[pid].prompt for pid in pools}
         pairs, info = round_pairs(self.cfg.pairs, self.run_dir, round, pools, prompts, judge,
@@ -315,7 +315,7 @@ class Coordinator(PhaseLoop):
         status = self.store.round_status()
         self.store.event(ev.RunStart(run_dir=str(self.run_dir), rounds=cfg.run.rounds, seed=cfg.run.seed,
                                      resumed=bool(status), manifest=write_manifest(cfg, self.run_dir)))
-        self._wait_for_workers()
+        self.wait_for_workers()
         self._load_task()
         self._serve_latest_adapter(status)
         base = self._base_round(status)
@@ -366,7 +366,7 @@ class Coordinator(PhaseLoop):
         trained = [(r, v, p) for r, (st, v, p) in status.items() if r > 0 and st in ("trained", "done")]
         if trained:
             _, version, path = max(trained)
-            self._request("generator", m.LoadAdapter(request_id=self._rid("load"), version=version, path=path))
+            self.request("generator", m.LoadAdapter(request_id=self._rid("load"), version=version, path=path))
             self.served_version, self.served_path = version, path
 
     def _base_round(self, status: dict[int, tuple[str, int | None, str | None]]) -> dict[int, float]:

@@ -96,7 +96,7 @@ class RequestLoop:
         self.pending[msg.request_id] = Pending(role, msg, time.monotonic())
         self.client.send(role, msg)
 
-    def _request(self, role: str, msg: Any) -> Any:
+    def request(self, role: str, msg: Any) -> Any:
         """Send one request and serve messages until its reply arrives."""
         self._submit(role, msg)
         self._pump(lambda: msg.request_id in self._replies)
@@ -188,7 +188,7 @@ class RequestLoop:
                 p.sent_at = now
                 self.client.send(p.role, p.msg)
 
-    def _wait_for_workers(self) -> None:
+    def wait_for_workers(self) -> None:
         """Workers announce Ready when they start; a restarted coordinator
         missed that, so it asks (Hello) every second until all have answered."""
         log.info("waiting for workers: %s", ", ".join(self.client.roles))

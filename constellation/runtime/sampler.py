@@ -231,7 +231,7 @@ class PhaseLoop(RequestLoop):
     def sample(self, name: str, round: int, problems: list[m.Problem], k: int) -> Phase:
         """One phase outside the rounds (``constellation probe``): waits for the
         roles and loads the task first."""
-        self._wait_for_workers()
+        self.wait_for_workers()
         if self.task is None:
             self.task = resolve_task(self.cfg.task.impl)
         return self._sample(name, round, problems, k)
