@@ -239,3 +239,43 @@ def test_a_resumed_one_step_run_samples_nothing_again(tmp_path):
     roles, log, events = overlapped(tmp_path)
     assert [kind for kind, _ in log if kind != "load"] == []
     assert sum(isinstance(e, ev.RunStart) and e.resumed for e in events) == 1
+
+
+class VersionedCritic(ConstantCritic):
+    """Scores carry the critic's version: the round of the last labels it trained on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.version = 0
+
+    def handle(self, msg: Any) -> Any:
+        reply = super().handle(msg)
+        if isinstance(reply, m.CriticTrained):
+            self.version = reply.version
+            return reply
+        return m.Scores(request_id=reply.request_id, candidate_ids=reply.candidate_ids, scores=reply.scores,
+                        critic_version=self.version)
+
+
+def critic_versions(run_dir: Path) -> dict[str, list[int]]:
+    db = sqlite3.connect(run_dir / "run.sqlite")
+    rows = db.execute("SELECT c.phase || '/' || c.round, s.critic_version FROM scores s JOIN candidates c "
+                      "ON c.id = s.candidate_id GROUP BY 1, 2 ORDER BY 1, 2")
+    out: dict[str, list[int]] = {}
+    for phase, version in rows:
+        out.setdefault(phase, []).append(version)
+    return out
+
+
+def test_one_step_scores_every_phase_with_the_critic_version_none_uses(tmp_path):
+    # one_step samples phases without waiting for their scores; the critic still
+    # scores each phase before it trains on the next round's labels, as under none
+    for name in ("one_step", "none"):
+        (tmp_path / name).mkdir()
+    roles = {**workers(tmp_path / "one_step"), "critic": VersionedCritic()}
+    run(tmp_path / "one_step", roles, "run.rounds=3", 'coordinator.overlap="one_step"')
+    run(tmp_path / "none", {**workers(tmp_path / "none"), "critic": VersionedCritic()}, "run.rounds=3")
+    expected = {"eval/0": [0], "val/0": [0], "train/1": [0], "eval/1": [1], "val/1": [1], "train/2": [1],
+                "eval/2": [2], "val/2": [2], "train/3": [2], "eval/3": [3], "val/3": [3]}
+    assert critic_versions(tmp_path / "none") == expected
+    assert critic_versions(tmp_path / "one_step") == expected

@@ -234,7 +234,7 @@ def _phase_versions(run_dir: Path) -> dict[str, set[int]]:
     return out
 
 
-@pytest.mark.parametrize("role", ["generator", "trainer"])
+@pytest.mark.parametrize("role", ["generator", "trainer", "critic"])
 def test_kill_9_during_an_overlapped_round_loses_and_duplicates_nothing(tmp_path, model_cache, role):
     """coordinator.overlap = "one_step", 2 rounds: kill -9 ``role`` while round 1
     trains and round 2's training phase is sampled with adapter 0."""

@@ -43,19 +43,16 @@ from pathlib import Path
 from typing import Callable
 
 from constellation.algorithms import rationalize
-from constellation.algorithms.guard import CollapseGuard, Decision, Reading, diversity
-from constellation.algorithms.passk import crossover, mean_pass_at_k
-from constellation.algorithms.selection import (POLICIES, Sample, agreement, group_results, select_training_examples,
-                                                selection_accuracy, selection_table)
+from constellation.algorithms.selection import Sample, select_training_examples
 from constellation.protocol import events as ev
 from constellation.protocol import messages as m
 from constellation.protocol.config import Config
 from constellation.runtime.client import RoleClient
 from constellation.runtime.manifest import write_manifest
 from constellation.runtime.pairing import round_pairs
+from constellation.runtime.evaluation import Closing, EvalLoop
 from constellation.runtime.phase import Phase
 from constellation.runtime.registry import resolve_task
-from constellation.runtime.sampler import PhaseLoop
 from constellation.runtime.requests import CoordinatorError, Interrupted
 from constellation.runtime.store import load_split
 
@@ -80,44 +77,11 @@ class RoundData:
     waited: dict[str, float]  # the client's wait ledger when the round began
 
 
-class Coordinator(PhaseLoop):
+class Coordinator(EvalLoop):
     def __init__(self, cfg: Config, run_dir: Path, client: RoleClient, stop: threading.Event | None = None) -> None:
         super().__init__(cfg, run_dir, client, stop)
         self.critic_version = 0
         self.hint: Callable[[m.Problem], str] | None = None  # the task's hint_prompt, when rationalizing
-
-    # ------------------------------------------------------------------
-    # evaluation
-    # ------------------------------------------------------------------
-    def _evaluate(self, round: int, base_pass: dict[int, float] | None) -> dict[int, float]:
-        e = self.cfg.eval
-        pools = self._sample("eval", round, self.split.eval, e.n_samples).pools()
-        counts = [(len(pool), sum(s.heldout_correct for s in pool)) for pool in pools.values()]
-        pass_at_k = mean_pass_at_k(counts, e.ks)
-        policies = [pol for pol in POLICIES if self.use_critic or "critic" not in pol]
-        # every policy on the same candidates, at several k, split by agree/disagree
-        ks = [k for k in e.selection_ks if k <= e.n_samples]
-        table = selection_table(group_results(pools, ks, policies))
-        # the one-line figure at selection_k: read from the table when it has that k
-        # ("all" averages the same groups as selection_accuracy), else computed
-        sel_k, plist = e.selection_k, list(pools.values())
-        sel = ({pol: table[str(sel_k)]["all"][pol] for pol in policies} if str(sel_k) in table
-               else {pol: selection_accuracy(plist, sel_k, pol) for pol in policies})
-        n_agree = sum(agreement([s for s in p if s.visible_pass]) is True for p in plist)
-        self.store.event(ev.Eval(
-            round=round, model="base" if round == 0 else f"round-{round}", adapter_version=self.served_version,
-            n_problems=len(plist), n_samples=e.n_samples, pass_at_k={str(k): v for k, v in pass_at_k.items()},
-            selection_k=sel_k, selection_accuracy=sel, n_agree=n_agree, selection=table,
-            critic_version=self.critic_version))
-        if round == 0:
-            p1 = pass_at_k[1]
-            verdict = ("in ZPD" if e.zpd_low <= p1 <= e.zpd_high else
-                       "below ZPD (too hard)" if p1 < e.zpd_low else "above ZPD (too easy)")
-            self.store.event(ev.Zpd(round=0, pass_at_1=p1, low=e.zpd_low, high=e.zpd_high,
-                                    verdict=f"{verdict} at {p1:.0%}"))
-        else:
-            self.store.event(ev.Crossover(round=round, k_star=crossover(base_pass, pass_at_k)))
-        return pass_at_k
 
     # ------------------------------------------------------------------
     # a training round
@@ -135,13 +99,15 @@ class Coordinator(PhaseLoop):
         ready = self._train(round, data.phase, data.examples, data.pairs)
         self._serve(round, data, ready)
 
-    def _round_data(self, round: int) -> RoundData:
+    def _round_data(self, round: int, scored: bool = True) -> RoundData:
         """Sample the round's training phase (a prefetched one is read back
-        whole), select, rationalize and build what the trainer wants."""
+        whole, or picked up under way), select, rationalize and build what the
+        trainer wants. ``scored=False``: the selection reads no critic score,
+        so the phase's scores may still be on their way."""
         started, waited = time.monotonic(), dict(self.timed.waited)
         self.store.set_round(round, "generating")
         problems, rng = self._draw(round)
-        phase = self._sample("train", round, problems, self.cfg.coordinator.k)
+        phase = self._sample("train", round, problems, self.cfg.coordinator.k, scored=scored)
         pools = phase.pools()
         frontier, selected = self._select(round, pools, rng)
         n_hinted, rationales = self._rationalize(round, phase, pools)
@@ -275,35 +241,65 @@ class Coordinator(PhaseLoop):
     # ------------------------------------------------------------------
     # overlapped rounds (coordinator.overlap = "one_step")
     # ------------------------------------------------------------------
-    def _one_step_rounds(self, status: dict[int, tuple[str, int | None, str | None]],
-                         base: dict[int, float]) -> None:
+    def _one_step_rounds(self, status: dict[int, tuple[str, int | None, str | None]]) -> None:
         """Round r: select from its training phase (sampled during round r-1
         with adapter r-2), send the trainer its data, and while it trains:
         evaluate and guard round r-1 (adapter r-1), start the critic's
         training, sample round r+1's training phase (adapter r-1). Then serve
         adapter r. A resumed run redoes the round that was not trained; the
-        store holds whatever its phases had already received."""
+        store holds whatever its phases had already received.
+
+        The generator never waits for the critic: a phase is sampled unscored
+        (its scores arrive in the order the critic was asked) and its closing
+        or selection waits for the scores only where it reads them."""
+        base, closing = self._open_base(status, scored=False)
         due = None  # a trained round whose evaluation and guard are still to do
         for r in range(1, self.cfg.run.rounds + 1):
             st = status.get(r, ("",))[0]
             if st in ("done", "trained"):
+                closing = self._finish_pending(closing, base)
                 if st == "done" and self._close_round(r, base, evaluate=False):
                     return
                 due = r if st == "trained" else None
                 continue
-            data = self._round_data(r)
+            data = self._round_data(r, scored=self._selection_reads_scores())
             self.store.set_round(r, "training")
             train = self._submit_trainer(r, data.examples, data.pairs)
-            if due is not None and self._close_round(due, base, evaluate=True):
-                self._unawaited.add(train.request_id)  # stopped early: round r is not served
-                return
+            if due is not None:
+                self._finish_pending(closing, base)
+                closing = self._open_close(due, evaluate=True, scored=False)
+                if closing.stops:
+                    self._finish_close(closing, base)
+                    self._unawaited.add(train.request_id)  # stopped early: round r is not served
+                    return
             critic_req = self._submit_critic(r, data.phase)
             if r < self.cfg.run.rounds:
-                self._sample("train", r + 1, self._draw(r + 1)[0], self.cfg.coordinator.k)
-            self._serve(r, data, self._await_training(train, critic_req))
+                self._sample("train", r + 1, self._draw(r + 1)[0], self.cfg.coordinator.k, scored=False)
+            closing = self._finish_pending(closing, base)
+            ready = self._await_training(train, critic_req)
+            self._await_scores(data.phase)  # scored before the critic trained: arrived already
+            self._serve(r, data, ready)
             due = r
+        self._finish_pending(closing, base)
         if due is not None:
             self._close_round(due, base, evaluate=True)
+
+    def _finish_pending(self, closing: Closing | None, base: dict[int, float]) -> None:
+        """Finish a closing opened unscored (the base's, round 0, or a trained
+        round's) -> None, the closing is no longer pending."""
+        if closing is not None:
+            if closing.round == 0:
+                self._finish_base(closing)
+            else:
+                self._finish_close(closing, base)
+        return None
+
+    def _selection_reads_scores(self) -> bool:
+        """Whether building a round's training data reads critic scores (the
+        selection policy, or DPO pairs ranked by the critic)."""
+        wants_pairs = self.role_info.get("trainer", {}).get("wants", "examples") == "pairs"
+        return self.use_critic and (self.cfg.coordinator.selection in ("critic", "critic_vote")
+                                    or (wants_pairs and self.cfg.pairs.source == "critic"))
 
     # ------------------------------------------------------------------
     # the run
@@ -318,10 +314,10 @@ class Coordinator(PhaseLoop):
         self.wait_for_workers()
         self._load_task()
         self._serve_latest_adapter(status)
-        base = self._base_round(status)
         if cfg.coordinator.overlap == "one_step":
-            self._one_step_rounds(status, base)
+            self._one_step_rounds(status)
         else:
+            base = self._base_round(status)
             for r in range(1, cfg.run.rounds + 1):
                 st = status.get(r, ("",))[0]
                 if st not in ("done", "trained"):
@@ -330,21 +326,6 @@ class Coordinator(PhaseLoop):
                     break
         self.store.event(ev.RunEnd(ok=True, counters=dict(self.counters), busy_seconds=rounded_ledger(self.timed.busy),
                                    waited_seconds=rounded_ledger(self.timed.waited)))
-        return True
-
-    def _close_round(self, r: int, base: dict[int, float], evaluate: bool) -> bool:
-        """Evaluate a trained round (unless its evaluation is recorded), let the
-        guard read it, mark it done -> whether the run stops early here."""
-        if evaluate:
-            self._evaluate(r, base)
-        decision = self._guard_round(r)
-        self.store.set_round(r, "done")
-        if decision is None or not decision.stop:
-            return False
-        if self.store.last_event(ev.EarlyStop, r) is None:
-            self.store.event(ev.EarlyStop(round=r, reason=decision.reason, best_round=decision.best_round,
-                                          rounds_skipped=self.cfg.run.rounds - r))
-        log.warning("early stop after round %d: %s", r, decision.reason)
         return True
 
     def _load_task(self) -> None:
@@ -368,59 +349,6 @@ class Coordinator(PhaseLoop):
             _, version, path = max(trained)
             self.request("generator", m.LoadAdapter(request_id=self._rid("load"), version=version, path=path))
             self.served_version, self.served_path = version, path
-
-    def _base_round(self, status: dict[int, tuple[str, int | None, str | None]]) -> dict[int, float]:
-        """Round 0: evaluate the base (or read its recorded evaluation) -> its pass@k."""
-        if status.get(0, ("",))[0] == "done":
-            recorded = self.store.last_event(ev.Eval, 0)
-            base = {int(k): v for k, v in recorded.pass_at_k.items()}
-        else:
-            self.store.set_round(0, "evaluating")
-            base = self._evaluate(0, None)
-        self._guard_round(0)
-        self.store.set_round(0, "done", adapter_version=0, adapter_path="")
-        return base
-
-    # ------------------------------------------------------------------
-    # collapse guard
-    # ------------------------------------------------------------------
-    def _split_validation(self) -> None:
-        """The validation problems are the last ``guard.val_problems`` of the
-        training pool; training never draws them."""
-        g = self.cfg.guard
-        n_val = g.val_problems if g.enabled else 0
-        if n_val < 0 or n_val >= len(self.split.train):
-            raise CoordinatorError(f"guard.val_problems = {n_val} must be >= 0 and below the training pool "
-                                   f"size ({len(self.split.train)} problems, task.n_train); lower guard.val_problems or "
-                                   f"set guard.enabled=false")
-        cut = len(self.split.train) - n_val
-        self.train_pool, self.val_problems = self.split.train[:cut], self.split.train[cut:]
-        self.guard = CollapseGuard(patience=g.patience, tolerance=g.tolerance, diversity_floor=g.diversity_floor)
-
-    def _guard_round(self, round: int) -> Decision | None:
-        """Measure the validation split with the served model (or replay the
-        recorded reading after a restart) and let the guard decide."""
-        if not self.val_problems:
-            return None
-        recorded = self.store.last_event(ev.Guard, round)
-        if recorded is None:
-            pools = self._sample("val", round, self.val_problems, self.cfg.guard.val_samples).pools()
-            samples = [s for pool in pools.values() for s in pool]
-            scores = [s.score for s in samples if s.score is not None]
-            reading = Reading(round, val_pass_at_1=sum(s.heldout_correct for s in samples) / len(samples),
-                              diversity=diversity([[s.heldout_outputs for s in pool] for pool in pools.values()]),
-                              critic_mean=sum(scores) / len(scores) if scores else None)
-        else:
-            nan_if_null = float("nan") if recorded.diversity is None else recorded.diversity
-            reading = Reading(round, recorded.val_pass_at_1, nan_if_null, recorded.critic_mean)
-        decision = self.guard.update(reading)
-        if recorded is None:
-            self.store.event(ev.Guard(
-                round=round, val_pass_at_1=reading.val_pass_at_1, diversity=reading.diversity,
-                critic_mean=reading.critic_mean, n_problems=len(self.val_problems),
-                n_samples=self.cfg.guard.val_samples, stop=decision.stop, reason=decision.reason,
-                falls=decision.falls, diversity_ratio=decision.diversity_ratio, best_round=decision.best_round))
-        return decision
 
     def close(self) -> None:
         self.store.close()

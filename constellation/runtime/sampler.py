@@ -236,30 +236,53 @@ class PhaseLoop(RequestLoop):
             self.task = resolve_task(self.cfg.task.impl)
         return self._sample(name, round, problems, k)
 
-    def _sample(self, name: str, round: int, problems: list[m.Problem], k: int) -> Phase:
-        """Generate k candidates per problem, verify and score them all. A
+    def _sample(self, name: str, round: int, problems: list[m.Problem], k: int, scored: bool = True) -> Phase:
+        """Generate k candidates per problem, verify them all, and score them
+        all -- or, with ``scored=False``, return once every candidate is
+        verified: the phase stays under way, its score requests already with
+        the critic, until ``_await_scores`` (the generator need not wait for
+        the critic). A phase still under way is picked up where it is; a
         resumed phase starts from what a previous coordinator recorded."""
+        phase = self.phases.get(f"{name}/{round}") or self._open_phase(name, round, problems, k)
+        try:
+            t0 = time.monotonic()
+            self._pump(lambda: not self.gen_queue and phase.complete(False))
+            log.info("%s round %d: %d candidates in %.1fs", name, round, len(phase.candidates),
+                     time.monotonic() - t0)
+            if scored:
+                self._await_scores(phase)
+        except BaseException:
+            self.phases.pop(phase.prefix, None)
+            raise
+        return phase
+
+    def _await_scores(self, phase: Phase) -> Phase:
+        """Serve messages until the critic has scored every candidate of the
+        phase; the phase is then no longer under way."""
+        try:
+            self._pump(lambda: phase.complete(self.use_critic))
+            self._report_progress()
+        finally:
+            self.phases.pop(phase.prefix, None)
+        return phase
+
+    def _open_phase(self, name: str, round: int, problems: list[m.Problem], k: int) -> Phase:
+        """A phase under way, with whatever a previous coordinator recorded of
+        it; its generation is queued (and the verification and scoring of what
+        was recorded without them)."""
         phase = Phase(name, round, {p.id: p for p in problems}, k, adapter_version=self.served_version)
         cands, verdicts, scores = self.store.load_phase(round, name)
         phase.candidates = {c.id: c for c in cands}
         phase.verdicts = {v.candidate_id: v for v in verdicts}
         phase.scores = scores
         self.phases[phase.prefix] = phase
-        try:
-            self._queue_generation(phase, problems)
-            if cands:
-                log.info("resuming %s round %d: %d candidates, %d verdicts, %d scores already recorded",
-                         name, round, len(cands), len(verdicts), len(scores))
-                self._verify(phase, phase.unverified())
-                if self.use_critic:  # verdicts recorded before a restart have no critic text yet
-                    self._score(phase, phase.unscored())
-            t0 = time.monotonic()
-            self._pump(lambda: not self.gen_queue and phase.complete(self.use_critic))
-            self._report_progress()
-            log.info("%s round %d: %d candidates in %.1fs", name, round, len(phase.candidates),
-                     time.monotonic() - t0)
-        finally:
-            del self.phases[phase.prefix]
+        self._queue_generation(phase, problems)
+        if cands:
+            log.info("resuming %s round %d: %d candidates, %d verdicts, %d scores already recorded",
+                     name, round, len(cands), len(verdicts), len(scores))
+            self._verify(phase, phase.unverified())
+            if self.use_critic:  # verdicts recorded before a restart have no critic text yet
+                self._score(phase, phase.unscored())
         return phase
 
     def _queue_generation(self, phase: Phase, problems: list[m.Problem]) -> None:
