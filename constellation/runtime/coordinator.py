@@ -9,17 +9,21 @@ A round, top-down (``_train_round``):
   draw problems -> sample k each (a train ``Phase``) -> select training
   examples -> rationalize failures -> build what the trainer wants (examples
   or pairs, as it declared in READY) -> train trainer and critic at the same
-  time -> serve the new adapter -> evaluate it (``_evaluate``) -> guard.
+  time -> serve the new adapter -> evaluate it and let the guard read it
+  (``_close_round``, runtime/evaluation.py).
 
 Sampling, verifying and scoring a phase, streamed, is ``PhaseLoop``'s
-(runtime/sampler.py); this file is the rounds on top of it.
+(runtime/sampler.py); closing a round is ``EvalLoop``'s (runtime/evaluation.py);
+this file is the rounds on top of them.
 
 ``coordinator.overlap = "one_step"`` (``_one_step_rounds``) keeps the
 generator busy while the trainer trains round r: it evaluates round r-1 with
 adapter r-1 (exactly that adapter), then samples round r+1's training
 candidates with it too, one round stale (one-step off-policy, as AReaL and
-verl). The critic trains on round r's labels after round r-1's evaluation is
-scored, so every phase is scored by the same critic version as under "none".
+verl). The critic is asked to train on round r's labels after it was asked to
+score round r-1's evaluation, so every phase is scored by the same critic
+version as under "none"; the generator does not wait for those scores (a phase
+is sampled unscored, and only what reads scores waits for them).
 Each candidate carries its adapter version; the examples sent to the trainer
 carry it, and ``RoundEnd.staleness`` reports how far behind they were.
 
