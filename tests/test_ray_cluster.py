@@ -3,9 +3,10 @@ joined by a veth pair, each a node of one Ray cluster (tests/ray_hosts.py).
 
 The generator (and the critic) prefer host b, the coordinator, verifier and
 trainer run on host a: adapters written by the trainer on a are loaded by the
-generator on b from the shared run directory. The second case kills host b's
-raylet mid-round: Ray restarts b's roles on a and the run ends with every
-candidate counted. Runs only where namespaces can be made (root) and Ray is
+generator on b from the shared run directory. The second case forges from
+host b, over tcp on the veth pair (tests/forgery.py): the role-identity checks
+hold across hosts. The third kills host b's raylet mid-round: Ray restarts
+b's roles on a and the run ends with every candidate counted. Runs only where namespaces can be made (root) and Ray is
 installed (the ray extra; CI installs it).
 """
 
@@ -24,6 +25,7 @@ import pytest
 
 from constellation.protocol import events as ev
 from constellation.runtime.store import read_events
+from forgery import check_refused, wait_for_run
 from ray_hosts import HEAD_IP, ROOT, WORKER_IP, namespaces_unavailable, two_hosts
 
 pytestmark = pytest.mark.slow
@@ -100,6 +102,43 @@ def test_smoke_run_with_generator_and_trainer_on_different_hosts(hosts, tmp_path
     assert (run_dir / "adapters" / "v1" / "adapter_config.json").exists()
     assert json.loads((run_dir / "endpoints.json").read_text())["hub"].startswith(f"tcp://{HEAD_IP}:")
     assert "placed by Ray" in out
+
+
+def _from_host_b(hosts, *args: str) -> subprocess.Popen:
+    """``python tests/forgery.py ARGS`` in namespace b: a process of another host."""
+    return subprocess.Popen(hosts.cmd(hosts.ns_b, sys.executable, str(ROOT / "tests" / "forgery.py"), *args),
+                            cwd=ROOT, env=hosts.env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_forgeries_from_the_second_host_are_refused_over_tcp(hosts, tmp_path, model_cache):
+    """From host b, over tcp to host a's hub and lifecycle socket: verdicts
+    under the name "verifier" and Finished(ok=True) with another role's key
+    and with a stranger's key, while a stranger's request gets no reply. The
+    run ends with the honest counts, and the refusals name host b."""
+    runs = tmp_path / "runs"
+    proc = _up(hosts, runs, model_cache)
+    attackers: list[subprocess.Popen] = []
+    try:
+        run_dir = wait_for_run(runs, proc)
+        endpoints = json.loads((run_dir / "endpoints.json").read_text())
+        assert all(ep.startswith(f"tcp://{HEAD_IP}:") for ep in endpoints.values()), endpoints
+        attackers = [_from_host_b(hosts, str(run_dir), "900"), _from_host_b(hosts, str(run_dir), "300", "--ask")]
+        out = _finish(proc)
+    finally:
+        for attacker in attackers:
+            attacker.terminate()
+    forger, asker = (a.communicate(timeout=60)[0] for a in attackers)
+    assert attackers[0].returncode == 0 and json.loads(forger)["forged_rounds"] > 0, forger[-3000:]
+    # an admitted peer gets an Error reply to its undecodable frame: only the run's key does
+    assert attackers[1].returncode == 0 and json.loads(asker) == {"stranger": 0, "plain": 0, "control": 1}, asker
+    events = read_events(run_dir)
+    assert isinstance(events[-1], ev.RunEnd) and events[-1].ok
+    assert [e.round for e in events if isinstance(e, ev.Eval)] == [0, 1]  # not ended by a forged Finished
+    assert _counts(run_dir) == SMOKE_COUNTS
+    check_refused(run_dir, out)
+    # the strangers were turned away as clients on host b, at the hub and at the lifecycle socket
+    assert f"from {WORKER_IP} on {endpoints['hub']}" in (run_dir / "logs" / "coordinator.log").read_text()
+    assert f"from {WORKER_IP} on {endpoints['lifecycle']}" in out
 
 
 def test_losing_the_second_host_mid_round_moves_its_roles_and_loses_nothing(hosts, tmp_path, model_cache):
