@@ -4,10 +4,12 @@ each run ends exactly as an uninterrupted one.
     python bench/kill_soak.py --n 20 [--preset smoke] [--seed 0] [--set KEY=VALUE ...]
 
 First one uninterrupted reference run, then N runs of the same config. In each,
-once every role is ready, the bench waits a random time (up to 90% of the
-reference's run time) and sends SIGKILL to a random role (coordinator,
-generator, verifier, critic or trainer; pids from status.json). Each run must
-then:
+once every role is ready, the bench waits until the run has recorded a random
+share (up to 90%) of the reference's candidates, then a random 0-3 s more (so
+some kills land in training, when no candidate flows), and sends SIGKILL to a
+random role (coordinator, generator, verifier, critic or trainer; pids from
+status.json). The moment is counted in work, not wall time, so the kill lands
+mid-run whatever the machine's load. Each run must then:
   * exit 0 with a run_end event;
   * have exactly the reference's candidate count per (phase, round), each
     candidate with exactly one verdict (no duplicates, none missing);
@@ -65,6 +67,21 @@ def wait_all_ready(runs: Path, proc: subprocess.Popen, timeout: float = 900) -> 
     raise RuntimeError(f"the run in {runs} never had every role ready (exit {proc.poll()})")
 
 
+def wait_for_candidates(run_dir: Path, proc: subprocess.Popen, n: int) -> None:
+    """Until the run has recorded at least n candidates (or has ended)."""
+    while proc.poll() is None:
+        try:
+            db = sqlite3.connect(f"file:{run_dir / 'run.sqlite'}?mode=ro", uri=True, timeout=5)
+            try:
+                if db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] >= n:
+                    return
+            finally:
+                db.close()
+        except sqlite3.OperationalError:  # not created yet, or busy
+            pass
+        time.sleep(0.1)
+
+
 def outcome(run_dir: Path) -> dict:
     """What must equal the reference: counts, pass@k, critic metrics; and the checks of one run."""
     db = sqlite3.connect(run_dir / "run.sqlite")
@@ -85,7 +102,7 @@ def outcome(run_dir: Path) -> dict:
             "restarts": sum(isinstance(e, ev.RoleRestart) for e in events)}
 
 
-def one_run(args, work: Path, i: int, reference: dict | None, budget: float, rng: random.Random) -> dict:
+def one_run(args, work: Path, i: int, reference: dict | None, rng: random.Random) -> dict:
     runs = work / f"run-{i}"
     t0 = time.monotonic()
     proc = start(args.preset, runs, args.cache, args.set)
@@ -93,11 +110,14 @@ def one_run(args, work: Path, i: int, reference: dict | None, budget: float, rng
     ready_at = time.monotonic()
     victim, delay = None, 0.0
     if reference is not None:
-        victim, delay = rng.choice(ROLES), rng.uniform(0.0, 0.9 * budget)
-        time.sleep(delay)
+        victim, share, extra = rng.choice(ROLES), rng.uniform(0.0, 0.9), rng.uniform(0.0, 3.0)
+        wait_for_candidates(run_dir, proc, int(share * sum(reference["counts"].values())))
+        time.sleep(extra)
+        delay = time.monotonic() - ready_at
         pid = json.loads((run_dir / "status.json").read_text())["roles"][victim]["pid"]
         try:
             os.kill(pid, signal.SIGKILL)
+            victim = f"{victim} at {share:.0%} of the candidates + {extra:.1f}s"
         except ProcessLookupError:
             victim = f"{victim} (already gone)"
     out, _ = proc.communicate(timeout=1800)
@@ -126,13 +146,13 @@ def main() -> int:
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="kill-soak-") as tmp:
         work = Path(tmp)
-        reference = one_run(args, work, 0, None, 0.0, rng)
+        reference = one_run(args, work, 0, None, rng)
         assert reference["code"] == 0 and all(reference["checks"].values()), reference["tail"]
         print(f"reference: {reference['seconds']:.0f}s, candidates {sum(reference['counts'].values())}, "
               f"pass@k {reference['pass_at_k']}", flush=True)
         exact = 0
         for i in range(1, args.n + 1):
-            result = one_run(args, work, i, reference, reference["run_seconds"], rng)
+            result = one_run(args, work, i, reference, rng)
             bad = compare(result, reference)
             exact += not bad
             print(f"run {i}/{args.n}: killed {result['victim']} after {result['delay']:.1f}s, "
