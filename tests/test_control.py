@@ -22,9 +22,9 @@ def _pool(pid: str, n: int, correct: int, disagree: bool = False) -> list[Sample
                    heldout_outputs=(1,) if i < correct else (2,)) for i in range(n)]
 
 
-def _control(seed: int, base: list[int], trained: list[int], disagree: bool = False):
-    pools = {r: {f"E{i}": _pool(f"E{i}", 8, c, disagree) for i, c in enumerate(counts)}
-             for r, counts in ((0, base), (1, trained))}
+def _control(seed: int, base: list[int], trained: list[int], disagree: bool = False, own: list[int] | None = None):
+    arms = ((0, base), (1, trained)) + (((2, own),) if own is not None else ())
+    pools = {r: {f"E{i}": _pool(f"E{i}", 8, c, disagree) for i, c in enumerate(counts)} for r, counts in arms}
     return trajectory_of(seed, Path(f"/tmp/control-{seed}"), pools, [4])
 
 
@@ -35,6 +35,21 @@ def test_trainer_control_passes_on_a_gain_and_fails_without_one():
     report = control_report(same, 4, 200)
     assert report.findings["trainer_control"] == FAILS
     assert report.numbers["trainer_gain"] == [0.0, 0.0, 0.0]
+
+
+def test_the_on_policy_control_tells_a_trainer_that_learns_from_data_it_cannot_use():
+    # reference programs teach nothing, the base's own correct programs do: the trainer can learn
+    off = [_control(s, [1, 2, 0, 1] * 5, [1, 2, 0, 1] * 5, own=[5, 6, 4, 5] * 5) for s in range(2)]
+    report = control_report(off, 4, 200)
+    assert report.findings["trainer_control"] == FAILS
+    assert report.findings["trainer_control_on_policy"] == PASSES
+    assert report.numbers["trainer_gain_on_policy"][1] > 0 and "can learn at this budget" in report.markdown
+    # neither arm moves: the trainer cannot learn
+    stuck = control_report([_control(s, [1, 2, 0, 1] * 5, [1, 2, 0, 1] * 5, own=[1, 2, 0, 1] * 5)
+                            for s in range(2)], 4, 200)
+    assert stuck.findings["trainer_control_on_policy"] == FAILS and "cannot learn" in stuck.markdown
+    # controls without the arm (the base solved nothing) report the reference control alone
+    assert "trainer_control_on_policy" not in control_report(off[:1] + [_control(1, [1] * 20, [1] * 20)], 4, 50).findings
 
 
 def test_selection_control_needs_disagree_groups():

@@ -42,6 +42,7 @@ import random
 import threading
 import time
 import zlib
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -85,6 +86,7 @@ class Coordinator(EvalLoop):
     def __init__(self, cfg: Config, run_dir: Path, client: RoleClient, stop: threading.Event | None = None) -> None:
         super().__init__(cfg, run_dir, client, stop)
         self.critic_version = 0
+        self.critic_training: deque[m.CriticTrainRequest] = deque()  # asked, reply not recorded yet
         self.hint: Callable[[m.Problem], str] | None = None  # the task's hint_prompt, when rationalizing
 
     # ------------------------------------------------------------------
@@ -228,19 +230,33 @@ class Coordinator(EvalLoop):
         self._submit("critic", critic_req)
         return critic_req
 
-    def _await_training(self, train: m.TrainRequest, critic_req: m.CriticTrainRequest | None) -> m.AdapterReady:
-        self._pump(lambda: train.request_id in self._replies
-                   and (critic_req is None or critic_req.request_id in self._replies))
+    def _await_training(self, train: m.TrainRequest, critic_req: m.CriticTrainRequest | None,
+                        wait_critic: bool = True) -> m.AdapterReady:
+        """The trainer's adapter, and the critic's training reply (or, with
+        ``wait_critic=False``, leave that one to ``_collect_critic``)."""
+        if critic_req is not None:
+            self.critic_training.append(critic_req)
+        self._pump(lambda: train.request_id in self._replies)
         ready: m.AdapterReady = self._replies.pop(train.request_id)
         self.store.event(ev.Trainer(round=train.round, version=ready.version, path=ready.path,
                                     n_examples=len(train.examples), n_pairs=len(train.pairs), metrics=ready.metrics,
                                     curve=ready.curve))
-        if critic_req is not None:
-            trained: m.CriticTrained = self._replies.pop(critic_req.request_id)
-            self.critic_version = trained.version
-            self.store.event(ev.Critic(round=train.round, version=trained.version, metrics=trained.metrics,
-                                       curve=trained.curve))
+        if wait_critic:
+            self._collect_critic(block=True)
         return ready
+
+    def _collect_critic(self, block: bool) -> None:
+        """Record the critic's training replies that have arrived, in the order
+        they were asked for (``block``: wait for all of them)."""
+        while self.critic_training:
+            req = self.critic_training[0]
+            if req.request_id not in self._replies and not block:
+                return
+            self._pump(lambda: req.request_id in self._replies)
+            trained: m.CriticTrained = self._replies.pop(self.critic_training.popleft().request_id)
+            self.critic_version = trained.version
+            self.store.event(ev.Critic(round=req.round, version=trained.version, metrics=trained.metrics,
+                                       curve=trained.curve))
 
     # ------------------------------------------------------------------
     # overlapped rounds (coordinator.overlap = "one_step")
@@ -253,15 +269,18 @@ class Coordinator(EvalLoop):
         adapter r. A resumed run redoes the round that was not trained; the
         store holds whatever its phases had already received.
 
-        The generator never waits for the critic: a phase is sampled unscored
-        (its scores arrive in the order the critic was asked) and its closing
-        or selection waits for the scores only where it reads them."""
-        base, closing = self._open_base(status, scored=False)
+        The generator never waits for the critic: phases are sampled unscored
+        (the critic serves its requests in the order they were sent), a
+        closing's events are written once its scores are in (``closings``),
+        the critic's training reply is recorded when it arrives, and only a
+        selection that reads scores waits for them."""
+        base, opened = self._open_base(status, scored=False)
+        closings: deque[Closing | Phase] = deque([opened])  # sampled, still to be scored
         due = None  # a trained round whose evaluation and guard are still to do
         for r in range(1, self.cfg.run.rounds + 1):
             st = status.get(r, ("",))[0]
             if st in ("done", "trained"):
-                closing = self._finish_pending(closing, base)
+                self._finish_closings(closings, base, block=True)
                 if st == "done" and self._close_round(r, base, evaluate=False):
                     return
                 due = r if st == "trained" else None
@@ -270,33 +289,38 @@ class Coordinator(EvalLoop):
             self.store.set_round(r, "training")
             train = self._submit_trainer(r, data.examples, data.pairs)
             if due is not None:
-                self._finish_pending(closing, base)
-                closing = self._open_close(due, evaluate=True, scored=False)
-                if closing.stops:
-                    self._finish_close(closing, base)
+                closings.append(self._open_close(due, evaluate=True, scored=False))
+                if closings[-1].stops:
+                    self._finish_closings(closings, base, block=True)
+                    self._collect_critic(block=True)
                     self._unawaited.add(train.request_id)  # stopped early: round r is not served
                     return
+            self._collect_critic(block=False)
             critic_req = self._submit_critic(r, data.phase)
             if r < self.cfg.run.rounds:
                 self._sample("train", r + 1, self._draw(r + 1)[0], self.cfg.coordinator.k, scored=False)
-            closing = self._finish_pending(closing, base)
-            ready = self._await_training(train, critic_req)
-            self._await_scores(data.phase)  # scored before the critic trained: arrived already
+            self._finish_closings(closings, base, block=False)
+            ready = self._await_training(train, critic_req, wait_critic=False)
+            closings.append(data.phase)  # its scores may still be on their way: nothing reads them now
             self._serve(r, data, ready)
             due = r
-        self._finish_pending(closing, base)
-        if due is not None:
-            self._close_round(due, base, evaluate=True)
+        if due is not None:  # the last evaluation: sampled while the critic catches up
+            closings.append(self._open_close(due, evaluate=True, scored=False))
+        self._collect_critic(block=True)
+        self._finish_closings(closings, base, block=True)
 
-    def _finish_pending(self, closing: Closing | None, base: dict[int, float]) -> None:
-        """Finish a closing opened unscored (the base's, round 0, or a trained
-        round's) -> None, the closing is no longer pending."""
-        if closing is not None:
-            if closing.round == 0:
-                self._finish_base(closing)
+    def _finish_closings(self, closings: deque[Closing | Phase], base: dict[int, float], block: bool) -> None:
+        """In the order they were opened, write the events of the closings
+        whose phases are scored and let go of the scored training phases
+        (``block``: wait for the scores of all of them)."""
+        while closings and (block or closings[0].scored(self.use_critic)):
+            item = closings.popleft()
+            if isinstance(item, Phase):
+                self._await_scores(item)
+            elif item.round == 0:
+                self._finish_base(item)
             else:
-                self._finish_close(closing, base)
-        return None
+                self._finish_close(item, base)
 
     def _selection_reads_scores(self) -> bool:
         """Whether building a round's training data reads critic scores (the

@@ -50,6 +50,10 @@ class Closing:
     def stops(self) -> bool:
         return self.decision is not None and self.decision.stop
 
+    def scored(self, use_critic: bool) -> bool:
+        """Whether the critic has scored both phases (its events can be written without a wait)."""
+        return all(p is None or p.complete(use_critic) for p in (self.eval, self.val))
+
 
 class EvalLoop(PhaseLoop):
     critic_version = 0  # the critic version that scores what is sampled now (coordinator.py updates it)
@@ -125,7 +129,7 @@ class EvalLoop(PhaseLoop):
             round=round, model="base" if round == 0 else f"round-{round}", adapter_version=phase.adapter_version,
             n_problems=len(plist), n_samples=e.n_samples, pass_at_k={str(k): v for k, v in pass_at_k.items()},
             selection_k=sel_k, selection_accuracy=sel, n_agree=n_agree, selection=table,
-            critic_version=self.critic_version))
+            critic_version=phase.critic_version if phase.scores else self.critic_version))
         if round == 0:
             p1 = pass_at_k[1]
             verdict = ("in ZPD" if e.zpd_low <= p1 <= e.zpd_high else

@@ -55,6 +55,7 @@ class Phase:
     scores: dict[str, float] = field(default_factory=dict)
     critic_texts: dict[str, str] = field(default_factory=dict)  # candidate id -> the critic's input, made once
     to_score: list[m.ScoreItem] = field(default_factory=list)  # verified, not yet sent to the critic
+    critic_version: int = 0  # the newest critic version whose scores the phase received
 
     @property
     def prefix(self) -> str:
@@ -70,6 +71,10 @@ class Phase:
     def complete(self, scored: bool) -> bool:
         """Every candidate verified (and scored, when there is a critic)."""
         return len(self.verdicts) >= self.expected and (not scored or len(self.scores) >= self.expected)
+
+    def scored(self, use_critic: bool) -> bool:
+        """Complete, scores included when there is a critic (as a ``Closing`` says it)."""
+        return self.complete(use_critic)
 
     def have_per_problem(self) -> dict[str, int]:
         have: dict[str, int] = defaultdict(int)

@@ -214,6 +214,7 @@ class PhaseLoop(RequestLoop):
                  if c not in phase.scores and c in phase.verdicts]
         self.store.add_scores([c for c, _ in fresh], [s for _, s in fresh], msg.critic_version)
         phase.scores.update(fresh)
+        phase.critic_version = max(phase.critic_version, msg.critic_version)
 
     def _report_progress(self) -> None:
         now, phase = time.monotonic(), self.current
