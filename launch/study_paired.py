@@ -106,6 +106,10 @@ def paired_section(key: str, arms: dict[str, list[Trajectory]], ks: list[int],
         lines.append(f"| {value} | " + " | ".join(_cell(v) for v in _triples(final, shown).values()) +
                      f" | {said} |")
         sanity.append(_sanity_line(key, value, first_value, _triples(base, shown)))
+        ends = [f"seed {a.seed}: round {b.final} against {a.final}"
+                for a, b in zip(first, arms[value]) if a.final != b.final]
+        if ends:  # a guard stop in one arm: its "final" is an earlier round
+            sanity.append(f"- Final rounds differ between {value} and {first_value}: {'; '.join(ends)}.")
     return lines + ["", *sanity, ""], numbers
 
 
