@@ -4,7 +4,9 @@ For each value the whole study runs (its seeds, its positive controls, its
 report) in ``<out>/<KEY>=<V>/``, with ``--set KEY=V`` added to the overrides;
 a finished value is skipped like a finished trajectory. The sweep's report
 (``<out>/report.md``, ``report.json``) puts the values side by side, each
-number with its interval from that value's study, and draws three figures:
+number with its interval from that value's study, compares each value's
+pass@k with the first value's on the same seeds and problems (a paired
+bootstrap, launch/study_paired.py), and draws three figures:
 
   sweep_selection.png  critic minus best-of-k against the disagree share
   sweep_headroom.png   round-1 pass@1 gain against the base's headroom
@@ -24,8 +26,10 @@ from typing import Any
 
 from rich.console import Console
 
+from constellation.protocol import config as config_mod
 from launch import study_figures
-from launch.study_report import Report, StudyError
+from launch.study_paired import paired_section
+from launch.study_report import Report, StudyError, Trajectory, load_trajectory
 
 FINDINGS = ("selection", "headroom", "crossover")
 CONTROLS = ("trainer_control", "selection_control")
@@ -54,13 +58,15 @@ def run_sweep(preset: str, spec: str, seeds: int, overrides: list[str], out: Pat
     from launch.study import run_study
 
     key, values = parse_sweep(spec)
+    ks = list(config_mod.load(preset, [*overrides, f"{key}={values[0]}"]).eval.ks)
     out = Path(out).resolve()
     reports = {}
     for i, value in enumerate(values):
         console.rule(f"sweep {key}: value {value} ({i + 1} of {len(values)})")
         reports[value] = run_study(preset, seeds, [*overrides, f"{key}={value}"], value_dir(out, key, value),
                                    console, **study_options)
-    write_sweep_report(key, reports, out, title=f"preset {preset}, {seeds} seeds per value")
+    write_sweep_report(key, reports, out, title=f"preset {preset}, {seeds} seeds per value",
+                       paired=(ks, study_options.get("n_boot", 1000)))
     console.print(f"sweep report: {out / 'report.md'}")
     return reports
 
@@ -87,9 +93,17 @@ def _row(key: str, value: str, rep: Report, out: Path) -> list[str]:
             str(n.get("crossover", {}).get("pooled") or "none"), rep.findings.get("crossover", "n/a")]
 
 
+def load_arms(key: str, reports: dict[str, Report], out: Path) -> dict[str, list[Trajectory]]:
+    """value -> its study's reported trajectories (pass@k only: no selection ks), re-read from run.sqlite."""
+    return {value: [load_trajectory(value_dir(out, key, value) / "runs" / f"seed-{s}", s, [])
+                    for s in rep.numbers["seeds"]] for value, rep in reports.items()}
+
+
 def write_sweep_report(key: str, reports: dict[str, Report], out: Path, title: str = "",
-                       figures: bool = True) -> str:
-    """The side-by-side table and the three figures -> the markdown (also written)."""
+                       figures: bool = True, paired: tuple[list[int], int] | None = None) -> str:
+    """The side-by-side table, the paired comparison (``paired``: eval.ks and
+    bootstrap resamples; None leaves it out) and the three figures -> the
+    markdown (also written)."""
     out.mkdir(parents=True, exist_ok=True)
     header = ["value", *CONTROLS, "disagree share", "critic - best-of-k", "finding 1", "base pass@1",
               "round-1 gain", "finding 2", "k* (final)", "finding 3"]
@@ -100,12 +114,17 @@ def write_sweep_report(key: str, reports: dict[str, Report], out: Path, title: s
              "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     lines += ["| " + " | ".join(_row(key, v, rep, out)) + " |" for v, rep in reports.items()]
     lines.append("")
+    paired_numbers = None
+    if paired is not None:
+        section, paired_numbers = paired_section(key, load_arms(key, reports, out), *paired)
+        lines += section
     if figures:
         lines += _figures(key, reports, out)
     markdown = "\n".join(lines)
     (out / "report.md").write_text(markdown)
     (out / "report.json").write_text(json.dumps(
-        {"key": key, "values": {v: {"findings": r.findings, **r.numbers} for v, r in reports.items()}}, indent=1))
+        {"key": key, "values": {v: {"findings": r.findings, **r.numbers} for v, r in reports.items()},
+         **({"paired": paired_numbers} if paired_numbers else {})}, indent=1))
     return markdown
 
 

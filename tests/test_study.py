@@ -148,3 +148,8 @@ def test_sweep_end_to_end_on_the_micro_preset(tmp_path):
         assert "## Positive controls" in (out / value / "report.md").read_text()
     assert (out / "sweep_headroom.png").stat().st_size > 5000
     assert "sweep_headroom.png" in (out / "report.md").read_text()
+    # the paired comparison: 3e-3 minus 0.0 at every k of eval.ks, on the same seed and problems
+    assert "## Does trainer.lr change pass@k?" in (out / "report.md").read_text()
+    paired = numbers["paired"]["values"]["3e-3"]
+    assert set(paired["final_minus_first"]) == set(paired["base_minus_first"]) == {"1", "2", "4", "8"}
+    assert paired["verdict"] in ("changes pass@k", "no change detected at this size")
