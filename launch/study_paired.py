@@ -22,7 +22,6 @@ from typing import Any, Callable
 import numpy as np
 
 from constellation.algorithms.bootstrap import bootstrap
-from launch import study_report
 from launch.study_report import StudyError, Trajectory, pass_curve
 
 # the question a section asks, for keys whose plain name says little
@@ -50,9 +49,6 @@ def paired_difference(first: list[Trajectory], other: list[Trajectory], ks: tupl
 
     The statistic reads both arms on the same plan, so every resample is paired."""
     check_paired("first", first, "other", other)
-    # pass_curve caches per-problem pass@k by id(trajectory); an id freed by an
-    # earlier report can be reused by these arms, so start from an empty cache
-    study_report._PASSK_CACHE.clear()
     sizes = [len(t.problems) for t in first]
     return bootstrap(lambda plan: pass_curve(other, round_of, plan, ks) - pass_curve(first, round_of, plan, ks),
                      sizes, n_boot)

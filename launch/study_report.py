@@ -60,6 +60,7 @@ class Trajectory:
     sel_count: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
     policies: tuple[str, ...] = POLICIES
     events: list[ev.Event] = field(default_factory=list)  # metrics.jsonl, in file order
+    passk_cache: dict[tuple[int, tuple[int, ...]], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def final(self) -> int:
@@ -133,16 +134,14 @@ def pass_curve(trajs: list[Trajectory], round_of: Callable[[Trajectory], int | N
     return np.concatenate(rows).mean(axis=0)
 
 
-_PASSK_CACHE: dict[tuple[int, int, tuple[int, ...]], np.ndarray] = {}
-
-
 def _passk_matrix(traj: Trajectory, r: int, ks: tuple[int, ...]) -> np.ndarray:
-    """(P, len(ks)) unbiased pass@k per problem (cached: bootstraps reuse it)."""
-    key = (id(traj), r, ks)
-    if key not in _PASSK_CACHE:
-        n = traj.n_samples
-        _PASSK_CACHE[key] = np.array([[pass_at_k(n, int(c), k) for k in ks] for c in traj.correct[r]])
-    return _PASSK_CACHE[key]
+    """(P, len(ks)) unbiased pass@k per problem, cached on the trajectory
+    (bootstraps reuse it; a module-level cache keyed by id() would hand a new
+    trajectory the matrix of a freed one that had the same id)."""
+    key = (r, ks)
+    if key not in traj.passk_cache:
+        traj.passk_cache[key] = np.array([[pass_at_k(traj.n_samples, int(c), k) for k in ks] for c in traj.correct[r]])
+    return traj.passk_cache[key]
 
 
 def selection_stat(trajs: list[Trajectory], k: int, plan: Plan, first_round: int = 1) -> np.ndarray:

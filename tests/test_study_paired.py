@@ -92,3 +92,16 @@ def test_the_sweep_report_carries_the_paired_section(tmp_path, monkeypatch):
     assert paired["values"]["one_step"]["verdict"] == CHANGES and paired["ks"] == list(KS)
     plain = study_sweep.write_sweep_report("coordinator.overlap", reports, tmp_path / "plain", figures=False)
     assert "## Does" not in plain and "paired" not in json.loads((tmp_path / "plain" / "report.json").read_text())
+
+
+def test_pass_at_k_of_a_new_trajectory_is_never_an_earlier_ones():
+    # the per-problem pass@k cache once lived in a module dict keyed by id(trajectory):
+    # a trajectory built after another was freed often got its id and read its numbers
+    from launch.study_report import pass_curve
+
+    plan = [(0, np.arange(20))]
+    for i in range(200):
+        count = i % N
+        arm = _arm({0: [count] * 20})
+        assert pass_curve(arm, lambda t: 1, plan, (1,))[0] == pytest.approx(count / N)
+        del arm
