@@ -32,7 +32,7 @@ from launch.study_paired import paired_section
 from launch.study_report import Report, StudyError, Trajectory, load_trajectory
 
 FINDINGS = ("selection", "headroom", "crossover")
-CONTROLS = ("trainer_control", "selection_control")
+CONTROLS = ("trainer_control", "trainer_control_on_policy", "selection_control")
 
 
 def parse_sweep(spec: str) -> tuple[str, list[str]]:
