@@ -85,7 +85,6 @@ class RoundData:
 class Coordinator(EvalLoop):
     def __init__(self, cfg: Config, run_dir: Path, client: RoleClient, stop: threading.Event | None = None) -> None:
         super().__init__(cfg, run_dir, client, stop)
-        self.critic_version = 0
         self.critic_training: deque[m.CriticTrainRequest] = deque()  # asked, reply not recorded yet
         self.hint: Callable[[m.Problem], str] | None = None  # the task's hint_prompt, when rationalizing
 

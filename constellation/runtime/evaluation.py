@@ -44,7 +44,6 @@ class Closing:
     val: Phase | None  # None: no guard, or its reading is recorded already
     reading: Reading | None  # the guard's reading without the critic's mean (None: no guard)
     decision: Decision | None
-    replayed: bool  # the reading was read back from a recorded Guard event
 
     @property
     def stops(self) -> bool:
@@ -73,18 +72,18 @@ class EvalLoop(PhaseLoop):
         e = self.cfg.eval
         phase = self._sample("eval", r, self.split.eval, e.n_samples, scored=scored) if evaluate else None
         if not self.val_problems:
-            return Closing(r, phase, None, None, None, replayed=False)
+            return Closing(r, phase, None, None, None)
         recorded = self.store.last_event(ev.Guard, r)
         if recorded is not None:
             nan_if_null = float("nan") if recorded.diversity is None else recorded.diversity
             reading = Reading(r, recorded.val_pass_at_1, nan_if_null, recorded.critic_mean)
-            return Closing(r, phase, None, reading, self.guard.update(reading), replayed=True)
+            return Closing(r, phase, None, reading, self.guard.update(reading))  # read back: no event
         val = self._sample("val", r, self.val_problems, self.cfg.guard.val_samples, scored=scored)
         pools = val.pools()
         samples = [s for pool in pools.values() for s in pool]
         reading = Reading(r, val_pass_at_1=sum(s.heldout_correct for s in samples) / len(samples),
                           diversity=diversity([[s.heldout_outputs for s in pool] for pool in pools.values()]))
-        return Closing(r, phase, val, reading, self.guard.update(reading), replayed=False)
+        return Closing(r, phase, val, reading, self.guard.update(reading))
 
     def _finish_close(self, closing: Closing, base: dict[int, float] | None,
                       **round_fields: int | str) -> bool:
