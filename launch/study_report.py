@@ -140,7 +140,8 @@ def _passk_matrix(traj: Trajectory, r: int, ks: tuple[int, ...]) -> np.ndarray:
     trajectory the matrix of a freed one that had the same id)."""
     key = (r, ks)
     if key not in traj.passk_cache:
-        traj.passk_cache[key] = np.array([[pass_at_k(traj.n_samples, int(c), k) for k in ks] for c in traj.correct[r]])
+        n = traj.n_samples
+        traj.passk_cache[key] = np.array([[pass_at_k(n, int(c), k) for k in ks] for c in traj.correct[r]])
     return traj.passk_cache[key]
 
 

@@ -312,7 +312,7 @@ class Coordinator(EvalLoop):
         """In the order they were opened, write the events of the closings
         whose phases are scored and let go of the scored training phases
         (``block``: wait for the scores of all of them)."""
-        while closings and (block or closings[0].scored(self.use_critic)):
+        while closings and (block or closings[0].complete(self.use_critic)):
             item = closings.popleft()
             if isinstance(item, Phase):
                 self._await_scores(item)

@@ -49,8 +49,9 @@ class Closing:
     def stops(self) -> bool:
         return self.decision is not None and self.decision.stop
 
-    def scored(self, use_critic: bool) -> bool:
-        """Whether the critic has scored both phases (its events can be written without a wait)."""
+    def complete(self, use_critic: bool) -> bool:
+        """Both phases verified and, with a critic, scored (as ``Phase.complete``):
+        the events can be written without a wait."""
         return all(p is None or p.complete(use_critic) for p in (self.eval, self.val))
 
 

@@ -72,10 +72,6 @@ class Phase:
         """Every candidate verified (and scored, when there is a critic)."""
         return len(self.verdicts) >= self.expected and (not scored or len(self.scores) >= self.expected)
 
-    def scored(self, use_critic: bool) -> bool:
-        """Complete, scores included when there is a critic (as a ``Closing`` says it)."""
-        return self.complete(use_critic)
-
     def have_per_problem(self) -> dict[str, int]:
         have: dict[str, int] = defaultdict(int)
         for c in self.candidates.values():
