@@ -83,6 +83,10 @@ def _error(message: object, console: Console | None = None) -> int:
     return 2
 
 
+MAX_SEEDS = 1000  # --seeds of study and control: trajectories, each a whole run
+MAX_BOOTSTRAP = 1_000_000  # --bootstrap resamples
+
+
 class Launcher(str, Enum):
     local = "local"
     ray = "ray"
@@ -126,7 +130,8 @@ def up(preset: Preset = "tiny", overrides: Overrides = None,
 
 @app.command()
 def monitor(run_dir: RunDir,
-            refresh: Annotated[float, typer.Option("--refresh", help="seconds between redraws")] = 1.0,
+            refresh: Annotated[float, typer.Option("--refresh", help="seconds between redraws", min=0.05,
+                                                   max=3600)] = 1.0,
             once: Annotated[bool, typer.Option("--once", help="print one frame and exit")] = False) -> None:
     """Live view of a run directory (run it next to [bold]constellation up[/bold])."""
     from launch.monitor import monitor as show
@@ -218,16 +223,17 @@ def export(path: Annotated[Path, typer.Argument(help="a run directory, or a stud
 
 @app.command()
 def study(preset: Preset = "study", overrides: Overrides = None,
-          seeds: Annotated[int, typer.Option("--seeds", help="number of trajectories")] = 4,
+          seeds: Annotated[int, typer.Option("--seeds", help="number of trajectories", min=1, max=MAX_SEEDS)] = 4,
           first_seed: Annotated[int, typer.Option(
               "--first-seed", help="seeds are first_seed .. first_seed + seeds - 1")] = 0,
           out: Annotated[Path, typer.Option("--out", help="study directory: runs/seed-<s>/, report.md, figures")
                          ] = Path("study"),
-          bootstrap: Annotated[int, typer.Option("--bootstrap", help="bootstrap resamples per interval")] = 1000,
+          bootstrap: Annotated[int, typer.Option("--bootstrap", help="bootstrap resamples per interval", min=1,
+                                                 max=MAX_BOOTSTRAP)] = 1000,
           report_only: Annotated[bool, typer.Option(
               "--report-only", help="do not run anything; report on finished seeds")] = False,
           parallel: Annotated[int | None, typer.Option(
-              "--parallel", show_default="the preset's study.parallel",
+              "--parallel", show_default="the preset's study.parallel", min=1, max=64,
               help="trajectories run at the same time (the study preset says 2, which suits 2 cores: "
                    "each role uses 1 thread)")] = None,
           controls: Annotated[bool, typer.Option(
@@ -238,17 +244,21 @@ def study(preset: Preset = "study", overrides: Overrides = None,
           ) -> None:
     """Several seeded trajectories and a report with bootstrap intervals and figures."""
     from constellation.runtime.config_check import check_config
-    from launch.study import run_study
+    from constellation.runtime.preflight import preflight
+    from launch.study import run_study, seed_overrides
     from launch.study_report import StudyError
     from launch.supervisor import SupervisorError
 
-    from launch.study_sweep import run_sweep
+    from launch.study_sweep import parse_sweep, run_sweep
 
     console = Console()
     options = dict(first_seed=first_seed, n_boot=bootstrap, report_only=report_only, parallel=parallel,
                    controls=controls)
     try:
-        check_config(config_mod.load(preset, overrides or []))  # before any trajectory starts
+        key, values = parse_sweep(sweep) if sweep else ("", [""])
+        for value in values:  # every value's config and task, before any trajectory starts
+            chosen = [*(overrides or []), *([f"{key}={value}"] if sweep else [])]
+            (check_config if report_only else preflight)(config_mod.load(preset, seed_overrides(chosen, first_seed)))
         if sweep:
             run_sweep(preset, sweep, seeds, overrides or [], out, console, **options)
         else:
@@ -261,19 +271,21 @@ def study(preset: Preset = "study", overrides: Overrides = None,
 
 @app.command()
 def control(preset: Preset = "tiny", overrides: Overrides = None,
-            seeds: Annotated[int, typer.Option("--seeds", help="number of seeds")] = 1,
+            seeds: Annotated[int, typer.Option("--seeds", help="number of seeds", min=1, max=MAX_SEEDS)] = 1,
             first_seed: Annotated[int, typer.Option("--first-seed", help="seeds are first_seed ..")] = 0,
             out: Annotated[Path, typer.Option("--out", help="directory: seed-<s>/, report.md")] = Path("control"),
-            bootstrap: Annotated[int, typer.Option("--bootstrap", help="bootstrap resamples per interval")] = 1000,
+            bootstrap: Annotated[int, typer.Option("--bootstrap", help="bootstrap resamples per interval", min=1,
+                                                   max=MAX_BOOTSTRAP)] = 1000,
             ) -> None:
     """Positive controls: can the trainer learn from oracle data, can selection matter? Exit 0 both pass, 3 not."""
-    from constellation.runtime.config_check import check_config
+    from constellation.runtime.preflight import preflight
     from launch.control import PASSES, run_controls
+    from launch.study import seed_overrides
     from launch.study_report import StudyError
 
     console = Console()
     try:
-        check_config(config_mod.load(preset, overrides or []))  # before the base is built
+        preflight(config_mod.load(preset, seed_overrides(overrides or [], first_seed)))  # before the base is built
         report = run_controls(preset, seeds, overrides or [], out, console, first_seed=first_seed, n_boot=bootstrap)
     except (config_mod.ConfigError, StudyError) as e:
         raise typer.Exit(_error(e, console))
@@ -282,20 +294,23 @@ def control(preset: Preset = "tiny", overrides: Overrides = None,
 
 @app.command()
 def probe(preset: Preset = "tiny", overrides: Overrides = None,
-          problems: Annotated[int, typer.Option("--problems", help="evaluation problems sampled")] = 100,
-          samples: Annotated[int, typer.Option("--samples", help="samples per problem")] = 8,
+          problems: Annotated[int, typer.Option("--problems", help="evaluation problems sampled", min=1,
+                                                  max=config_mod.MAX_EVAL_PROBLEMS)] = 100,
+          samples: Annotated[int, typer.Option("--samples", help="samples per problem", min=1,
+                                               max=config_mod.MAX_SAMPLES)] = 8,
           ) -> None:
     """Is the task in the zone of proximal development for the base model? Exit 0 in the zone, 3 outside."""
     from launch.probe import probe as run_probe
 
-    from constellation.runtime.config_check import check_config
+    from constellation.runtime.preflight import preflight
 
     console = Console()
     try:
-        cfg = check_config(config_mod.load(preset, overrides or []))
+        cfg = config_mod.load(preset, overrides or [])
+        split = preflight(cfg)  # values, paths and task files, before the base is built
     except config_mod.ConfigError as e:
         raise typer.Exit(_error(e, console))
-    result = run_probe(cfg, n_problems=problems, samples=samples, console=console)
+    result = run_probe(cfg, n_problems=problems, samples=samples, console=console, split=split)
     raise typer.Exit(0 if result.zone == "in" else 3)
 
 
@@ -308,8 +323,9 @@ def verify_file(
         file: Annotated[str, typer.Argument(
             help="JSONL input, one {\"gold\": ..., \"pred\": ...} object per line ('-' = stdin)", show_default=False)],
         verifier: Annotated[VerifierName, typer.Option("--verifier", help="which verifier")] = VerifierName.math,
-        jobs: Annotated[int, typer.Option("--jobs", help="worker processes checking in parallel")] = 1,
-        timeout: Annotated[float, typer.Option("--timeout", help="hard deadline per answer in seconds")] = 1.0,
+        jobs: Annotated[int, typer.Option("--jobs", help="worker processes checking in parallel", min=1, max=1024)] = 1,
+        timeout: Annotated[float, typer.Option("--timeout", help="hard deadline per answer in seconds", min=0.001,
+                                               max=3600)] = 1.0,
 ) -> None:
     """Verify a JSONL file of {gold, pred} answers: one verdict line each on stdout, a summary on stderr."""
     raise typer.Exit(verify.run(file, jobs=jobs, timeout=timeout))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from constellation.protocol import config
 from constellation.runtime.client import InProcessRoleClient
@@ -26,15 +26,15 @@ from launch.prepare import Progress, prepare
 
 @contextmanager
 def in_process(cfg: config.Config, run_dir: Path, roles: tuple[str, ...] | None = None,
-               progress: Progress = None) -> Iterator[Coordinator]:
-    """Prepare ``run_dir`` (config, split, base model) as the supervisor would,
+               progress: Progress = None, split: Any = None) -> Iterator[Coordinator]:
+    """Prepare ``run_dir`` (config, split unless given, base model) as the supervisor would,
     set up the configured implementation of each role in ``roles`` (default:
     the run's worker roles, as ``up`` starts them), and yield the coordinator
     that drives them."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(config.to_toml(cfg))
-    prepare(cfg, run_dir, progress)
+    prepare(cfg, run_dir, progress, split)
     workers = {role: resolve_role(role, getattr(cfg, role).impl)(cfg, run_dir)
                for role in (roles or worker_roles(cfg))}
     client = InProcessRoleClient(workers).start()

@@ -18,19 +18,21 @@ from typing import Any, Callable
 
 from constellation.protocol import config
 from constellation.runtime.registry import resolve_task
-from constellation.runtime.store import save_split
+from constellation.runtime.store import SPLIT_FILE, load_split, save_split
 from roles.base import set_torch_threads
 
 Progress = Callable[[float, str], None] | None
 
 
-def prepare(cfg: config.Config, run_dir: Path, progress: Progress = None) -> tuple[Any, Path]:
-    """Make and save the run's split, build or reuse the base model and point
+def prepare(cfg: config.Config, run_dir: Path, progress: Progress = None, split: Any = None) -> tuple[Any, Path]:
+    """Make and save the run's split (unless given: made by the start's
+    preflight), build or reuse the base model and point
     ``RUN_DIR/base_model.txt`` at it -> (split, base model folder)."""
     from constellation.models.base_model import ensure_base_model
 
     task = resolve_task(cfg.task.impl)
-    split = task.make_split(cfg.task, cfg.task_seed())
+    if split is None:
+        split = task.make_split(cfg.task, cfg.task_seed())
     save_split(run_dir, split)  # the coordinator reads it instead of making it again
     tokens = task.tokenizer_tokens() if callable(getattr(task, "tokenizer_tokens", None)) else []
     path = ensure_base_model(cfg.model, cfg.task, cfg.task_seed(), split.labeled, progress=progress,
@@ -47,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     def progress(fraction: float, message: str) -> None:
         print(f"PROGRESS {fraction:.4f} {message}", flush=True)
 
+    saved = run_dir / SPLIT_FILE  # made and saved by the supervisor's preflight, before the roles start
     try:
-        _, path = prepare(cfg, run_dir, progress)
+        _, path = prepare(cfg, run_dir, progress, load_split(run_dir) if saved.exists() else None)
     except OSError as e:  # FileNotFoundError (a missing model), ENOSPC, EROFS, EACCES
         from launch.cli import os_error_line
         print(f"ERROR {os_error_line(e)}", flush=True)

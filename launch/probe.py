@@ -31,6 +31,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -102,7 +103,9 @@ def ambiguity_fields(cfg: Config, problems: list, pools: dict[str, list[Sample]]
     return fields
 
 
-def probe(cfg: Config, n_problems: int = 100, samples: int = 8, console: Console | None = None) -> ProbeResult:
+def probe(cfg: Config, n_problems: int = 100, samples: int = 8, console: Console | None = None,
+          split: Any = None) -> ProbeResult:
+    """``split``: the task's split when the caller made it already (its preflight)."""
     console = console or Console()
     if n_problems < 1 or samples < 1:
         raise ValueError(f"probe needs problems >= 1 and samples >= 1, got {n_problems} and {samples}")
@@ -111,8 +114,8 @@ def probe(cfg: Config, n_problems: int = 100, samples: int = 8, console: Console
     def progress(fraction: float, message: str) -> None:
         console.print(f"[dim]{100 * fraction:5.1f}% {message}[/dim]", highlight=False)
 
-    with tempfile.TemporaryDirectory() as tmp, \
-            in_process(cfg, Path(tmp), roles=("generator", "verifier"), progress=progress) as coordinator:
+    with tempfile.TemporaryDirectory() as tmp, in_process(cfg, Path(tmp), roles=("generator", "verifier"),
+                                                          progress=progress, split=split) as coordinator:
         base = (Path(tmp) / "base_model.txt").read_text()
         split = load_split(tmp)
         problems = random.Random(cfg.run.seed).sample(split.eval, min(n_problems, len(split.eval)))

@@ -18,10 +18,15 @@ accepts, a trainer class the data it ``wants``. The registry resolves them
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterator
 
-from constellation.protocol.config import Config, ConfigError
+import msgspec
+
+from constellation.protocol.config import PATH_KINDS, Config, ConfigError
 from constellation.runtime.registry import KINDS, NO_CRITIC, RegistryError, entries, resolve_role, resolve_task
 
 CRITIC_POLICIES = ("critic", "critic_vote")  # selection policies that read critic scores
@@ -136,6 +141,72 @@ def _trainer_budget_fits_a_step(cfg: Config) -> str | None:
     return None
 
 
+def declared_paths() -> list[tuple[str, str, tuple[str, ...]]]:
+    """(section.key, kind, words) of every field declared ``path=<kind>`` in the config schema."""
+    out = []
+    for section in msgspec.inspect.type_info(Config).fields:
+        for f in section.type.fields:
+            extra = getattr(f.type, "extra", None) or {}
+            if "path" in extra:
+                out.append((f"{section.name}.{f.name}", extra["path"], tuple(extra["words"])))
+    return out
+
+
+def path_fields(cfg: Config) -> Iterator[tuple[str, str, str, tuple[str, ...]]]:
+    """(section.key, value, kind, words) of every set path field (not "" and not one of its words)."""
+    for key, kind, words in declared_paths():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value and value not in words:
+            yield key, value, kind, words
+
+
+def _kind_problem(path: Path, kind: str) -> str | None:
+    """Why ``path`` is not of ``kind`` -> words, None when it is (or may become it)."""
+    if not path.exists():
+        if kind == "folder":  # made when missing: the nearest thing above it must be a folder we may write in
+            above = next((p for p in path.absolute().parents if p.exists()), None)
+            why = None if above is None else _kind_problem(above, kind)
+            return None if why is None else f"{above} is {why}"
+        return None if kind == "model" else "no such file or folder"
+    if kind in ("folder", "model") and not path.is_dir():
+        return "a file, not a folder"
+    if kind == "folder" and not os.access(path, os.W_OK | os.X_OK):
+        return "not writable"
+    if kind in ("file", "executable") and not path.is_file():
+        return "a folder, not a file"
+    if kind == "executable" and not os.access(path, os.X_OK):
+        return "not executable"
+    if not os.access(path, os.R_OK):
+        return "not readable"
+    return None
+
+
+def path_problems(cfg: Config, must_exist: bool = True) -> list[str]:
+    """One line per path field whose value is not of its declared kind.
+    ``must_exist=False``: only a thing of the wrong kind counts, not a missing
+    one (a preset may name a file the user has yet to provide)."""
+    found = []
+    for key, value, kind, words in path_fields(cfg):
+        why = _kind_problem(Path(value).expanduser(), kind)
+        if why is not None and (must_exist or why != "no such file or folder"):
+            allowed = "".join(f'"{w}", ' for w in words) + PATH_KINDS[kind]
+            found.append(f"{key} = {json.dumps(value)}: {why}; allowed: {allowed}")
+    return found
+
+
+def _paths_are_of_their_kind(cfg: Config) -> str | None:
+    found = path_problems(cfg, must_exist=False)
+    return found[0] if found else None
+
+
+def _launcher_is_installed(cfg: Config) -> str | None:
+    if cfg.launch.launcher != "ray" or importlib.util.find_spec("ray") is not None:
+        return None
+    return ('launch.launcher = "ray" needs ray, which is not installed (pip install -e \'.[ray]\'); '
+            'allowed without it: "local"')
+
+
 RULES: tuple[Rule, ...] = (
     Rule(("generator.impl", "verifier.impl", "critic.impl", "trainer.impl", "task.impl"), _impls_are_known),
     Rule(("task.impl", "verifier.impl"), _verifier_fits_task),
@@ -146,6 +217,8 @@ RULES: tuple[Rule, ...] = (
     Rule(("eval.zpd_low", "eval.zpd_high"), _zpd_is_a_range),
     Rule(("guard.val_problems", "task.n_train", "guard.enabled"), _validation_leaves_training),
     Rule(("trainer.max_seconds",), _trainer_budget_fits_a_step),
+    Rule(tuple(key for key, _, _ in declared_paths()), _paths_are_of_their_kind),
+    Rule(("launch.launcher",), _launcher_is_installed),
 )
 
 

@@ -386,9 +386,11 @@ def _make_set(rng: random.Random, prefix: str, n: int, depths: list[int], cfg: T
             seen.add(p.reference)
             out.append(p)
             break
-        else:
-            raise RuntimeError(f"could not sample problem {prefix}{i + 1:04d} at depth {d} "
-                               f"({len(seen)} distinct programs so far, {len(exclude)} excluded)")
+        else:  # the task cannot make this many: a ValueError, refused before the run starts
+            field = {"E": "task.n_eval", "T": "task.n_train", "L": "task.n_labeled"}.get(prefix, "problems")
+            raise ValueError(f"{field} = {n}: the dsl task could not sample problem {prefix}{i + 1:04d} at depth "
+                             f"{d} ({len(seen)} distinct programs so far, {len(exclude)} excluded); allowed: "
+                             f"fewer problems, or more depths (task.depths, task.labeled_max_depth)")
     return out
 
 

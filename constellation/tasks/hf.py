@@ -47,7 +47,8 @@ from typing import Any, Iterator
 
 from constellation.protocol.config import TaskConfig
 from constellation.protocol.messages import Problem, Split
-from constellation.tasks.jsonl import CALCULATOR_NOTE, THOUSANDS, critic_text, hint_prompt  # noqa: F401
+from constellation.tasks.jsonl import (CALCULATOR_NOTE, THOUSANDS, critic_text, hint_prompt,  # noqa: F401
+                                      json_objects)
 from verifiers.completion import check_rule
 from verifiers.math.extract import last_boxed
 
@@ -83,7 +84,17 @@ def open_source(source: str, split: str):
     if builder is None:
         raise HfTaskError(f"task source {source!r}: unknown kind {path.suffix!r} "
                           f"(.json, .jsonl, .parquet, .arrow or a save_to_disk folder)")
-    return datasets.load_dataset(builder, data_files=str(path), split="train")
+    if path.suffix == ".jsonl":  # every line an object: a bad one is named by file:line, not by a datasets error
+        for _ in json_objects(path):
+            pass
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split="train")
+    except Exception as e:  # datasets wraps the cause (pyarrow, json) in errors of its own: name the innermost
+        cause: BaseException = e
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__
+        raise HfTaskError(f"task source {source!r}: not a readable {builder} file ({type(cause).__name__}: "
+                          f"{str(cause)[:200]})") from None
 
 
 def gold_answer(raw: Any, answer_format: str) -> tuple[str, str | None]:

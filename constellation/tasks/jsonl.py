@@ -41,7 +41,7 @@ import json
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from constellation.protocol.config import TaskConfig
 from constellation.protocol.messages import Problem, Split
@@ -155,7 +155,7 @@ def _json_line(raw: bytes, where: str) -> object:
         obj = json.loads(line)
         json.dumps(obj, ensure_ascii=False).encode("utf-8")  # a lone surrogate cannot be stored or sent
     except json.JSONDecodeError as e:
-        raise JsonlTaskError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        raise JsonlTaskError(f"{where}: not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})") from None
     except UnicodeEncodeError:
         raise JsonlTaskError(f"{where}: a lone surrogate escape (\\ud800-\\udfff) is not text") from None
     except RecursionError:
@@ -163,18 +163,19 @@ def _json_line(raw: bytes, where: str) -> object:
     return obj
 
 
-def load(path: str | Path) -> list[Problem]:
-    """Every line of the file as a Problem with id "J<line number>", in file order."""
+def json_objects(path: str | Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """(line number, "file:line", object) of every non-blank line of a JSONL file, or a
+    JsonlTaskError naming the file and line: unreadable, too long, not JSON, not an object,
+    or no line at all (an empty file)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise JsonlTaskError(f"task.path = {str(path)!r}: no such file (a JSONL task set is a local file)")
-    problems: list[Problem] = []
-    kind = None
     try:
         with open(path, "rb") as f:
             lines = f.read().split(b"\n")
     except OSError as e:
         raise JsonlTaskError(f"task.path = {str(path)!r}: cannot read ({e.strerror})") from None
+    seen = 0
     for lineno, raw in enumerate(lines, 1):
         where = f"{path}:{lineno}"
         if not raw.strip():
@@ -184,6 +185,17 @@ def load(path: str | Path) -> list[Problem]:
         obj = _json_line(raw, where)
         if not isinstance(obj, dict):
             raise JsonlTaskError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        seen += 1
+        yield lineno, where, obj
+    if not seen:
+        raise JsonlTaskError(f"{path}: no problems (the file is empty)")
+
+
+def load(path: str | Path) -> list[Problem]:
+    """Every line of the file as a Problem with id "J<line number>", in file order."""
+    problems: list[Problem] = []
+    kind = None
+    for lineno, where, obj in json_objects(path):
         line_kind = kind_of(obj)
         if line_kind is None:
             raise JsonlTaskError(f"{where}: neither a math line (field 'question') nor a code line "
@@ -193,8 +205,6 @@ def load(path: str | Path) -> list[Problem]:
         kind = line_kind
         make = math_problem if kind == "math" else code_problem
         problems.append(make(obj, f"J{lineno:05d}", where))
-    if not problems:
-        raise JsonlTaskError(f"{path}: no problems (the file is empty)")
     return problems
 
 
