@@ -162,7 +162,9 @@ def test_the_config_command_names_a_path_of_the_wrong_kind(capsys):
 
 
 @pytest.mark.parametrize("sizes", [["task.n_eval=100000"], ["task.n_eval=5000", "task.depths=[1]"],
-                                   ["task.n_labeled=900000", "task.labeled_max_depth=1"]])
+                                   # L may repeat programs, never eval's: eval takes 230 of ~260 depth-1 programs
+                                   ["task.n_labeled=300", "task.n_eval=230", "task.depths=[1]",
+                                    "task.labeled_max_depth=1"]])
 def test_up_refuses_more_problems_than_the_task_can_make(tmp_path, capsys, no_start, sizes):
     line = refused_up(tmp_path, capsys, sizes)
     assert "could not sample" in line and sizes[0].split("=")[0] in line, line

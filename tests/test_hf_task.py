@@ -77,7 +77,7 @@ def test_bad_records_are_named_and_refused_or_skipped(tmp_path, caplog):
     rows.insert(1, {"problem": "x?", "sol": "no final line"})
     src = write_jsonl(tmp_path / "d.jsonl", rows)
     fields = {"prompt": "problem", "answer": "sol"}
-    with pytest.raises(hf.HfTaskError, match=r"d\.jsonl \(test\) record 1: .*####"):
+    with pytest.raises(hf.HfTaskError, match=r"d\.jsonl:2 \(test\) record 1: .*####"):
         hf.make_split(cfg(eval_source=str(src), fields=fields, answer_format="gsm8k"), 0)
     with caplog.at_level(logging.WARNING, logger="task.hf"):
         split = hf.make_split(cfg(eval_source=str(src), fields=fields, answer_format="gsm8k",

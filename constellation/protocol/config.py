@@ -7,6 +7,7 @@ then ``--set section.key=value`` overrides, and is saved fully resolved as
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -317,7 +318,8 @@ def from_dict(data: dict[str, Any]) -> Config:
         raise ConfigError(f"invalid config: {explain(e, data)}") from e
 
 
-_AT = re.compile(r"^(.*) - at `\$((?:\.\w+|\[\d+\])*)`$")
+_AT = re.compile(r"^(.*) - at `\$((?:\.\w+|\[\d+\]|\[\.\.\.\])*)`$")
+_STEP = re.compile(r"\.\w+|\[\d+\]|\[\.\.\.\]")
 
 
 def explain(error: msgspec.ValidationError, data: dict[str, Any]) -> str:
@@ -329,8 +331,11 @@ def explain(error: msgspec.ValidationError, data: dict[str, Any]) -> str:
     if not found:
         return str(error)
     what, path = found.groups()
-    steps = [int(p[1:-1]) if p.startswith("[") else p for p in re.findall(r"\.\w+|\[\d+\]", path)]
-    steps = [p[1:] if isinstance(p, str) else p for p in steps]
+    steps: list[Any] = [p[1:] if p.startswith(".") else ... if p == "[...]" else int(p[1:-1])
+                        for p in _STEP.findall(path)]
+    steps = _dict_keys(steps, data, str(error))
+    if any(p is ... for p in steps):  # no single item fails alone: msgspec's own words
+        return str(error)
     if len(steps) < 2:  # an unknown field of a section, or a section of the wrong type
         section = steps[0] if steps else ""
         fields = _section_fields(section)
@@ -342,6 +347,31 @@ def explain(error: msgspec.ValidationError, data: dict[str, Any]) -> str:
     field_type = _field_type(steps[0], steps[1])
     allowed = f"; allowed: {allowed_values(field_type)}" if field_type is not None else ""
     return f"{key} = {_toml_value(value)}: {what}{allowed}"
+
+
+def _dict_keys(steps: list[Any], data: dict[str, Any], message: str) -> list[Any]:
+    """msgspec names a bad dict value ``[...]``, not by its key: find the key
+    (the first whose item alone fails the same way), so the error can print it."""
+    for i, step in enumerate(steps):
+        if step is not ...:
+            continue
+        table: Any = data
+        for p in steps[:i]:
+            table = table[p]
+        for key in table:
+            trial = copy.deepcopy(data)
+            place = trial
+            for p in steps[:i]:
+                place = place[p]
+            place.clear()
+            place[key] = table[key]
+            try:
+                msgspec.convert(trial, Config)
+            except msgspec.ValidationError as e:
+                if str(e).split(" - at ")[0] == message.split(" - at ")[0]:
+                    steps[i] = key
+                    break
+    return steps
 
 
 def _section_fields(section: str) -> list[str]:

@@ -87,9 +87,13 @@ def open_source(source: str, split: str):
     if path.suffix == ".jsonl":  # every line an object: a bad one is named by file:line, not by a datasets error
         for _ in json_objects(path):
             pass
+    datasets.disable_progress_bars()  # a start prints one error line or its config, not a bar per file
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train")
     except Exception as e:  # datasets wraps the cause (pyarrow, json) in errors of its own: name the innermost
+        clash = _type_clash(path) if path.suffix == ".jsonl" else None
+        if clash:
+            raise HfTaskError(clash) from None
         cause: BaseException = e
         while cause.__cause__ is not None or cause.__context__ is not None:
             cause = cause.__cause__ or cause.__context__
@@ -153,10 +157,37 @@ def problems_of(source: str, split: str, kind: str, cfg: TaskConfig) -> Iterator
         try:
             yield to_problem(record, f"{kind}-{index}", cfg)
         except ValueError as e:
-            where = f"{source} ({split}) record {index}"
+            where = f"{_line_of(source, index)} ({split}) record {index}"
             if cfg.bad_records == "refuse":
                 raise HfTaskError(f"{where}: {e} (task.bad_records = \"skip\" skips such records)") from e
             log.warning("%s skipped: %s", where, e)
+
+
+def _type_clash(path: Path) -> str | None:
+    """The first ``file:line`` whose field has another JSON type than on an earlier line
+    (pyarrow refuses such a file with a row number that skips blank lines) -> words, or None."""
+    kinds = {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}
+    first: dict[str, tuple[str, int]] = {}
+    for lineno, where, obj in json_objects(path):
+        for key, value in obj.items():
+            if value is None:
+                continue
+            kind = kinds.get(type(value), type(value).__name__)
+            seen, at = first.setdefault(key, (kind, lineno))
+            if seen != kind:
+                return f"{where}: field {key!r} is a {kind}, but a {seen} on line {at}; every line gives a field one type"
+    return None
+
+
+def _line_of(source: str, index: int) -> str:
+    """``file:line`` of record ``index`` of a .jsonl source (datasets skips blank lines, as
+    json_objects does), else the source: the place a user opens to fix a bad record."""
+    path = Path(source).expanduser()
+    if path.suffix == ".jsonl":
+        lines = [lineno for lineno, _, _ in json_objects(path)]
+        if index < len(lines):
+            return f"{source}:{lines[index]}"
+    return source
 
 
 def check_config(cfg: TaskConfig) -> None:
