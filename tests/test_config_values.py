@@ -176,3 +176,53 @@ def test_a_good_config_gets_past_the_checks(tmp_path, capsys, no_start):
     (run_dir,) = runs.iterdir()
     assert (run_dir / "split.msgpack").exists()  # the preflight's split, saved for launch/prepare.py
     assert os.stat(run_dir).st_mode & 0o077 == 0
+
+
+GOOD_LINE = '{"question": "1+1?", "answer": "2"}\n'
+BAD_TASK_FILES = {  # name -> (file text, what the one error line says after "<file>:<line>")
+    "missing_field": (GOOD_LINE + '{"question": "2+2?"}\n', ":2: missing field 'answer'"),
+    "50_MB_line": (GOOD_LINE + '{"question": "' + "x" * 50_000_000 + '", "answer": "1"}\n', ":2: line of"),
+    "NUL_bytes": (GOOD_LINE + '{"question": "a\x00b", "answer": "1"}\n', ":2: not valid JSON"),
+    "empty_file": ("", ": no problems (the file is empty)"),
+    "wrong_type": (GOOD_LINE + '{"question": 5, "answer": "2"}\n', ":2: field 'question' must be str"),
+    "not_an_object": (GOOD_LINE + "[1, 2]\n", ":2: expected a JSON object, got list"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_TASK_FILES))
+def test_up_names_the_line_of_a_bad_jsonl_task_file(tmp_path, capsys, no_start, name):
+    text, shown = BAD_TASK_FILES[name]
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text(text)
+    line = refused_up(tmp_path, capsys, ['task.impl="jsonl"', 'verifier.impl="math"', f'task.path="{path}"'])
+    assert f"{path}{shown}" in line, line
+
+
+HF_BAD_SOURCES = {  # an "hf" .jsonl source: a blank line 2, so a record index is not its line
+    "missing_prompt": (GOOD_LINE + "\n" + GOOD_LINE + '{"question": "", "answer": "2"}\n', ":4 (test) record 2"),
+    "type_clash": (GOOD_LINE + "\n" + '{"question": 5, "answer": "2"}\n', ":3: field 'question' is a number"),
+}
+
+
+@pytest.mark.parametrize("command", ["up", "probe"])
+@pytest.mark.parametrize("name", list(HF_BAD_SOURCES))
+def test_a_bad_hf_record_is_named_by_file_and_line(tmp_path, capsys, no_start, name, command):
+    text, shown = HF_BAD_SOURCES[name]
+    path = tmp_path / "source.jsonl"
+    path.write_text(text)
+    line = refused_up(tmp_path, capsys, ['task.impl="hf"', 'verifier.impl="math"', f'task.eval_source="{path}"'],
+                      command=command)
+    assert f"{path}{shown}" in line, line
+
+
+@pytest.mark.parametrize("override, shown", [
+    ("run.rounds=99999999999999999999", "99999999999999999999"),
+    ('task.fields={prompt = "question", answer = "answer", bogus = "x"}', "unknown parts ['bogus']"),
+    ('task.fields={prompt = "question"}', "lacks answer"),
+])
+def test_probe_refuses_with_one_error_line(tmp_path, capsys, override, shown):
+    """probe builds the base model only after every check: a refusal takes a second, no traceback."""
+    path = tmp_path / "source.jsonl"
+    path.write_text(GOOD_LINE * 3)
+    hf_task = ['task.impl="hf"', 'verifier.impl="math"', f'task.eval_source="{path}"']
+    assert shown in refused_up(tmp_path, capsys, [*hf_task, override], command="probe")
