@@ -36,6 +36,9 @@ MAX_BATCH = 65_536
 MAX_THREADS = 1024
 MAX_SECONDS = 30 * 86_400.0  # a training or warm-start time budget: 30 days
 MAX_WAIT = 86_400.0  # a timeout: one day
+MAX_WIDTH = 65_536  # a transformer's hidden size (tiny model, critic)
+MAX_LAYERS = 1024  # a transformer's layers or attention heads
+DEVICE = {"pattern": r"^(auto|cpu|cuda(:[0-9]+)?)$", "like": '"auto", "cpu", "cuda" or "cuda:N"'}  # a role's device
 NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.+=-]*$"  # run.name: one directory name, no "/", no leading "." or "-"
 
 # What a path field names (``path=`` below); runtime/config_check.py checks each
@@ -103,9 +106,9 @@ class ModelConfig(_Section):
     base: Annotated[str, _h('"tiny" to build and warm-start the default model, a local HF causal LM folder, or a hub id ("Qwen/Qwen3-4B") already in the local HF cache (HF_HOME; never downloaded)', min_length=1, path="model", words=("tiny",))] = "tiny"
     chat_template: Annotated[str, _h('"auto" (render each task prompt as a user turn through the tokenizer\'s chat template when it has one), "none" (raw prompt text) or a Jinja template FILE; the generators and trainers render alike', min_length=1, path="file", words=("auto", "none"))] = "auto"
     cache_dir: Annotated[str, _h("cache of built base models, keyed by their config", min_length=1, path="folder")] = "~/.cache/constellation"
-    hidden_size: Annotated[int, _h("tiny model width", ge=1, le=65_536)] = 128
-    layers: Annotated[int, _h("tiny model depth", ge=1, le=1024)] = 4
-    heads: Annotated[int, _h("tiny model attention heads", ge=1, le=1024)] = 4
+    hidden_size: Annotated[int, _h("tiny model width", ge=1, le=MAX_WIDTH)] = 128
+    layers: Annotated[int, _h("tiny model depth", ge=1, le=MAX_LAYERS)] = 4
+    heads: Annotated[int, _h("tiny model attention heads", ge=1, le=MAX_LAYERS)] = 4
     intermediate_size: Annotated[int, _h("tiny model MLP width", ge=1, le=262_144)] = 384
     max_len: Annotated[int, _h("max sequence length (prompt + completion) in tokens", ge=8, le=MAX_TOKENS)] = 256
     warm_start_seconds: Annotated[float, _h("time budget of supervised warm start on L (used when warm_start_steps = 0)", ge=0, le=MAX_SECONDS)] = 480.0
@@ -128,8 +131,7 @@ class SamplingConfig(_Section):
 class GeneratorConfig(_Section):
     impl: Annotated[str, _h('"hf", "vllm" (one vLLM engine with LoRA hot-swap) or "package.module:Class"', min_length=1)] = "hf"
     threads: Annotated[int, _h("torch threads of the generator process", ge=1, le=MAX_THREADS)] = 1
-    device: Annotated[str, _h('"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"; hf generator (vllm uses its platform\'s device)', pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
-                                 like='"auto", "cpu", "cuda" or "cuda:N"')] = "auto"
+    device: Annotated[str, _h('"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"; hf generator (vllm uses its platform\'s device)', **DEVICE)] = "auto"
     batch_size: Annotated[int, _h("sequences decoded together in one generate() call", ge=1, le=MAX_BATCH)] = 64
     python: Annotated[str, _h('interpreter the supervisor starts this role with ("" = its own); vllm on CPU: ".venv-vllm/bin/python" (scripts/make_vllm_venv.sh)', path="executable")] = ""
     gpu_memory_utilization: Annotated[float, _h("vllm: fraction of the GPU's memory (on CPU: of RAM) the engine reserves for weights and KV cache", gt=0, le=1)] = 0.15
@@ -152,11 +154,10 @@ class VerifierConfig(_Section):
 class CriticConfig(_Section):
     impl: Annotated[str, _h('"small" (= "learned": own tiny byte-level transformer), "policy_head" (LoRA + scalar head on the policy\'s base weights), "none" or "package.module:Class"', min_length=1)] = "small"
     threads: Annotated[int, _h("torch threads of the critic process", ge=1, le=MAX_THREADS)] = 1
-    device: Annotated[str, _h('"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"', pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
-                                 like='"auto", "cpu", "cuda" or "cuda:N"')] = "auto"
-    hidden_size: Annotated[int, _h("critic transformer width", ge=1, le=65_536)] = 128
-    layers: Annotated[int, _h("critic transformer depth", ge=1, le=1024)] = 2
-    heads: Annotated[int, _h("critic attention heads", ge=1, le=1024)] = 4
+    device: Annotated[str, _h('"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"', **DEVICE)] = "auto"
+    hidden_size: Annotated[int, _h("critic transformer width", ge=1, le=MAX_WIDTH)] = 128
+    layers: Annotated[int, _h("critic transformer depth", ge=1, le=MAX_LAYERS)] = 2
+    heads: Annotated[int, _h("critic attention heads", ge=1, le=MAX_LAYERS)] = 4
     max_len: Annotated[int, _h("critic input length: bytes for small, tokens for policy_head (capped by the model); longer inputs are cut from the left", ge=1, le=MAX_TOKENS)] = 448
     steps: Annotated[int, _h("optimizer steps per round of online training", ge=0, le=MAX_STEPS)] = 150
     batch_size: Annotated[int, _h("critic training batch (class-balanced)", ge=2, le=MAX_BATCH)] = 32
@@ -169,8 +170,7 @@ class CriticConfig(_Section):
 class TrainerConfig(_Section):
     impl: Annotated[str, _h('"star", "dpo" or "package.module:Class"', min_length=1)] = "star"
     threads: Annotated[int, _h("torch threads of the trainer process", ge=1, le=MAX_THREADS)] = 1
-    device: Annotated[str, _h('"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"', pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
-                                 like='"auto", "cpu", "cuda" or "cuda:N"')] = "auto"
+    device: Annotated[str, _h('"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"', **DEVICE)] = "auto"
     mode: Annotated[Literal["restart", "continue"], _h('"restart" (each round from the base, as STaR) or "continue" (from the last adapter)')] = "restart"
     lora_r: Annotated[int, _h("LoRA rank", ge=1, le=1024)] = 16
     lora_alpha: Annotated[int, _h("LoRA alpha", ge=1, le=65_536)] = 32
