@@ -175,7 +175,8 @@ def _type_clash(path: Path) -> str | None:
             kind = kinds.get(type(value), type(value).__name__)
             seen, at = first.setdefault(key, (kind, lineno))
             if seen != kind:
-                return f"{where}: field {key!r} is a {kind}, but a {seen} on line {at}; every line gives a field one type"
+                return (f"{where}: field {key!r} is a {kind}, but a {seen} on line {at}; "
+                        f"every line gives a field one type")
     return None
 
 
