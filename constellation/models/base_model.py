@@ -4,8 +4,10 @@
 ``model.base = "tiny"`` it builds a ~1M-parameter ``LlamaForCausalLM`` with a
 character-level tokenizer (plus one token per DSL keyword), trains it on the
 labeled set L for ``model.warm_start_seconds`` and saves it as an ordinary HF
-model folder. Any other ``model.base`` must be a local HF causal-LM folder:
-nothing is ever downloaded.
+model folder. Any other ``model.base`` must be a local HF causal-LM folder, a
+hub id already in the local HF cache, or a GGUF file (gguf_source.py: a
+``.gguf`` path, a folder holding one, or ``package:PKG/FILE.gguf``), converted
+once into a cached HF folder: nothing is ever downloaded.
 
 Built models are cached under ``<cache_dir>/tiny-<hash>``. The hash covers
 every field that changes the result (model shape and warm-start settings, the
@@ -35,6 +37,7 @@ from typing import Any, Callable
 import msgspec
 
 from constellation.models.fit import FitArgs, fit
+from constellation.models.gguf_source import ensure_gguf_model, model_source
 from constellation.models.prompting import prompt_ids
 from constellation.protocol.config import ModelConfig, TaskConfig
 from constellation.protocol.messages import Problem
@@ -361,6 +364,9 @@ def ensure_base_model(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: l
     prompt_loss_weight = mcfg.warm_start_prompt_loss
     offline()
     if mcfg.base != "tiny":
+        gguf_file = model_source(mcfg.base)
+        if gguf_file is not None:
+            return validate_local_model(ensure_gguf_model(gguf_file, mcfg.cache_dir, progress))
         return validate_local_model(mcfg.base)
     tokens = list(dsl_tokens or [])
     cache = Path(os.path.expanduser(mcfg.cache_dir))
