@@ -107,6 +107,8 @@ def ensure_gguf_model(file: Path, cache_dir: str, progress: Progress = None) -> 
         (tmp / "gguf_source.json").write_text(json.dumps(
             {"file": file.name, "sha256": digest, "n_params": n_params}, indent=1))
         (tmp / MARKER).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+        if final.exists() and not (final / MARKER).exists():
+            shutil.rmtree(final)  # a damaged folder (its marker gone): never reused, replaced
         os.rename(tmp, final)
     except OSError:  # another process finished the same conversion first: use theirs
         shutil.rmtree(tmp, ignore_errors=True)
