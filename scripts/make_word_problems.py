@@ -6,20 +6,21 @@ Writes two task sets, each a train.jsonl and an eval.jsonl, one JSON object per 
     OUT_DIR/level1/       level 1 only: the smollm2 preset's task (in the base's zone)
     OUT_DIR/levels1-4/    all four levels mixed (below the zone as a whole; the probe
                           shows pass@1 per level)
-    {"question": "...", "answer": "68", "difficulty": 3}
+A line: {"question": "...", "answer": "68", "difficulty": 3}
 The "hf" task reads them (task.fields maps question/answer/difficulty) and the
 "math" verifier checks the final number. The files are a pure function of
 SEED, so re-running this script rewrites them byte for byte; they are small
 (a few hundred KB) and committed, so nothing is generated or downloaded at run time.
 
 Levels (what a 135M chat model finds progressively harder, measured by
-`constellation probe --preset smollm2`, docs/real-model.md):
+`constellation probe --preset smollm2 --set task.eval_source=...levels1-4/eval.jsonl`):
     1  a + b, one digit each
     2  a + b, two digits, no carry
     3  a + b, two digits, with a carry
     4  a - b, two digits, with a borrow
-One-digit sums repeat across the two files under other wording (there are\nonly 81 of them); a question is never in both files: eval questions are drawn first and
-train questions that repeat one are skipped.
+One-digit sums repeat across the two files under other wording (there are
+only 81 of them); a question is never in both files: eval questions are drawn
+first and train questions that repeat one are skipped.
 """
 
 from __future__ import annotations
