@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -104,7 +105,21 @@ def encode_example(tokenizer, prompt: str, completion: str | None) -> tuple[list
     n_prompt = len(ids)
     if completion is not None:
         ids = ids + tokenizer.encode(completion, add_special_tokens=False) + [tokenizer.eos_token_id]
+    _log_first(prompt, ids, n_prompt, "example" if completion is not None else "prompt")
     return ids, n_prompt
+
+
+_LOGGED: set[str] = set()
+
+
+def _log_first(prompt: str, ids: list[int], n_prompt: int, kind: str) -> None:
+    """Log the first prompt (and the first training example) a process
+    encodes, as token ids: a run's logs then show the rendering each role
+    really used (tests/test_e2e_real_model.py checks the chat template in them)."""
+    if kind not in _LOGGED:
+        _LOGGED.add(kind)
+        logging.getLogger("prompting").info("first encoded %s: %s", kind, json.dumps(
+            {"prompt": prompt, "ids": ids, "n_prompt": n_prompt}))
 
 
 def collate(batch: list[tuple[list[int], int]], pad_id: int):
