@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -71,10 +72,11 @@ class RoleProc:
     last_heartbeat: float = 0.0
     queue_depth: int = 0
     stats: dict[str, float] = field(default_factory=dict)
+    peak_rss_mib: float = 0.0  # the largest any of its processes reported (heartbeats), over restarts
 
     def to_json(self) -> dict:
         return {"pid": self.popen.pid if self.popen else None, "state": self.state, "restarts": self.restarts,
-                "queue_depth": self.queue_depth, "stats": self.stats, "last_heartbeat": self.last_heartbeat,
+                "queue_depth": self.queue_depth, "stats": self.stats, "peak_rss_mib": self.peak_rss_mib, "last_heartbeat": self.last_heartbeat,
                 "log": str(self.log_path)}
 
 
@@ -182,6 +184,9 @@ class Supervisor:
             rp.ready, rp.state = True, "ready"
         elif isinstance(msg, m.Heartbeat):
             rp.state, rp.queue_depth, rp.stats = msg.state, msg.queue_depth, msg.stats
+            rss = msg.stats.get("peak_rss_mib", 0.0)
+            if math.isfinite(rss) and 0 < rss < 1 << 30:  # a number from a socket: bounded before kept
+                rp.peak_rss_mib = max(rp.peak_rss_mib, rss)
         elif isinstance(msg, m.Dead):
             rp.state = "dead"
             self.console.print(f"[red]{rp.name} reported DEAD: {msg.reason}[/red]")
@@ -284,6 +289,7 @@ class Supervisor:
             self.view.poll()
             self.shutdown()
             self.view.final_table()
+            self.console.print(self.memory_line())
             return 0 if finished.ok else 1
         except KeyboardInterrupt:
             self.console.print("[yellow]interrupted: shutting down all roles[/yellow]")
@@ -295,6 +301,11 @@ class Supervisor:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+    def memory_line(self) -> str:
+        """Peak resident memory of each role's process, as their heartbeats reported it (status.json keeps it too)."""
+        parts = [f"{n} {rp.peak_rss_mib / 1024:.2f}" for n, rp in self.roles.items() if rp.peak_rss_mib]
+        return "peak memory per role (GiB): " + (", ".join(parts) if parts else "no heartbeat reported it")
 
     def _on_signal(self, signum, frame) -> None:
         self._signal = signum

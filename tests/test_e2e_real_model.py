@@ -76,6 +76,9 @@ def test_one_round_of_smollm2_end_to_end(tmp_path, model_cache):
     for text, outputs in read:
         assert json.loads(outputs) == [re.findall(r"-?\d+(?:\.\d+)?", text.replace(",", ""))[-1]], text
 
+    roles = json.loads((run_dir / "status.json").read_text())["roles"]
+    assert all(r["peak_rss_mib"] > 50 for r in roles.values()), roles  # each role reported its peak memory
+
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained((run_dir / "base_model.txt").read_text().strip())
     gen = first_encoded(run_dir / "logs" / "generator.log", "prompt")

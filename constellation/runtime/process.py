@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -57,6 +58,11 @@ class _Beat:
         self.stats = lambda: {}
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _heartbeats(life: Link, role: str, beat: _Beat, link: list, interval: float, stop: threading.Event) -> None:
     while not stop.wait(interval):
         try:
@@ -64,6 +70,7 @@ def _heartbeats(life: Link, role: str, beat: _Beat, link: list, interval: float,
         except Exception as e:  # a stats() bug must not kill the heartbeat
             stats = {"stats_error": 1.0}
             log.debug("stats() failed: %s", e)
+        stats["peak_rss_mib"] = peak_rss_mib()
         depth = link[0].inbox.qsize() if link else 0
         life.send(m.Heartbeat(role=role, pid=os.getpid(), state=beat.state, queue_depth=depth, stats=stats))
 
