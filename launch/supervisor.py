@@ -284,6 +284,8 @@ class Supervisor:
             self.view.poll()
             self.shutdown()
             self.view.final_table()
+            if not finished.ok and finished.summary:
+                self.console.print(f"[red]run failed: {finished.summary}[/red]")
             return 0 if finished.ok else 1
         except KeyboardInterrupt:
             self.console.print("[yellow]interrupted: shutting down all roles[/yellow]")

@@ -113,6 +113,7 @@ def serve_worker(role: str, cfg: config.Config, run_dir: Path, endpoints: dict, 
 def serve_coordinator(cfg: config.Config, run_dir: Path, endpoints: dict, life: Link, beat: _Beat,
                       link: list, stop: threading.Event) -> None:
     from constellation.runtime.coordinator import Coordinator, Interrupted
+    from constellation.runtime.requests import RequestFailed
 
     roles = worker_roles(cfg)  # no critic process when critic.impl = "none"
     client = ZmqRoleClient(endpoints["hub"], roles, keys=server_keys(run_dir, list(roles)))
@@ -137,6 +138,10 @@ def serve_coordinator(cfg: config.Config, run_dir: Path, endpoints: dict, life: 
         summary = "the run had finished already" if ended is not None else ""
     except Interrupted:
         ok, summary = False, "interrupted"
+    except RequestFailed as e:  # a request its role cannot complete: end the run, with why (no restart helps)
+        log.error("the run cannot go on: %s", e)
+        coord.store.event(ev.RunEnd(ok=False, counters=dict(coord.counters), reason=str(e)))
+        ok, summary = False, str(e)
     finally:
         coord.close()
     for role in roles:
