@@ -222,6 +222,9 @@ class SupervisorConfig(_Section):
     loop_timeout: Annotated[float, _h("a coordinator whose own loop has not turned this long (its heartbeat says so) "
                                       "is restarted like a dead process", gt=0)] = 300.0
     shutdown_grace: Annotated[float, _h("seconds between SIGTERM and SIGKILL at shutdown", ge=0)] = 10.0
+    progress_timeout: Annotated[float, _h("a coordinator that has handled no reply this long with no request in flight "
+                                          "(with requests in flight: this plus coordinator.request_timeout x 6, after "
+                                          "which its own re-sends have given up) is restarted, with the reason", gt=0)] = 600.0
 
 
 class LaunchConfig(_Section):

@@ -91,6 +91,7 @@ class RequestLoop:
         self._next_id = 0
         self._incarnation = f"{os.getpid()}.{int(time.time()) % 100000}"
         self.last_turn = time.monotonic()  # the watchdog's view of this loop
+        self.progress = 0  # replies handled (whole or in part): the supervisor's progress watchdog reads it
 
     # hooks --------------------------------------------------------------
     def _before_poll(self) -> None:
@@ -157,6 +158,7 @@ class RequestLoop:
             return self._bad_reply(rid, pending, peer, msg, checked.reason or "no handler for it", partial=False)
         if pending.missing is not None:
             pending.missing -= checked.covered
+        self.progress += 1
         if pending.missing:  # handle the part it covers, ask again for the rest
             handler(checked.reply)
             return self._bad_reply(rid, pending, peer, msg, f"{len(pending.missing)} of the "
