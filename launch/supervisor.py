@@ -40,8 +40,10 @@ from rich.console import Console
 from constellation.protocol import config as config_mod
 from constellation.protocol import messages as m
 from launch.memory_plan import PlanDoesNotFit, gpu_memory_check
+from constellation.runtime import lifecycle
 from constellation.runtime.config_check import check_config
 from constellation.runtime.registry import roles_of
+from constellation.runtime.requests import MAX_TIMEOUTS
 from constellation.protocol.transport import (Link, free_tcp_endpoint, ipc_endpoint, make_run_keys, private_dir,
                                               server_keys)
 from constellation.runtime.store import finished_run
@@ -73,10 +75,13 @@ class RoleProc:
     queue_depth: int = 0
     stats: dict[str, float] = field(default_factory=dict)
     peak_rss_mib: float = 0.0  # the largest any of its processes reported (heartbeats), over restarts
+    progress_seen: float = -1.0  # the coordinator's progress count last seen, and when it last changed
+    progress_at: float | None = None
 
     def to_json(self) -> dict:
         return {"pid": self.popen.pid if self.popen else None, "state": self.state, "restarts": self.restarts,
-                "queue_depth": self.queue_depth, "stats": self.stats, "peak_rss_mib": self.peak_rss_mib, "last_heartbeat": self.last_heartbeat,
+                "queue_depth": self.queue_depth, "stats": self.stats, "peak_rss_mib": self.peak_rss_mib,
+                "last_heartbeat": self.last_heartbeat,
                 "log": str(self.log_path)}
 
 
@@ -120,7 +125,8 @@ class Supervisor:
         (run_dir / "endpoints.json").write_text(json.dumps(self.endpoints, indent=1))
         make_run_keys(run_dir, list(self.roles))
         self.life = Link("pull", self.endpoints["lifecycle"], bind=True, keys=server_keys(run_dir, list(self.roles)))
-        self.refused = 0  # lifecycle messages refused: sent under another role's key
+        self.refused = 0  # lifecycle messages refused: sent under another role's key, or a Ready without its token
+        self.launch_secret = lifecycle.new_secret()  # in memory only: a stolen key file does not make a Ready count
 
     def make_endpoints(self) -> dict[str, str]:
         """The hub and lifecycle endpoints (a launcher that places roles on other hosts overrides this)."""
@@ -133,10 +139,12 @@ class Supervisor:
 
     # ------------------------------------------------------------------
     @staticmethod  # also how a Ray actor starts its role (launch/ray_launcher.py)
-    def _spawn(args: list[str], log_path: Path, python: str = sys.executable, restarts: int = 0) -> subprocess.Popen:
+    def _spawn(args: list[str], log_path: Path, python: str = sys.executable, restarts: int = 0,
+               launch: dict[str, str] | None = None) -> subprocess.Popen:
+        """``launch``: the process's launch token (and the coordinator's secret), runtime/lifecycle.py."""
         env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   CONSTELLATION_RESTARTS=str(restarts))
+                   CONSTELLATION_RESTARTS=str(restarts), **(launch or {}))
         with open(log_path, "ab") as logf:
             return subprocess.Popen([python, *args], stdout=logf, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent,
@@ -145,8 +153,15 @@ class Supervisor:
     def start_role(self, name: str) -> None:
         rp = self.roles[name]
         rp.popen = self._spawn(["-m", "constellation.runtime.process", name, str(self.run_dir)], rp.log_path,
-                               role_python(self.cfg, name), rp.restarts)
+                               role_python(self.cfg, name), rp.restarts, self.launch_env(name))
         rp.state, rp.ready, rp.last_heartbeat = "starting", False, time.time()
+
+    def launch_env(self, name: str) -> dict[str, str]:
+        """The environment that makes a role's Ready count: its token; the coordinator also checks the others'."""
+        env = {lifecycle.TOKEN_ENV: lifecycle.launch_token(self.launch_secret, name)}
+        if name == "coordinator":
+            env[lifecycle.SECRET_ENV] = self.launch_secret
+        return env
 
     def prepare_base_model(self) -> Path:
         """Build (or reuse from the cache) the base model in a child process,
@@ -178,6 +193,11 @@ class Supervisor:
         if isinstance(msg, m.Finished):
             return msg
         if rp is None:
+            return None
+        if isinstance(msg, m.Ready) and not lifecycle.genuine(self.launch_secret, msg):  # not a process we started
+            self.refused += 1
+            self.console.print(f"[red]refused a Ready for {claimed!r} (pid {msg.pid}) without its launch token "
+                               f"({self.refused} refused)[/red]")
             return None
         rp.last_heartbeat = time.time()
         if isinstance(msg, m.Ready):
@@ -231,13 +251,15 @@ class Supervisor:
             code = rp.popen.poll()
             silent = now - rp.last_heartbeat > self.cfg.supervisor.heartbeat_timeout
             stuck = rp.stats.get("loop_age", 0.0) > self.cfg.supervisor.loop_timeout
+            stalled = self._stalled(rp, now)
             if code == 0:  # a clean exit only follows Shutdown/SIGTERM: the run is ending
                 rp.state = "stopped"
                 continue
-            if code is None and not silent and not stuck:
+            if code is None and not silent and not stuck and not stalled:
                 continue
             why = (f"exited with {code}" if code is not None else f"silent for {now - rp.last_heartbeat:.0f}s"
-                   if silent else f"alive but its loop has not turned for {rp.stats['loop_age']:.0f}s")
+                   if silent else f"alive but its loop has not turned for {rp.stats['loop_age']:.0f}s"
+                   if stuck else stalled)
             if rp.restarts >= self.cfg.supervisor.max_restarts:
                 raise SupervisorError(f"role {rp.name!r} {why} and was already restarted {rp.restarts} times; "
                                       f"last lines of {rp.log_path}:\n{_tail(rp.log_path)}")
@@ -246,8 +268,23 @@ class Supervisor:
             rp.restarts += 1
             self.console.print(f"[yellow]{rp.name} {why}; restarting ({rp.restarts}/"
                                f"{self.cfg.supervisor.max_restarts})[/yellow]")
-            rp.stats = {}
+            rp.stats, rp.progress_at = {}, None
             self.start_role(rp.name)
+
+    def _stalled(self, rp: RoleProc, now: float) -> str:
+        """The progress watchdog: why a coordinator whose loop turns but that handles
+        no reply counts as stuck ("" while it progresses). The bound grows by
+        the request loop's own give-up time while requests are in flight."""
+        if "progress" not in rp.stats:
+            return ""
+        if rp.stats["progress"] != rp.progress_seen or rp.progress_at is None:
+            rp.progress_seen, rp.progress_at = rp.stats["progress"], now
+            return ""
+        in_flight = int(rp.stats.get("pending", 0))
+        bound = progress_bound(self.cfg, in_flight)
+        idle = now - rp.progress_at
+        return (f"alive but has handled no reply for {idle:.0f}s ({in_flight} requests in flight; bound {bound:.0f}s)"
+                if idle > bound else "")
 
     def shutdown(self) -> None:
         procs = [rp.popen for rp in self.roles.values() if rp.popen is not None and rp.popen.poll() is None]
@@ -290,6 +327,8 @@ class Supervisor:
             self.shutdown()
             self.view.final_table()
             self.console.print(self.memory_line())
+            if not finished.ok and finished.summary:
+                self.console.print(f"[red]run failed: {finished.summary}[/red]")
             return 0 if finished.ok else 1
         except KeyboardInterrupt:
             self.console.print("[yellow]interrupted: shutting down all roles[/yellow]")
@@ -309,6 +348,12 @@ class Supervisor:
 
     def _on_signal(self, signum, frame) -> None:
         self._signal = signum
+
+
+def progress_bound(cfg: config_mod.Config, in_flight: int) -> float:
+    """Seconds without a handled reply before the coordinator counts as stuck."""
+    extra = cfg.coordinator.request_timeout * (MAX_TIMEOUTS + 1) if in_flight else 0.0
+    return cfg.supervisor.progress_timeout + extra
 
 
 def _kill(p: subprocess.Popen, grace: float) -> None:

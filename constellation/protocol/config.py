@@ -115,6 +115,8 @@ class VerifierConfig(_Section):
     math_workers: Annotated[int, _h("math verifier: isolated checker processes working in parallel", ge=1)] = 1
     reward_fn: Annotated[str, _h('"reward" verifier: "pkg.mod:func" with func(prompt, completion, answer) -> bool | float')] = ""
     reward_threshold: Annotated[float, _h('"reward" verifier: a float reward passes when >= this')] = 0.5
+    audit: Annotated[float, _h("share of candidates whose verdict the coordinator re-verifies itself; a mismatch stops the run (runtime/audit.py). Applies to the built-in exact verifiers (dsl, math, code, arithmetic); 0 = off", ge=0, le=1)] = 0.05
+    audit_plugins: Annotated[bool, _h("audit a plugin or the \"reward\" verifier too (only if it is deterministic)")] = False
 
 
 class CriticConfig(_Section):
@@ -222,6 +224,9 @@ class SupervisorConfig(_Section):
     loop_timeout: Annotated[float, _h("a coordinator whose own loop has not turned this long (its heartbeat says so) "
                                       "is restarted like a dead process", gt=0)] = 300.0
     shutdown_grace: Annotated[float, _h("seconds between SIGTERM and SIGKILL at shutdown", ge=0)] = 10.0
+    progress_timeout: Annotated[float, _h("a coordinator that has handled no reply this long with no request in flight "
+                                          "(with requests in flight: this plus coordinator.request_timeout x 6, after "
+                                          "which its own re-sends have given up) is restarted, with the reason", gt=0)] = 600.0
 
 
 class LaunchConfig(_Section):

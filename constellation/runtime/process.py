@@ -40,6 +40,7 @@ from constellation.protocol import config
 from constellation.protocol import events as ev
 from constellation.protocol import messages as m
 from constellation.protocol.transport import Link, client_keys, server_keys
+from constellation.runtime import lifecycle
 from constellation.runtime.client import ZmqRoleClient, handle_request
 from constellation.runtime.registry import resolve_role, worker_roles
 from constellation.runtime.store import finished_run
@@ -86,7 +87,7 @@ def serve_worker(role: str, cfg: config.Config, run_dir: Path, endpoints: dict, 
     hub = Link("dealer", endpoints["hub"], bind=False, identity=role, expected=expected,
                keys=client_keys(run_dir, role))
     link.append(hub)
-    ready = m.Ready(role=role, pid=os.getpid(), impl=impl, info=info)
+    ready = m.Ready(role=role, pid=os.getpid(), impl=impl, info=info, launch=lifecycle.own_token())
     hub.send(ready)
     life.send(ready)
     beat.state = "idle"
@@ -120,19 +121,22 @@ def serve_worker(role: str, cfg: config.Config, run_dir: Path, endpoints: dict, 
 def serve_coordinator(cfg: config.Config, run_dir: Path, endpoints: dict, life: Link, beat: _Beat,
                       link: list, stop: threading.Event) -> None:
     from constellation.runtime.coordinator import Coordinator, Interrupted
+    from constellation.runtime.requests import RequestFailed
 
     roles = worker_roles(cfg)  # no critic process when critic.impl = "none"
-    client = ZmqRoleClient(endpoints["hub"], roles, keys=server_keys(run_dir, list(roles)))
+    client = ZmqRoleClient(endpoints["hub"], roles, keys=server_keys(run_dir, list(roles)),
+                           accept_ready=lifecycle.ready_check())
     link.append(client.link)
     coord = Coordinator(cfg, run_dir, client, stop)
 
     def stats() -> dict[str, float]:
         loop_age = time.monotonic() - coord.last_turn if client.link.alive else STUCK_LOOP_AGE
         return {"pending": len(coord.pending), "round": coord.current.round if coord.current else -1,
-                "candidates": len(coord.current.candidates) if coord.current else 0, "loop_age": loop_age}
+                "candidates": len(coord.current.candidates) if coord.current else 0, "loop_age": loop_age,
+                "progress": coord.progress}
 
     beat.stats = stats
-    life.send(m.Ready(role="coordinator", pid=os.getpid(), impl="coordinator"))
+    life.send(m.Ready(role="coordinator", pid=os.getpid(), impl="coordinator", launch=lifecycle.own_token()))
     beat.state = "busy"
     ended = finished_run(run_dir)
     if ended is None and int(os.environ.get("CONSTELLATION_RESTARTS", "0")) > 0:
@@ -144,6 +148,10 @@ def serve_coordinator(cfg: config.Config, run_dir: Path, endpoints: dict, life: 
         summary = "the run had finished already" if ended is not None else ""
     except Interrupted:
         ok, summary = False, "interrupted"
+    except RequestFailed as e:  # a request its role cannot complete: end the run, with why (no restart helps)
+        log.error("the run cannot go on: %s", e)
+        coord.store.event(ev.RunEnd(ok=False, counters=dict(coord.counters), reason=str(e)))
+        ok, summary = False, str(e)
     finally:
         coord.close()
     for role in roles:
