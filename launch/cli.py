@@ -185,7 +185,10 @@ def config_reference_markdown() -> str:
 
 
 @app.command()
-def table(run_dir: RunDir) -> None:
+def table(run_dir: RunDir,
+          plot: Annotated[Path | None, typer.Option("--plot", help="also draw the pass@k curves (base and each "
+                                                     "round, k* marked) into this PNG file", show_default=False)
+                          ] = None) -> None:
     """Print the pass@k table of a run (base and each round, with the crossover k*) and its manifest."""
     from launch.console import manifest_lines, pass_at_k_table
 
@@ -195,6 +198,13 @@ def table(run_dir: RunDir) -> None:
     console.print(pass_at_k_table(run_dir))
     for line in manifest_lines(run_dir):
         console.print(line, highlight=False, markup=False)
+    if plot is not None:
+        from launch.run_figure import FigureError, plot_run
+
+        try:
+            console.print(f"pass@k curves: {plot_run(run_dir, plot)}", highlight=False)
+        except (FigureError, OSError) as e:
+            raise typer.Exit(_error(e))
 
 
 @app.command()
