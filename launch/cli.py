@@ -108,7 +108,8 @@ def up(preset: Preset = "tiny", overrides: Overrides = None,
            "--ray-address", help="with --launcher ray: the cluster's head host:port, or auto")] = None,
        ) -> None:
     """Run the whole constellation: prepare the base, start every role, run the rounds."""
-    from launch.supervisor import SupervisorError, up as run_up
+    from launch.supervisor import SupervisorError
+    from launch.up import up as run_up
 
     console = Console()
     chosen = [f'launch.launcher="{launcher.value}"'] if launcher else []
