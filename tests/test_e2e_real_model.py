@@ -79,7 +79,7 @@ def test_one_round_of_smollm2_end_to_end(tmp_path, model_cache):
     for log in (run_dir / "logs").glob("*.log"):  # bitsandbytes' harmless offline kernel-hub warning is silenced
         assert "Failed to load CPU gemm_4bit_forward" not in log.read_text(), log.name
     roles = json.loads((run_dir / "status.json").read_text())["roles"]
-    assert all(r["peak_rss_mib"] > 50 for r in roles.values()), roles  # each role reported its peak memory
+    assert all(r["peak_rss_mib"] > 0 for r in roles.values()), roles  # each role reported its peak memory
 
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained((run_dir / "base_model.txt").read_text().strip())
