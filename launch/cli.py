@@ -36,6 +36,7 @@ from rich.table import Table
 from constellation.protocol import config as config_mod
 from constellation.runtime.registry import KINDS, describe, entries, shadowed_plugins
 from launch import verify
+from launch.errors import os_error_line
 
 try:  # recent typer releases ship their own copy of click and raise its exceptions
     from typer._click import exceptions as click_errors
@@ -92,13 +93,6 @@ class Launcher(str, Enum):
     ray = "ray"
 
 
-def os_error_line(e: OSError, where: object = None) -> str:
-    """``<path>: <cause>`` for a failed file operation, e.g. "runs/x/config.toml: No space left on device";
-    ``where`` names the place when the error carries no file name (a failed write)."""
-    path = e.filename if e.filename is not None else where
-    return f"{path}: {e.strerror}" if path is not None and e.strerror else str(e)
-
-
 # -- commands --------------------------------------------------------------------------------
 
 @app.command()
@@ -112,7 +106,8 @@ def up(preset: Preset = "tiny", overrides: Overrides = None,
            "--ray-address", help="with --launcher ray: the cluster's head host:port, or auto")] = None,
        ) -> None:
     """Run the whole constellation: prepare the base, start every role, run the rounds."""
-    from launch.supervisor import SupervisorError, up as run_up
+    from launch.supervisor import SupervisorError
+    from launch.up import up as run_up
 
     console = Console()
     chosen = [f'launch.launcher="{launcher.value}"'] if launcher else []
@@ -190,7 +185,10 @@ def config_reference_markdown() -> str:
 
 
 @app.command()
-def table(run_dir: RunDir) -> None:
+def table(run_dir: RunDir,
+          plot: Annotated[Path | None, typer.Option("--plot", help="also draw the pass@k curves (base and each "
+                                                     "round, k* marked) into this PNG file", show_default=False)
+                          ] = None) -> None:
     """Print the pass@k table of a run (base and each round, with the crossover k*) and its manifest."""
     from launch.console import manifest_lines, pass_at_k_table
 
@@ -200,6 +198,13 @@ def table(run_dir: RunDir) -> None:
     console.print(pass_at_k_table(run_dir))
     for line in manifest_lines(run_dir):
         console.print(line, highlight=False, markup=False)
+    if plot is not None:
+        from launch.run_figure import FigureError, plot_run
+
+        try:
+            console.print(f"pass@k curves: {plot_run(run_dir, plot)}", highlight=False)
+        except (FigureError, OSError) as e:
+            raise typer.Exit(_error(e))
 
 
 @app.command()

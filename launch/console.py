@@ -1,12 +1,14 @@
 """What ``constellation up`` prints: the config, progress of long steps, one
 line per finished evaluation or round, and the final pass@k table.
 
-It only reads files the roles write (``logs/prepare.log``, ``metrics.jsonl``),
-so it works the same whichever process produced them.
+It only reads files: ``logs/prepare.log`` and ``metrics.jsonl``, which the
+roles write, and the supervisor's ``status.json`` (``read_status``, which the
+monitor uses too), so it works the same whichever process produced them.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -37,6 +39,15 @@ def fit_progress_text(role: str, stats: dict) -> str | None:
     if isinstance(eta, (int, float)) and eta >= 0:
         parts.append(f"ETA {eta:.0f}s")
     return ", ".join(parts)
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    """status.json (the role table the supervisor rewrites), None when missing or not a JSON object."""
+    try:
+        status = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) else None
 
 
 class ConsoleView:
@@ -101,8 +112,6 @@ class ConsoleView:
     def _show_fits(self) -> None:
         """A line per training role every FIT_LINE_SECONDS while it trains, from
         the heartbeat stats the supervisor writes to status.json."""
-        from launch.monitor import read_status
-
         roles = (read_status(self.run_dir / "status.json") or {}).get("roles")
         now = time.monotonic()
         for role in FIT_ROLES:

@@ -70,6 +70,11 @@ DONE_FILE = "control.json"
 ON_POLICY = "on_policy"  # the on-policy arm's directory in a control directory
 
 
+def seed_overrides(overrides: list[str], seed: int) -> list[str]:
+    """The overrides of seed ``seed``'s run: a study's trajectory (launch/study.py) and a control's alike."""
+    return [*overrides, f"run.seed={seed}", f"run.name=seed-{seed}"]
+
+
 def control_problems(cfg: config_mod.Config, split: m.Split) -> list[m.Problem]:
     """One round's worth of training problems, drawn from the training pool
     without the guard's validation problems, seeded by run.seed: the same for
@@ -314,8 +319,6 @@ def run_controls(preset: str, seeds: int, overrides: list[str], out: Path, conso
                  first_seed: int = 0, n_boot: int = 1000) -> Report:
     """``constellation control``: the controls of seeds first_seed.. in
     ``<out>/seed-<s>``, and their report in ``<out>/report.md``."""
-    from launch.study import seed_overrides
-
     if seeds < 1:
         raise StudyError(f"--seeds must be >= 1, got {seeds}")
     out = Path(out).resolve()

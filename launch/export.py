@@ -19,7 +19,8 @@ import msgspec
 
 from constellation.protocol import config as config_mod
 from constellation.runtime.store import stored_events
-from constellation.runtime.tracking import TENSORBOARD_DIR, Tracker
+from constellation.runtime.tracking import Tracker
+from constellation.runtime.tracking_backends import TENSORBOARD_DIR, open_backends
 
 BACKENDS = ("tensorboard", "wandb", "mlflow")
 
@@ -40,8 +41,6 @@ def run_dirs(path: Path) -> list[Path]:
 
 def export_run(run_dir: Path, backends: set[str]) -> int:
     """Rebuild ``backends``' logs of one run -> the number of events replayed."""
-    from constellation.runtime.tracking_backends import open_backends
-
     saved = run_dir / "config.toml"
     cfg = config_mod.load_file(saved) if saved.is_file() else config_mod.Config()
     on = {name: name in backends for name in BACKENDS}

@@ -16,7 +16,6 @@ print a frame into a string; ``monitor`` only repeats it.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from rich.text import Text
 from constellation.algorithms.passk import crossover
 from constellation.protocol import events as ev
 from constellation.runtime.store import read_event_lines
+from launch.console import FIT_ROLES, fit_progress_text, read_status
 
 # a heartbeat older than this (seconds) is flagged; roles beat about every second
 STALE_HEARTBEAT_SECONDS = 10.0
@@ -62,14 +62,6 @@ class RunState:
     @property
     def ended(self) -> bool:
         return self.last(ev.RunEnd) is not None
-
-
-def read_status(path: Path) -> dict[str, Any] | None:
-    try:
-        status = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    return status if isinstance(status, dict) else None
 
 
 def load(run_dir: Path) -> RunState:
@@ -300,8 +292,6 @@ def _progress_line(state: RunState) -> Text:
 
 def _fit_lines(state: RunState) -> list[Text]:
     """Training roles' step, loss and ETA, from their heartbeats (roles/step_log.py)."""
-    from launch.console import FIT_ROLES, fit_progress_text
-
     roles = (state.status or {}).get("roles")
     if state.ended or not isinstance(roles, dict):
         return []

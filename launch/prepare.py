@@ -19,6 +19,7 @@ from typing import Any, Callable
 from constellation.protocol import config
 from constellation.runtime.registry import resolve_task
 from constellation.runtime.store import SPLIT_FILE, load_split, save_split
+from launch.errors import os_error_line
 from roles.base import set_torch_threads
 
 Progress = Callable[[float, str], None] | None
@@ -53,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _, path = prepare(cfg, run_dir, progress, load_split(run_dir) if saved.exists() else None)
     except OSError as e:  # FileNotFoundError (a missing model), ENOSPC, EROFS, EACCES
-        from launch.cli import os_error_line
         print(f"ERROR {os_error_line(e)}", flush=True)
         return 2
     except ValueError as e:  # a task file or model folder that cannot be used, named in the message

@@ -154,7 +154,18 @@ def show(result: ProbeResult, base: str, n_by_difficulty: dict[int, int], cfg: C
     console.print(f"base pass@1 {100 * est:.1f}% (95% CI {100 * lo:.1f}-{100 * hi:.1f}; visible-pass "
                   f"{100 * result.visible_pass_at_1:.1f}%), zone {100 * e.zpd_low:.0f}%-{100 * e.zpd_high:.0f}%: "
                   f"{words[result.zone]} ({result.seconds:.0f}s)")
+    if result.zone != "in":
+        console.print(f"what to change: {ADVICE[result.zone]}", highlight=False)
     show_ambiguity(result, cfg, console)
+
+
+ADVICE = {
+    "below": ("easier problems (task.depths / the task file's levels; the probe's table shows pass@1 per "
+              "difficulty), a prompt_format that states the answer format the extract rule reads, more "
+              "sampling.max_new_tokens if completions are cut off, another sampling.temperature, or a "
+              "larger base (task.n_labeled warm-starts only model.base = \"tiny\")"),
+    "above": "harder problems (task.depths / the task file's levels) or a smaller base",
+}
 
 
 def _pct(est: float, ci: Interval) -> str:

@@ -129,13 +129,15 @@ def _node_ip() -> str:
 class RoleActor:
     """Runs one role's process on the node Ray placed it on and fate-shares with it."""
 
-    def __init__(self, role: str, run_dir: str, launch_id: str, python: str, grace: float) -> None:
+    def __init__(self, role: str, run_dir: str, launch_id: str, python: str, grace: float,
+                 launch: dict[str, str] | None = None) -> None:
         self.run_dir, self.grace = Path(run_dir), grace
         check_run_dir(self.run_dir, launch_id)
         if not os.access(python, os.X_OK):
             raise SupervisorError(f"{python} is not an executable file on {socket.gethostname()} ({_node_ip()})")
         log_path = self.run_dir / "logs" / f"{role}.log"
-        self.proc = Supervisor._spawn(["-m", "constellation.runtime.process", role, run_dir], log_path, python)
+        self.proc = Supervisor._spawn(["-m", "constellation.runtime.process", role, run_dir], log_path, python,
+                                      launch=launch)
         self.stopping = False
         threading.Thread(target=self._watch, daemon=True).start()
 
@@ -283,7 +285,7 @@ class RaySupervisor(Supervisor):
         rp = self.roles[name]
         actor_cls = self.ray.remote(RoleActor).options(**self._options(name))
         actor = actor_cls.remote(name, str(self.run_dir), self.launch_id, role_python(self.cfg, name),
-                                 self.cfg.supervisor.shutdown_grace)
+                                 self.cfg.supervisor.shutdown_grace, self.launch_env(name))
         rp.popen = RayRole(self.ray, actor, self.actor_name(name), rp.log_path)
         rp.state, rp.ready, rp.last_heartbeat = "starting", False, time.time()
 

@@ -28,16 +28,13 @@ from rich.console import Console
 from constellation.protocol import config as config_mod
 from constellation.protocol import events as ev
 from constellation.runtime.store import read_events
+from launch.control import DONE_FILE, control_report, run_control, seed_overrides
 from launch.study_report import Report, StudyError, Trajectory, build_report, load_trajectory
 
 
 def finished(run_dir: Path) -> bool:
     """The trajectory's run ended ok (no metrics.jsonl yet reads as no events)."""
     return any(isinstance(e, ev.RunEnd) and e.ok for e in read_events(run_dir))
-
-
-def seed_overrides(overrides: list[str], seed: int) -> list[str]:
-    return [*overrides, f"run.seed={seed}", f"run.name=seed-{seed}"]
 
 
 def run_study(preset: str, seeds: int, overrides: list[str], out: Path, console: Console,
@@ -98,8 +95,6 @@ def run_seed_controls(cfgs: dict[int, config_mod.Config], done: list[int], out: 
     """The positive controls of each finished seed, on its trajectory's base
     evaluation (with ``report_only``: only those already run) -> their report
     section, or None when there is none."""
-    from launch.control import DONE_FILE, control_report, run_control
-
     ctrl = []
     for s in done:
         control_dir = out / "controls" / f"seed-{s}"

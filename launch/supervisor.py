@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -39,11 +38,10 @@ from rich.console import Console
 from constellation.protocol import config as config_mod
 from constellation.protocol import messages as m
 from launch.memory_plan import PlanDoesNotFit, gpu_memory_check
-from constellation.runtime.preflight import check_values, checked_split
+from constellation.runtime import lifecycle
 from constellation.runtime.registry import roles_of
-from constellation.protocol.transport import (Link, free_tcp_endpoint, ipc_endpoint, make_run_keys, private_dir,
-                                              server_keys)
-from constellation.runtime.store import finished_run, save_split
+from constellation.runtime.requests import MAX_TIMEOUTS
+from constellation.protocol.transport import Link, free_tcp_endpoint, ipc_endpoint, make_run_keys, server_keys
 from launch.console import ConsoleView
 
 PR_SET_PDEATHSIG = 1
@@ -71,10 +69,14 @@ class RoleProc:
     last_heartbeat: float = 0.0
     queue_depth: int = 0
     stats: dict[str, float] = field(default_factory=dict)
+    peak_rss_mib: float = 0.0  # the largest any of its processes reported (heartbeats), over restarts
+    progress_seen: float = -1.0  # the coordinator's progress count last seen, and when it last changed
+    progress_at: float | None = None
 
     def to_json(self) -> dict:
         return {"pid": self.popen.pid if self.popen else None, "state": self.state, "restarts": self.restarts,
-                "queue_depth": self.queue_depth, "stats": self.stats, "last_heartbeat": self.last_heartbeat,
+                "queue_depth": self.queue_depth, "stats": self.stats, "peak_rss_mib": self.peak_rss_mib,
+                "last_heartbeat": self.last_heartbeat,
                 "log": str(self.log_path)}
 
 
@@ -91,20 +93,6 @@ def role_python(cfg: config_mod.Config, role: str) -> str:
     return str(path.absolute())  # not resolved: a venv's python is a symlink that must keep its venv
 
 
-def make_run_dir(cfg: config_mod.Config) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(cfg.run.runs_dir).resolve() / f"{cfg.run.name}-{stamp}"
-    n = 1
-    while run_dir.exists():
-        n += 1
-        run_dir = run_dir.with_name(f"{cfg.run.name}-{stamp}-{n}")
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    private_dir(run_dir)
-    for sub in ("logs", "adapters"):
-        (run_dir / sub).mkdir(parents=True)
-    return run_dir
-
-
 class Supervisor:
     def __init__(self, cfg: config_mod.Config, run_dir: Path, console: Console | None = None) -> None:
         self.cfg, self.run_dir = cfg, run_dir
@@ -118,7 +106,8 @@ class Supervisor:
         (run_dir / "endpoints.json").write_text(json.dumps(self.endpoints, indent=1))
         make_run_keys(run_dir, list(self.roles))
         self.life = Link("pull", self.endpoints["lifecycle"], bind=True, keys=server_keys(run_dir, list(self.roles)))
-        self.refused = 0  # lifecycle messages refused: sent under another role's key
+        self.refused = 0  # lifecycle messages refused: sent under another role's key, or a Ready without its token
+        self.launch_secret = lifecycle.new_secret()  # in memory only: a stolen key file does not make a Ready count
 
     def make_endpoints(self) -> dict[str, str]:
         """The hub and lifecycle endpoints (a launcher that places roles on other hosts overrides this)."""
@@ -131,10 +120,12 @@ class Supervisor:
 
     # ------------------------------------------------------------------
     @staticmethod  # also how a Ray actor starts its role (launch/ray_launcher.py)
-    def _spawn(args: list[str], log_path: Path, python: str = sys.executable, restarts: int = 0) -> subprocess.Popen:
+    def _spawn(args: list[str], log_path: Path, python: str = sys.executable, restarts: int = 0,
+               launch: dict[str, str] | None = None) -> subprocess.Popen:
+        """``launch``: the process's launch token (and the coordinator's secret), runtime/lifecycle.py."""
         env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   CONSTELLATION_RESTARTS=str(restarts))
+                   CONSTELLATION_RESTARTS=str(restarts), **(launch or {}))
         with open(log_path, "ab") as logf:
             return subprocess.Popen([python, *args], stdout=logf, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent,
@@ -143,8 +134,15 @@ class Supervisor:
     def start_role(self, name: str) -> None:
         rp = self.roles[name]
         rp.popen = self._spawn(["-m", "constellation.runtime.process", name, str(self.run_dir)], rp.log_path,
-                               role_python(self.cfg, name), rp.restarts)
+                               role_python(self.cfg, name), rp.restarts, self.launch_env(name))
         rp.state, rp.ready, rp.last_heartbeat = "starting", False, time.time()
+
+    def launch_env(self, name: str) -> dict[str, str]:
+        """The environment that makes a role's Ready count: its token; the coordinator also checks the others'."""
+        env = {lifecycle.TOKEN_ENV: lifecycle.launch_token(self.launch_secret, name)}
+        if name == "coordinator":
+            env[lifecycle.SECRET_ENV] = self.launch_secret
+        return env
 
     def prepare_base_model(self) -> Path:
         """Build (or reuse from the cache) the base model in a child process,
@@ -177,11 +175,19 @@ class Supervisor:
             return msg
         if rp is None:
             return None
+        if isinstance(msg, m.Ready) and not lifecycle.genuine(self.launch_secret, msg):  # not a process we started
+            self.refused += 1
+            self.console.print(f"[red]refused a Ready for {claimed!r} (pid {msg.pid}) without its launch token "
+                               f"({self.refused} refused)[/red]")
+            return None
         rp.last_heartbeat = time.time()
         if isinstance(msg, m.Ready):
             rp.ready, rp.state = True, "ready"
         elif isinstance(msg, m.Heartbeat):
             rp.state, rp.queue_depth, rp.stats = msg.state, msg.queue_depth, msg.stats
+            rss = msg.stats.get("peak_rss_mib", 0.0)
+            if math.isfinite(rss) and 0 < rss < 1 << 30:  # a number from a socket: bounded before kept
+                rp.peak_rss_mib = max(rp.peak_rss_mib, rss)
         elif isinstance(msg, m.Dead):
             rp.state = "dead"
             self.console.print(f"[red]{rp.name} reported DEAD: {msg.reason}[/red]")
@@ -226,13 +232,15 @@ class Supervisor:
             code = rp.popen.poll()
             silent = now - rp.last_heartbeat > self.cfg.supervisor.heartbeat_timeout
             stuck = rp.stats.get("loop_age", 0.0) > self.cfg.supervisor.loop_timeout
+            stalled = self._stalled(rp, now)
             if code == 0:  # a clean exit only follows Shutdown/SIGTERM: the run is ending
                 rp.state = "stopped"
                 continue
-            if code is None and not silent and not stuck:
+            if code is None and not silent and not stuck and not stalled:
                 continue
             why = (f"exited with {code}" if code is not None else f"silent for {now - rp.last_heartbeat:.0f}s"
-                   if silent else f"alive but its loop has not turned for {rp.stats['loop_age']:.0f}s")
+                   if silent else f"alive but its loop has not turned for {rp.stats['loop_age']:.0f}s"
+                   if stuck else stalled)
             if rp.restarts >= self.cfg.supervisor.max_restarts:
                 raise SupervisorError(f"role {rp.name!r} {why} and was already restarted {rp.restarts} times; "
                                       f"last lines of {rp.log_path}:\n{_tail(rp.log_path)}")
@@ -241,8 +249,23 @@ class Supervisor:
             rp.restarts += 1
             self.console.print(f"[yellow]{rp.name} {why}; restarting ({rp.restarts}/"
                                f"{self.cfg.supervisor.max_restarts})[/yellow]")
-            rp.stats = {}
+            rp.stats, rp.progress_at = {}, None
             self.start_role(rp.name)
+
+    def _stalled(self, rp: RoleProc, now: float) -> str:
+        """The progress watchdog: why a coordinator whose loop turns but that handles
+        no reply counts as stuck ("" while it progresses). The bound grows by
+        the request loop's own give-up time while requests are in flight."""
+        if "progress" not in rp.stats:
+            return ""
+        if rp.stats["progress"] != rp.progress_seen or rp.progress_at is None:
+            rp.progress_seen, rp.progress_at = rp.stats["progress"], now
+            return ""
+        in_flight = int(rp.stats.get("pending", 0))
+        bound = progress_bound(self.cfg, in_flight)
+        idle = now - rp.progress_at
+        return (f"alive but has handled no reply for {idle:.0f}s ({in_flight} requests in flight; bound {bound:.0f}s)"
+                if idle > bound else "")
 
     def shutdown(self) -> None:
         procs = [rp.popen for rp in self.roles.values() if rp.popen is not None and rp.popen.poll() is None]
@@ -284,6 +307,9 @@ class Supervisor:
             self.view.poll()
             self.shutdown()
             self.view.final_table()
+            self.console.print(self.memory_line())
+            if not finished.ok and finished.summary:
+                self.console.print(f"[red]run failed: {finished.summary}[/red]")
             return 0 if finished.ok else 1
         except KeyboardInterrupt:
             self.console.print("[yellow]interrupted: shutting down all roles[/yellow]")
@@ -296,8 +322,19 @@ class Supervisor:
             for s, h in previous.items():
                 signal.signal(s, h)
 
+    def memory_line(self) -> str:
+        """Peak resident memory of each role's process, as their heartbeats reported it (status.json keeps it too)."""
+        parts = [f"{n} {rp.peak_rss_mib / 1024:.2f}" for n, rp in self.roles.items() if rp.peak_rss_mib]
+        return "peak memory per role (GiB): " + (", ".join(parts) if parts else "no heartbeat reported it")
+
     def _on_signal(self, signum, frame) -> None:
         self._signal = signum
+
+
+def progress_bound(cfg: config_mod.Config, in_flight: int) -> float:
+    """Seconds without a handled reply before the coordinator counts as stuck."""
+    extra = cfg.coordinator.request_timeout * (MAX_TIMEOUTS + 1) if in_flight else 0.0
+    return cfg.supervisor.progress_timeout + extra
 
 
 def _kill(p: subprocess.Popen, grace: float) -> None:
@@ -315,55 +352,3 @@ def _tail(path: Path, n: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:
         return "(no log)"
-
-
-def up(preset: str = "tiny", overrides: list[str] | None = None, console: Console | None = None,
-       run_dir: Path | None = None) -> tuple[int, Path]:
-    """Run a constellation in a new run directory, or in ``run_dir``: a new
-    one there, or, if it holds a run already, that run resumed from its store
-    (finished rounds are kept; the config must be the same).
-
-    Every value, path and task file is checked before anything is written
-    (constellation/runtime/preflight.py): a refused start leaves no run
-    directory and raises ConfigError with one line."""
-    cfg = check_values(config_mod.load(preset, overrides))
-    launcher = supervisor_class(cfg)
-    if run_dir is not None:
-        run_dir = Path(run_dir).resolve()
-        ended = _resumable(cfg, run_dir)
-        if ended is not None:
-            (console or Console()).print(f"{run_dir} holds a finished run (ok={ended.ok}); nothing to resume")
-            return (0 if ended.ok else 1), run_dir
-    split = checked_split(cfg)  # opens and validates the task files: the last check before a write
-    if run_dir is None:
-        run_dir = make_run_dir(cfg)
-    else:
-        private_dir(run_dir)
-        for sub in ("logs", "adapters"):
-            (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    save_split(run_dir, split)  # launch/prepare.py reads it instead of making it again
-    return launcher(cfg, run_dir, console).run(), run_dir
-
-
-def _resumable(cfg: config_mod.Config, run_dir: Path):
-    """A run already in ``run_dir`` must have this config -> its RunEnd when it finished, else None."""
-    saved = run_dir / "config.toml"
-    if saved.exists() and config_mod.load_file(saved) != cfg:
-        raise SupervisorError(f"{run_dir} holds a run with another config; resume it with the same "
-                              f"--preset and --set options (see {saved}), or pick a new --run-dir")
-    try:
-        return finished_run(run_dir)
-    except sqlite3.DatabaseError as e:  # a damaged or foreign file: name it, touch nothing
-        raise SupervisorError(f"{run_dir / 'run.sqlite'}: not a readable run store ({e}); "
-                              f"nothing was changed") from None
-
-
-def supervisor_class(cfg: config_mod.Config) -> type[Supervisor]:
-    """``launch.launcher``: "local" runs the roles as child processes, "ray" as Ray actors."""
-    if cfg.launch.launcher == "local":
-        return Supervisor
-    if cfg.launch.launcher == "ray":
-        from launch.ray_launcher import RaySupervisor
-
-        return RaySupervisor
-    raise SupervisorError(f"launch.launcher must be 'local' or 'ray', got {cfg.launch.launcher!r}")

@@ -115,9 +115,10 @@ def check_refused(run_dir: Path, out: str) -> None:
     assert forged == 0 and unverified == 0, (forged, unverified)
     assert "refused a Finished" in out  # the trainer's key claiming the coordinator's Finished
     coordinator_log = (run_dir / "logs" / "coordinator.log").read_text()
-    # the generator's key as "verifier": refused by the request loop, or by the
-    # hub as a second connection of "generator" (which one depends on who connected first)
-    assert "refused Ready from generator" in coordinator_log or "second connection of 'generator'" in coordinator_log
+    # the generator's key as "verifier": refused by the hub for want of a launch token, by the request
+    # loop, or by the hub as a second connection of "generator" (which one depends on who connected first)
+    assert any(why in coordinator_log for why in ("without the token of a process the supervisor started",
+                                                  "refused Ready from generator", "second connection of 'generator'"))
     assert "is not one of this run's" in coordinator_log  # the ZAP handler turning a stranger's key away
 
 

@@ -12,12 +12,13 @@ from constellation.runtime.store import read_event_lines
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def up_smoke(tmp_path: Path, cache: Path, *sets: str, timeout: float = 900) -> tuple[Path, list[ev.Event]]:
-    """Run the smoke preset with ``--set`` overrides, in tmp_path/runs, with the
+def up_smoke(tmp_path: Path, cache: Path, *sets: str, timeout: float = 900,
+             preset: str = "smoke") -> tuple[Path, list[ev.Event]]:
+    """Run the smoke preset (or ``preset``) with ``--set`` overrides, in tmp_path/runs, with the
     base model cached in ``cache``; assert it ended ok and every line of its
     metrics.jsonl is an event -> (run dir, events)."""
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "launch.cli", "up", "--preset", "smoke",
+    cmd = [sys.executable, "-m", "launch.cli", "up", "--preset", preset,
            "--set", f'run.runs_dir="{runs}"', "--set", f'model.cache_dir="{cache}"']
     for s in sets:
         cmd += ["--set", s]

@@ -61,13 +61,17 @@ def test_a_client_without_the_run_key_gets_no_reply_and_changes_nothing(run_dir,
     raw = zmq.Context.instance().socket(zmq.DEALER)  # no CURVE at all
     raw.setsockopt(zmq.IDENTITY, b"verifier")
     raw.setsockopt(zmq.LINGER, 0)
+    raw.setsockopt(zmq.SNDTIMEO, 2000)  # over tcp the dealer may have no pipe yet and would block forever
     raw.connect(endpoint)
     try:
         for link in strangers:
             link.send(m.Ready(role="verifier", pid=6, impl="x"))
             link.send(m.Verdicts(request_id="verify-1", items=[]))
-        raw.send_multipart(m.encode(m.Ready(role="verifier", pid=7, impl="x")))
-        raw.send_multipart([m.HEADER, b"\xc1"])  # would get an Error reply if it got in
+        try:  # a frame that cannot even leave the socket does not get in either
+            raw.send_multipart(m.encode(m.Ready(role="verifier", pid=7, impl="x")))
+            raw.send_multipart([m.HEADER, b"\xc1"])  # would get an Error reply if it got in
+        except zmq.Again:
+            pass
         assert quiet(hub.link)
         assert not raw.poll(500) and all(quiet(link, 0.2) for link in strangers)
         assert hub.link.decode_errors == 0
@@ -137,7 +141,7 @@ def test_lifecycle_counts_a_message_only_from_the_role_of_its_key(tmp_path):
     try:
         forger.send(m.Finished(ok=True, summary="forged"))
         forger.send(m.Dead(role="generator", pid=1, reason="forged"))
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30  # generous: CI machines are loaded
         while sup.refused < 2 and time.monotonic() < deadline:
             assert sup._drain_lifecycle(0.2) is None
         assert sup.refused == 2 and sup.roles["generator"].state == "starting"

@@ -137,7 +137,7 @@ def test_show_completion_prints_a_bash_script(capsys):
 
 
 def test_completion_offers_presets_and_config_keys():
-    assert cli._complete_preset("sm") == ["smoke"]
+    assert cli._complete_preset("sm") == ["smoke", "smollm2"]
     assert cli._complete_override("generator.im") == ["generator.impl="]
     assert cli._complete_override("run.rounds=") == []
 

@@ -98,7 +98,7 @@ def test_critic_trains_once_per_round_whatever_the_request_id(tmp_path):
 
 
 def test_resuming_a_finished_run_changes_nothing(tmp_path):
-    from launch.supervisor import up
+    from launch.up import up
 
     cfg = config_mod.load("tiny", [])
     run_dir = tmp_path / "run"

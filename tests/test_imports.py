@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TORCH_FREE_PACKAGES = ("constellation.protocol", "constellation.algorithms", "verifiers", "constellation.tasks",
                        "constellation.runtime")
 # apps and roles that start or watch a run without loading a model
-TORCH_FREE_MODULES = ("launch.cli", "launch.supervisor", "launch.monitor", "launch.memory_plan",
+TORCH_FREE_MODULES = ("launch.cli", "launch.supervisor", "launch.up", "launch.monitor", "launch.memory_plan",
                       "roles.verifier_dsl", "roles.verifier_arithmetic")
 SKIP = {"verifiers.code_harness"}  # a script run in the sandbox child, not a module to import
 

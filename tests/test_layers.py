@@ -114,6 +114,120 @@ def test_roles_never_touch_zmq():
     assert not found, "roles talk through constellation.protocol.transport, not zmq:\n" + "\n".join(found)
 
 
+def import_graph(*packages: str) -> dict[str, dict[str, int]]:
+    """module -> {module it imports: first line}, over the shipped modules only. An
+    import names the longest shipped module it starts with: ``from a.b import c``
+    is an edge to a.b.c when that is a module, else to a.b (c is a name in it)."""
+    files = {module_name(p): p for p in shipped_files(*packages)}
+    graph: dict[str, dict[str, int]] = {}
+    for module, path in files.items():
+        edges = graph.setdefault(module, {})
+        for line, name in imports(path):
+            parts = name.split(".")
+            target = next((t for t in (".".join(parts[:i]) for i in range(len(parts), 0, -1)) if t in files), None)
+            if target not in (None, module):
+                edges.setdefault(target, line)
+    return graph
+
+
+def import_circles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The modules that import each other in a circle: the strongly connected
+    components of more than one module (Tarjan), each sorted, in sorted order."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:  # v is the root of a component: it is what lies above v on the stack
+            component = stack[stack.index(v):]
+            del stack[stack.index(v):]
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(circles)
+
+
+def shortest_circle(start: str, graph: dict[str, dict[str, int]]) -> list[str]:
+    """[start, ..., start]: the fewest imports that lead from ``start`` back to
+    it (breadth-first); [] when none do."""
+    parent: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        ahead = []
+        for v in frontier:
+            for w in sorted(graph.get(v, ())):
+                if w == start:
+                    path = [v]
+                    while path[-1] != start:
+                        path.append(parent[path[-1]])
+                    return [*reversed(path), start]
+                if w not in parent:
+                    parent[w] = v
+                    ahead.append(w)
+        frontier = ahead
+    return []
+
+
+def circle_report(graph: dict[str, dict[str, int]]) -> list[str]:
+    """One paragraph per circle: its modules, then its shortest circle, each step with its line."""
+    out = []
+    for component in import_circles(graph):
+        circle = shortest_circle(component[0], graph)
+        steps = [f"  {a.replace('.', '/')}.py:{graph[a][b]} imports {b}" for a, b in zip(circle, circle[1:])]
+        out.append(f"{len(component)} modules: {', '.join(component)}; the shortest circle from {circle[0]}:\n"
+                   + "\n".join(steps))
+    return out
+
+
+def test_no_import_circles():
+    # a circle has no bottom: neither module can be read, tested or moved without
+    # the other, and which one runs first decides what is defined. Move what both
+    # need into the lower one, or into a module below both.
+    found = circle_report(import_graph(*SHIPPED))
+    assert not found, "modules that import each other (anywhere in the file):\n" + "\n".join(found)
+
+
+def test_the_circle_finder_names_every_circle_and_nothing_else():
+    graph = {"a": {"b": 1}, "b": {"c": 2, "d": 3}, "c": {"a": 4}, "d": {}, "e": {"f": 5, "a": 6}, "f": {"e": 7},
+             "g": {"g2": 8}, "g2": {}}
+    assert import_circles(graph) == [["a", "b", "c"], ["e", "f"]]
+    assert shortest_circle("a", graph) == ["a", "b", "c", "a"]
+    assert shortest_circle("d", graph) == []
+    assert circle_report(graph)[1] == "2 modules: e, f; the shortest circle from e:\n  e.py:5 imports f\n  f.py:7 imports e"
+    assert import_circles({k: {} for k in graph}) == []
+
+
+def test_the_import_graph_counts_lazy_relative_and_plain_imports(tmp_path, monkeypatch):
+    sources = {"__init__": "", "a": "def f():\n    from .b import thing\n", "b": "import pkg.c\n",
+               "c": "from pkg import a\n", "d": "from . import c\n"}
+    (tmp_path / "pkg").mkdir()
+    for name, text in sources.items():
+        (tmp_path / "pkg" / f"{name}.py").write_text(text)
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    graph = import_graph("pkg")
+    assert graph == {"pkg": {}, "pkg.a": {"pkg.b": 2}, "pkg.b": {"pkg.c": 1}, "pkg.c": {"pkg.a": 1},
+                     "pkg.d": {"pkg.c": 1}}
+    assert import_circles(graph) == [["pkg.a", "pkg.b", "pkg.c"]]
+
+
+def test_the_shipped_import_graph_has_the_lazy_imports():
+    graph = import_graph(*SHIPPED)
+    assert "launch.study" in graph["launch.cli"]  # imported inside the study command only
+    assert "launch.supervisor" in graph["launch.up"] and "launch.up" not in graph["launch.supervisor"]
+
+
 def _strings(path: Path) -> list[tuple[int, str]]:
     return [(n.lineno, n.value) for n in ast.walk(ast.parse(path.read_text()))
             if isinstance(n, ast.Constant) and isinstance(n.value, str)]

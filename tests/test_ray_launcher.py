@@ -16,7 +16,8 @@ from constellation.protocol import config as config_mod
 from constellation.protocol.transport import Link
 from launch import cli
 from launch import ray_launcher as rl
-from launch.supervisor import Supervisor, SupervisorError, supervisor_class
+from launch.supervisor import Supervisor, SupervisorError
+from launch.up import supervisor_class
 
 ROLES = ["coordinator", "generator", "verifier", "critic", "trainer"]
 NODES = [{"NodeID": "id-a", "Alive": True, "NodeManagerAddress": "10.77.0.1", "Labels": {"host": "a"}},

@@ -17,7 +17,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from constellation.protocol import events as ev
 from constellation.protocol import messages as m
 from constellation.runtime.store import stored_events
-from constellation.runtime.tracking import TENSORBOARD_DIR, Tracker, Tracks
+from constellation.runtime.tracking import Tracker, Tracks
+from constellation.runtime.tracking_backends import TENSORBOARD_DIR
 from launch import cli
 from test_coordinator import RecordingTrainer, run, workers
 

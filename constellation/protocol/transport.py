@@ -45,7 +45,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import zmq
 import zmq.utils.z85
@@ -104,13 +104,16 @@ def is_local(endpoint: str) -> bool:
 
 class Link:
     def __init__(self, kind: str, endpoint: str, *, bind: bool, identity: str | None = None,
-                 expected: Any = m.Message, keys: Keys | None = None) -> None:
+                 expected: Any = m.Message, keys: Keys | None = None,
+                 accept_ready: Callable[[Any], bool] | None = None) -> None:
+        """``accept_ready`` (a router): a Ready it rejects is refused, never routed or delivered."""
         if kind not in _KINDS:
             raise TransportError(f"unknown socket kind {kind!r}; known: {sorted(_KINDS)}")
         if keys is None and not is_local(endpoint):
             raise TransportError(f"refusing to {'bind' if bind else 'connect'} {endpoint} without CURVE keys: "
                                  f"only loopback and ipc:// endpoints may go unauthenticated")
         self.kind, self.endpoint, self.expected, self.curve = kind, endpoint, expected, keys is not None
+        self.accept_ready = accept_ready
         self.inbox: queue.Queue[Envelope] = queue.Queue(MAX_INBOX)
         self._outbox: queue.Queue[tuple[str | None, list[bytes]]] = queue.Queue()
         self._backlog: collections.deque[tuple[str | None, list[bytes]]] = collections.deque()
@@ -275,6 +278,8 @@ class Link:
             if self.kind in ("router", "dealer"):
                 self._reply_error(raw, str(e)[:500])
             return
+        if self.kind == "router" and isinstance(msg, m.Ready) and self.accept_ready and not self.accept_ready(msg):
+            return self._refuse(raw, f"a Ready for {msg.role!r} without the token of a process the supervisor started")
         if self.curve and peer is not None and not self._route(peer, raw, msg):
             return self._refuse(raw, f"a second connection of {peer!r}, which has not announced itself")
         try:

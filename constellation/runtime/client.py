@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
-from typing import Any, Protocol, Union
+from typing import Any, Callable, Protocol, Union
 
 from constellation.protocol import messages as m
 from constellation.protocol.transport import Envelope, Keys, Link
@@ -61,9 +61,10 @@ class ZmqRoleClient:
     With ``keys`` (CURVE) only the run's role keys connect, and a peer may
     only use the name its key is bound to."""
 
-    def __init__(self, endpoint: str, roles: tuple[str, ...], keys: Keys | None = None) -> None:
+    def __init__(self, endpoint: str, roles: tuple[str, ...], keys: Keys | None = None,
+                 accept_ready: Callable[[Any], bool] | None = None) -> None:
         self.roles = roles
-        self.link = Link("router", endpoint, bind=True, expected=REPLIES, keys=keys)
+        self.link = Link("router", endpoint, bind=True, expected=REPLIES, keys=keys, accept_ready=accept_ready)
 
     def send(self, role: str, msg: Any) -> None:
         self.link.send(msg, peer=role)

@@ -169,7 +169,9 @@ def _kind_problem(path: Path, kind: str) -> str | None:
             why = None if above is None else _kind_problem(above, kind)
             return None if why is None else f"{above} is {why}"
         return None if kind == "model" else "no such file or folder"
-    if kind in ("folder", "model") and not path.is_dir():
+    if kind == "model" and path.is_file() and path.suffix.lower() != ".gguf":
+        return "a file, not a model folder or a .gguf file"
+    if kind == "folder" and not path.is_dir():
         return "a file, not a folder"
     if kind == "folder" and not os.access(path, os.W_OK | os.X_OK):
         return "not writable"

@@ -378,6 +378,8 @@ class Coordinator(EvalLoop):
             self.served_version, self.served_path = version, path
 
     def close(self) -> None:
+        if self.auditor is not None:
+            self.auditor.close()
         self.store.close()
 
 

@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -39,6 +40,7 @@ from constellation.protocol import config
 from constellation.protocol import events as ev
 from constellation.protocol import messages as m
 from constellation.protocol.transport import Link, client_keys, server_keys
+from constellation.runtime import lifecycle
 from constellation.runtime.client import ZmqRoleClient, handle_request
 from constellation.runtime.registry import resolve_role, worker_roles
 from constellation.runtime.store import finished_run
@@ -57,6 +59,11 @@ class _Beat:
         self.stats = lambda: {}
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _heartbeats(life: Link, role: str, beat: _Beat, link: list, interval: float, stop: threading.Event) -> None:
     while not stop.wait(interval):
         try:
@@ -64,6 +71,7 @@ def _heartbeats(life: Link, role: str, beat: _Beat, link: list, interval: float,
         except Exception as e:  # a stats() bug must not kill the heartbeat
             stats = {"stats_error": 1.0}
             log.debug("stats() failed: %s", e)
+        stats["peak_rss_mib"] = peak_rss_mib()
         depth = link[0].inbox.qsize() if link else 0
         life.send(m.Heartbeat(role=role, pid=os.getpid(), state=beat.state, queue_depth=depth, stats=stats))
 
@@ -79,7 +87,7 @@ def serve_worker(role: str, cfg: config.Config, run_dir: Path, endpoints: dict, 
     hub = Link("dealer", endpoints["hub"], bind=False, identity=role, expected=expected,
                keys=client_keys(run_dir, role))
     link.append(hub)
-    ready = m.Ready(role=role, pid=os.getpid(), impl=impl, info=info)
+    ready = m.Ready(role=role, pid=os.getpid(), impl=impl, info=info, launch=lifecycle.own_token())
     hub.send(ready)
     life.send(ready)
     beat.state = "idle"
@@ -113,19 +121,22 @@ def serve_worker(role: str, cfg: config.Config, run_dir: Path, endpoints: dict, 
 def serve_coordinator(cfg: config.Config, run_dir: Path, endpoints: dict, life: Link, beat: _Beat,
                       link: list, stop: threading.Event) -> None:
     from constellation.runtime.coordinator import Coordinator, Interrupted
+    from constellation.runtime.requests import RequestFailed
 
     roles = worker_roles(cfg)  # no critic process when critic.impl = "none"
-    client = ZmqRoleClient(endpoints["hub"], roles, keys=server_keys(run_dir, list(roles)))
+    client = ZmqRoleClient(endpoints["hub"], roles, keys=server_keys(run_dir, list(roles)),
+                           accept_ready=lifecycle.ready_check())
     link.append(client.link)
     coord = Coordinator(cfg, run_dir, client, stop)
 
     def stats() -> dict[str, float]:
         loop_age = time.monotonic() - coord.last_turn if client.link.alive else STUCK_LOOP_AGE
         return {"pending": len(coord.pending), "round": coord.current.round if coord.current else -1,
-                "candidates": len(coord.current.candidates) if coord.current else 0, "loop_age": loop_age}
+                "candidates": len(coord.current.candidates) if coord.current else 0, "loop_age": loop_age,
+                "progress": coord.progress}
 
     beat.stats = stats
-    life.send(m.Ready(role="coordinator", pid=os.getpid(), impl="coordinator"))
+    life.send(m.Ready(role="coordinator", pid=os.getpid(), impl="coordinator", launch=lifecycle.own_token()))
     beat.state = "busy"
     ended = finished_run(run_dir)
     if ended is None and int(os.environ.get("CONSTELLATION_RESTARTS", "0")) > 0:
@@ -137,6 +148,10 @@ def serve_coordinator(cfg: config.Config, run_dir: Path, endpoints: dict, life: 
         summary = "the run had finished already" if ended is not None else ""
     except Interrupted:
         ok, summary = False, "interrupted"
+    except RequestFailed as e:  # a request its role cannot complete: end the run, with why (no restart helps)
+        log.error("the run cannot go on: %s", e)
+        coord.store.event(ev.RunEnd(ok=False, counters=dict(coord.counters), reason=str(e)))
+        ok, summary = False, str(e)
     finally:
         coord.close()
     for role in roles:
@@ -152,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {args.role}[%(process)d] %(levelname)s %(name)s: %(message)s")
+    # importing bitsandbytes (peft does) looks for an optional CPU kernel on the Hugging Face kernel hub;
+    # offline the lookup fails and bitsandbytes runs its own CPU code: the warning is harmless (docs/real-model.md)
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     cfg = config.load_file(args.run_dir / "config.toml")
     endpoints = json.loads((args.run_dir / "endpoints.json").read_text())
     life = Link("push", endpoints["lifecycle"], bind=False, keys=client_keys(args.run_dir, args.role))

@@ -14,6 +14,13 @@ receive loop. What it guarantees:
   * An ``Error`` reply re-sends the request, up to MAX_ATTEMPTS Errors in all,
     then raises ``CoordinatorError`` naming the role and the message. Re-sends
     after a restart or a timeout are not attempts: the request did not fail.
+  * A request is done only when its replies cover it (coverage.py): a reply
+    that covers part of what it asked for is handled for that part and the
+    request is re-sent for the rest; a reply holding anything it did not ask
+    for, or nothing still missing, is refused (logged, counted) and the
+    request re-sent. After MAX_BAD_REPLIES such replies to one request, or
+    MAX_TIMEOUTS re-sends for silence, ``RequestFailed`` ends the run naming
+    the role and the request: a run never waits on a reply that cannot come.
   * A request unanswered for ``request_timeout`` seconds is re-sent.
   * A role that announces Ready with a new pid was restarted and lost its
     in-flight work: ``_on_role_restart`` runs first (the coordinator restores
@@ -37,15 +44,22 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from constellation.protocol import messages as m
+from constellation.runtime import coverage
 from constellation.runtime.client import RoleClient
 
 log = logging.getLogger("coordinator")
 
 MAX_ATTEMPTS = 3
+MAX_BAD_REPLIES = 5  # refused or partial replies to one request before the run ends
+MAX_TIMEOUTS = 5  # re-sends of one request for silence before the run ends
 
 
 class CoordinatorError(RuntimeError):
     pass
+
+
+class RequestFailed(CoordinatorError):
+    """A request that its role cannot complete: the run ends with this message."""
 
 
 class Interrupted(Exception):
@@ -58,6 +72,9 @@ class Pending:
     msg: Any
     sent_at: float
     attempts: int = 1  # 1 + the Error replies so far
+    missing: set[str] | None = None  # item ids not covered by a reply yet (None: a one-off request)
+    bad_replies: int = 0  # refused or partial replies so far
+    timeouts: int = 0  # re-sends for silence so far
 
 
 class RequestLoop:
@@ -74,6 +91,7 @@ class RequestLoop:
         self._next_id = 0
         self._incarnation = f"{os.getpid()}.{int(time.time()) % 100000}"
         self.last_turn = time.monotonic()  # the watchdog's view of this loop
+        self.progress = 0  # replies handled (whole or in part): the supervisor's progress watchdog reads it
 
     # hooks --------------------------------------------------------------
     def _before_poll(self) -> None:
@@ -93,7 +111,8 @@ class RequestLoop:
         return f"{kind}-{self._incarnation}-{self._next_id}"
 
     def _submit(self, role: str, msg: Any) -> None:
-        self.pending[msg.request_id] = Pending(role, msg, time.monotonic())
+        asked = coverage.asked_ids(msg)
+        self.pending[msg.request_id] = Pending(role, msg, time.monotonic(), missing=None if asked is None else set(asked))
         self.client.send(role, msg)
 
     def request(self, role: str, msg: Any) -> Any:
@@ -126,17 +145,44 @@ class RequestLoop:
         pending = self.pending.get(rid)
         if pending is not None and peer is not None and peer != pending.role:
             return self._refuse(peer, msg, f"a reply to request {rid!r}, which went to {pending.role!r}")
-        self.pending.pop(rid, None)
         if pending is None:  # a duplicate after a re-send, or a decode error of ours
             self.counters["ignored_replies"] += 1
             log.warning("ignoring %s from %s for request %r (not pending)", type(msg).__name__, peer, rid)
             return
         if isinstance(msg, m.Error):
+            self.pending.pop(rid)
             return self._on_error(pending, msg)
         handler = self._handlers.get(type(msg))
-        if handler is None:
-            raise CoordinatorError(f"unexpected {type(msg).__name__} from {peer}")
-        handler(msg)
+        checked = coverage.check(pending.msg, msg, pending.missing)
+        if handler is None or checked.reply is None:
+            return self._bad_reply(rid, pending, peer, msg, checked.reason or "no handler for it", partial=False)
+        if pending.missing is not None:
+            pending.missing -= checked.covered
+        self.progress += 1
+        if pending.missing:  # handle the part it covers, ask again for the rest
+            handler(checked.reply)
+            return self._bad_reply(rid, pending, peer, msg, f"{len(pending.missing)} of the "
+                                   f"{len(coverage.asked_ids(pending.msg) or ())} items it asked for are missing",
+                                   partial=True)
+        self.pending.pop(rid)
+        handler(checked.reply)
+
+    def _bad_reply(self, rid: str, pending: Pending, peer: str | None, msg: Any, reason: str, partial: bool) -> None:
+        """A reply that did not complete its request: count it, re-send the
+        request (the whole of it: a role answers a request the same way each
+        time, so the run's result does not depend on the attack), or end the
+        run after MAX_BAD_REPLIES."""
+        kind = "partial_replies" if partial else "refused_replies"
+        self.counters[kind] += 1
+        pending.bad_replies += 1
+        log.warning("%s %s from %s for request %s: %s (%d of %d such replies)", "partial" if partial else "refused",
+                    type(msg).__name__, peer, rid, reason, pending.bad_replies, MAX_BAD_REPLIES)
+        if pending.bad_replies >= MAX_BAD_REPLIES:
+            raise RequestFailed(f"{pending.role} could not complete request {rid} ({type(pending.msg).__name__}): "
+                                f"{pending.bad_replies} replies did not cover it; the last: {reason}")
+        pending.sent_at = time.monotonic()
+        self.counters["resent"] += 1
+        self.client.send(pending.role, pending.msg)
 
     def _refuse(self, peer: str, msg: Any, what: str) -> None:
         self.counters["refused_replies"] += 1
@@ -174,7 +220,7 @@ class RequestLoop:
     def _on_error(self, pending: Pending, err: m.Error) -> None:
         log.error("%s failed request %s (attempt %d): %s", pending.role, err.request_id, pending.attempts, err.message)
         if pending.attempts >= MAX_ATTEMPTS:
-            raise CoordinatorError(f"{pending.role} failed request {err.request_id} {pending.attempts} times: {err.message}")
+            raise RequestFailed(f"{pending.role} failed request {err.request_id} {pending.attempts} times: {err.message}")
         pending.attempts += 1
         pending.sent_at = time.monotonic()
         self.pending[err.request_id] = pending
@@ -184,8 +230,13 @@ class RequestLoop:
         now = time.monotonic()
         for rid, p in list(self.pending.items()):
             if now - p.sent_at > self.request_timeout:
-                log.warning("request %s to %s timed out; re-sending", rid, p.role)
+                if p.timeouts >= MAX_TIMEOUTS:
+                    raise RequestFailed(f"{p.role} did not answer request {rid} ({type(p.msg).__name__}) within "
+                                        f"{self.request_timeout:g} s, {p.timeouts + 1} times")
+                p.timeouts += 1
+                log.warning("request %s to %s timed out; re-sending (%d of %d)", rid, p.role, p.timeouts, MAX_TIMEOUTS)
                 p.sent_at = now
+                self.counters["timeouts"] += 1
                 self.client.send(p.role, p.msg)
 
     def wait_for_workers(self) -> None:

@@ -32,6 +32,7 @@ from constellation.protocol import events as ev
 from constellation.protocol import messages as m
 from constellation.protocol.config import Config
 from constellation.protocol.transport import Envelope
+from constellation.runtime.audit import Auditor
 from constellation.runtime.client import RoleClient
 from constellation.runtime.phase import Phase
 from constellation.runtime.registry import resolve_task
@@ -108,6 +109,7 @@ class PhaseLoop(RequestLoop):
         self.phases: dict[str, Phase] = {}  # prefix -> a phase under way (a rationalize phase nests in train)
         self.served_version, self.served_path = 0, ""  # adapter the generator serves
         self.task: Any = None  # the task module (registry.resolve_task): critic_text
+        self.auditor = Auditor.from_config(cfg, self.run_dir)  # re-verifies a share of the verdicts (audit.py)
         self._last_progress = 0.0
 
     @property
@@ -176,6 +178,9 @@ class PhaseLoop(RequestLoop):
             return
         phase = self._phase_of(msg.items[0].candidate_id)
         fresh = [v for v in msg.items if v.candidate_id not in phase.verdicts and v.candidate_id in phase.candidates]
+        if self.auditor is not None and fresh:  # before anything of it is stored (AuditFailed ends the run)
+            self.auditor.check(phase.problems[fresh[0].problem_id], phase.candidates, fresh)
+            self.counters["audited"], self.counters["audit_ms"] = self.auditor.audited, int(self.auditor.seconds * 1000)
         self.store.add_verdicts(fresh)
         for v in fresh:
             phase.verdicts[v.candidate_id] = v

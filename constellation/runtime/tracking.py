@@ -6,7 +6,8 @@ of ``RunStore``), and ``constellation export`` replays run.sqlite's events
 through a fresh one. Which backends a run has is ``[tracking]`` in its config
 (runtime/tracking_backends.py; each library is imported only when enabled).
 
-A point is a scalar or a PNG image under a tag, at a step on one of three axes:
+A point (``Point``, in tracking_backends.py, the module below this one) is a
+scalar or a PNG image under a tag, at a step on one of three axes:
 
   round         per round (0 = the base): eval/pass_at_k/<k>, eval/selection/k<k>/<group>/<policy>,
                 eval/k_star, critic/<metric> (auroc, ece, ...), trainer/<metric>, guard/<reading>,
@@ -21,7 +22,6 @@ Tracking never stops a run: a backend that raises is logged once and dropped.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -29,21 +29,9 @@ import msgspec
 
 from constellation.protocol import events as ev
 from constellation.protocol.config import Config
+from constellation.runtime.tracking_backends import Point, open_backends
 
 log = logging.getLogger("tracking")
-
-TENSORBOARD_DIR = "tensorboard"  # RUN_DIR/tensorboard: `tensorboard --logdir runs` finds every run
-
-
-@dataclass(frozen=True)
-class Point:
-    tag: str
-    step: int
-    time: float  # wall-clock seconds of the event it comes from
-    value: float | None = None  # a scalar, or
-    png: bytes | None = None  # an image
-    axis: str = "round"  # "round" | "trainer_step" | "critic_step": what `step` counts
-
 
 def _scalars(prefix: str, values: dict[str, Any], event: ev.Event) -> list[Point]:
     """Numeric values (not bools' strings, not None) as points at the event's round."""
@@ -197,7 +185,5 @@ class Tracker:
 
 def open_tracker(cfg: Config, run_dir: Path, history: Iterable[ev.Event] = ()) -> Tracker | None:
     """The tracker of a run's ``[tracking]`` config, None when every backend is off."""
-    from constellation.runtime.tracking_backends import open_backends
-
     backends = open_backends(cfg, Path(run_dir))
     return Tracker(backends, history) if backends else None

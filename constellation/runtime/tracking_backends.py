@@ -16,11 +16,23 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from constellation.protocol.config import Config, to_toml
-from constellation.runtime.tracking import TENSORBOARD_DIR, Point
+
+TENSORBOARD_DIR = "tensorboard"  # RUN_DIR/tensorboard: `tensorboard --logdir runs` finds every run
+
+
+@dataclass(frozen=True)
+class Point:
+    tag: str
+    step: int
+    time: float  # wall-clock seconds of the event it comes from
+    value: float | None = None  # a scalar, or
+    png: bytes | None = None  # an image
+    axis: str = "round"  # "round" | "trainer_step" | "critic_step": what `step` counts
 
 
 class TensorBoardBackend:

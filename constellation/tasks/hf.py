@@ -17,6 +17,7 @@ verifiers and a "reward" function all read it) through the field map
               thousands commas dropped), "boxed" (the last \\boxed{}),
               "plain" (the text), "auto" (the first of these that applies)
     solution  optional: a worked solution (warm start, rationalization)
+    difficulty optional: a non-negative int level (the probe reports pass@1 per level)
   A GSM8K/MATH answer gives its worked solution as well; the warm-start
   target is that solution followed by the answer in the form ``task.extract``
   reads (e.g. "\\boxed{72}" for last_boxed), so what the model learns to write
@@ -55,6 +56,7 @@ from verifiers.math.extract import last_boxed
 log = logging.getLogger("task.hf")
 ANSWER_FORMATS = ("auto", "gsm8k", "boxed", "plain")
 BAD_RECORDS = ("refuse", "skip")
+FIELD_PARTS = ("prompt", "answer", "solution", "difficulty")
 
 
 class HfTaskError(ValueError):
@@ -148,7 +150,19 @@ def to_problem(record: dict[str, Any], pid: str, cfg: TaskConfig) -> Problem:
     if worked:
         data["solution"] = f"{worked}\n{answer_line(gold, cfg.extract)}"
     prompt = cfg.prompt_format.replace("{prompt}", question.strip())
-    return Problem(id=pid, task="math", prompt=prompt, reference=gold, data=data)
+    return Problem(id=pid, task="math", prompt=prompt, reference=gold, data=data,
+                   difficulty=difficulty_of(record, fields))
+
+
+def difficulty_of(record: dict[str, Any], fields: dict[str, str]) -> int:
+    """The optional ``difficulty`` field (a non-negative int; 0 when the map has none):
+    the probe and the results break pass@k down by it."""
+    if "difficulty" not in fields:
+        return 0
+    level = record.get(fields["difficulty"])
+    if isinstance(level, bool) or not isinstance(level, int) or level < 0:
+        raise ValueError(f"field {fields['difficulty']!r} (difficulty) must be a non-negative integer, got {level!r}")
+    return level
 
 
 def problems_of(source: str, split: str, kind: str, cfg: TaskConfig) -> Iterator[Problem]:
@@ -197,9 +211,9 @@ def check_config(cfg: TaskConfig) -> None:
     missing = [k for k in ("prompt", "answer") if k not in cfg.fields]
     if missing:
         raise HfTaskError(f"task.fields = {dict(cfg.fields)} lacks {', '.join(missing)}")
-    unknown = sorted(set(cfg.fields) - {"prompt", "answer", "solution"})
+    unknown = sorted(set(cfg.fields) - set(FIELD_PARTS))
     if unknown:
-        raise HfTaskError(f"task.fields: unknown parts {unknown} (known: prompt, answer, solution)")
+        raise HfTaskError(f"task.fields: unknown parts {unknown} (known: {', '.join(FIELD_PARTS)})")
     if cfg.answer_format not in ANSWER_FORMATS:
         raise HfTaskError(f"task.answer_format = {cfg.answer_format!r}: expected one of {ANSWER_FORMATS}")
     if cfg.bad_records not in BAD_RECORDS:
