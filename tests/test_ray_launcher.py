@@ -5,6 +5,8 @@ The two-host runs are in test_ray_cluster.py."""
 
 from __future__ import annotations
 
+import re
+
 import sys
 import tomllib
 import types
@@ -37,12 +39,12 @@ def test_launch_tables_round_trip_through_the_saved_config():
 
 @pytest.mark.parametrize("sets,named", [
     (['launch.num_gpus={genrator = 1}'], "genrator"),
-    (['launch.num_cpus={trainer = -1}'], "launch.num_cpus.trainer"),
+    (['launch.num_cpus={trainer = -1}'], "launch.num_cpus[trainer]"),  # refused by the config's bounds
     (['launch.node={coordinator = "10.0.0.1"}'], "launch.node.coordinator"),
     (['run.transport="ipc"'], "run.transport"),
 ])
 def test_a_bad_launch_table_is_one_error_naming_the_value(sets, named):
-    with pytest.raises(SupervisorError, match=named.replace(".", r"\.")):
+    with pytest.raises((SupervisorError, config_mod.ConfigError), match=re.escape(named)):
         rl.check_launch(_cfg(*sets), ROLES)
 
 
@@ -84,8 +86,8 @@ def test_cluster_endpoints_bind_on_the_named_host():
 def test_the_launcher_is_chosen_by_the_config():
     assert supervisor_class(config_mod.load("smoke")) is Supervisor
     assert supervisor_class(_cfg()) is rl.RaySupervisor
-    with pytest.raises(SupervisorError, match="'slurm'"):
-        supervisor_class(config_mod.load("smoke", ['launch.launcher="slurm"']))
+    with pytest.raises(config_mod.ConfigError, match='launch.launcher = "slurm".*allowed: one of "local", "ray"'):
+        config_mod.load("smoke", ['launch.launcher="slurm"'])
 
 
 def test_the_ray_launcher_without_ray_installed_says_how_to_install_it(tmp_path, monkeypatch):
@@ -98,8 +100,11 @@ def test_up_with_the_ray_launcher_over_ipc_is_exit_2_before_anything_starts(caps
     code = cli.main(["up", "--preset", "smoke", "--launcher", "ray", "--set", f'run.runs_dir="{tmp_path}"',
                      "--set", 'run.transport="ipc"'])
     out, err = capsys.readouterr()
-    assert code == 2 and "run.transport" in out + err
-    assert not list(tmp_path.glob("*/logs/*.log"))
+    import importlib.util
+
+    named = "run.transport" if importlib.util.find_spec("ray") else 'launch.launcher = "ray" needs ray'
+    assert code == 2 and named in out + err
+    assert not list(tmp_path.iterdir())  # refused before a run directory exists
 
 
 def test_up_rejects_an_unknown_launcher(capsys):

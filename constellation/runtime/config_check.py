@@ -209,6 +209,13 @@ def _launcher_is_installed(cfg: Config) -> str | None:
             'allowed without it: "local"')
 
 
+def _ray_reaches_hosts(cfg: Config) -> str | None:
+    if cfg.launch.launcher != "ray" or cfg.run.transport == "tcp":
+        return None
+    return (f'run.transport = "{cfg.run.transport}" cannot reach other hosts: launch.launcher = "ray" needs '
+            f'run.transport = "tcp"; allowed with "ipc": launch.launcher = "local"')
+
+
 RULES: tuple[Rule, ...] = (
     Rule(("generator.impl", "verifier.impl", "critic.impl", "trainer.impl", "task.impl"), _impls_are_known),
     Rule(("task.impl", "verifier.impl"), _verifier_fits_task),
@@ -221,6 +228,7 @@ RULES: tuple[Rule, ...] = (
     Rule(("trainer.max_seconds",), _trainer_budget_fits_a_step),
     Rule(tuple(key for key, _, _ in declared_paths()), _paths_are_of_their_kind),
     Rule(("launch.launcher",), _launcher_is_installed),
+    Rule(("launch.launcher", "run.transport"), _ray_reaches_hosts),
 )
 
 
