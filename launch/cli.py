@@ -250,6 +250,7 @@ def study(preset: Preset = "study", overrides: Overrides = None,
     """Several seeded trajectories and a report with bootstrap intervals and figures."""
     from constellation.runtime.config_check import check_config
     from constellation.runtime.preflight import preflight
+    from launch.inprocess import CONTROL_ROLES
     from launch.study import run_study, seed_overrides
     from launch.study_report import StudyError
     from launch.supervisor import SupervisorError
@@ -263,7 +264,10 @@ def study(preset: Preset = "study", overrides: Overrides = None,
         key, values = parse_sweep(sweep) if sweep else ("", [""])
         for value in values:  # every value's config and task, before any trajectory starts
             chosen = [*(overrides or []), *([f"{key}={value}"] if sweep else [])]
-            (check_config if report_only else preflight)(config_mod.load(preset, seed_overrides(chosen, first_seed)))
+            cfg = config_mod.load(preset, seed_overrides(chosen, first_seed))
+            (check_config if report_only else preflight)(cfg)
+            if controls and not report_only:
+                _hosts(cfg, CONTROL_ROLES, " or --no-controls (then constellation control with such an impl)")
         if sweep:
             run_sweep(preset, sweep, seeds, overrides or [], out, console, **options)
         else:
@@ -272,6 +276,15 @@ def study(preset: Preset = "study", overrides: Overrides = None,
         raise typer.Exit(_error(e, console))
     except OSError as e:
         raise typer.Exit(_error(os_error_line(e), console))
+
+
+def _hosts(cfg: config_mod.Config, roles: tuple[str, ...], also: str = "") -> None:
+    """ConfigError when this process cannot host ``roles`` in-process (a role's own interpreter)."""
+    from launch.inprocess import hosting_problem
+
+    problem = hosting_problem(cfg, roles)
+    if problem is not None:
+        raise config_mod.ConfigError(problem + also)
 
 
 @app.command()
@@ -285,12 +298,15 @@ def control(preset: Preset = "tiny", overrides: Overrides = None,
     """Positive controls: can the trainer learn from oracle data, can selection matter? Exit 0 both pass, 3 not."""
     from constellation.runtime.preflight import preflight
     from launch.control import PASSES, run_controls
+    from launch.inprocess import CONTROL_ROLES
     from launch.study import seed_overrides
     from launch.study_report import StudyError
 
     console = Console()
     try:
-        preflight(config_mod.load(preset, seed_overrides(overrides or [], first_seed)))  # before the base is built
+        cfg = config_mod.load(preset, seed_overrides(overrides or [], first_seed))
+        preflight(cfg)  # before the base is built
+        _hosts(cfg, CONTROL_ROLES)
         report = run_controls(preset, seeds, overrides or [], out, console, first_seed=first_seed, n_boot=bootstrap)
     except (config_mod.ConfigError, StudyError) as e:
         raise typer.Exit(_error(e, console))
@@ -305,6 +321,7 @@ def probe(preset: Preset = "tiny", overrides: Overrides = None,
                                                max=config_mod.MAX_SAMPLES)] = 8,
           ) -> None:
     """Is the task in the zone of proximal development for the base model? Exit 0 in the zone, 3 outside."""
+    from launch.inprocess import PROBE_ROLES
     from launch.probe import probe as run_probe
 
     from constellation.runtime.preflight import preflight
@@ -313,6 +330,7 @@ def probe(preset: Preset = "tiny", overrides: Overrides = None,
     try:
         cfg = config_mod.load(preset, overrides or [])
         split = preflight(cfg)  # values, paths and task files, before the base is built
+        _hosts(cfg, PROBE_ROLES)
     except config_mod.ConfigError as e:
         raise typer.Exit(_error(e, console))
     result = run_probe(cfg, n_problems=problems, samples=samples, console=console, split=split)

@@ -13,6 +13,7 @@ without processes: one thread does everything, in order.
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,6 +25,25 @@ from constellation.runtime.registry import resolve_role, worker_roles
 from launch.prepare import Progress, prepare
 
 
+CONTROL_ROLES = ("generator", "verifier", "trainer")  # what launch/control.py runs in this process
+PROBE_ROLES = ("generator", "verifier")
+
+
+def hosting_problem(cfg: config.Config, roles: tuple[str, ...]) -> str | None:
+    """Why this process cannot host one of ``roles`` -> one line, None when it can.
+    A role whose section names another interpreter (``generator.python``, e.g.
+    vllm's own venv) can only be started as a process, by ``constellation up``."""
+    for role in roles:
+        python = getattr(getattr(cfg, role), "python", "")
+        if python and Path(python).expanduser().absolute() != Path(sys.executable).absolute():
+            impl = getattr(cfg, role).impl
+            return (f'{role}.python = "{python}": this command runs its roles inside its own process '
+                    f'(launch/inprocess.py), so it cannot start {role}.impl = "{impl}" with another interpreter; '
+                    f'allowed: {role}.python = "" with an impl this interpreter loads, '
+                    f'e.g. --set {role}.impl="hf" --set {role}.python=""')
+    return None
+
+
 @contextmanager
 def in_process(cfg: config.Config, run_dir: Path, roles: tuple[str, ...] | None = None,
                progress: Progress = None, split: Any = None) -> Iterator[Coordinator]:
@@ -31,6 +51,9 @@ def in_process(cfg: config.Config, run_dir: Path, roles: tuple[str, ...] | None 
     set up the configured implementation of each role in ``roles`` (default:
     the run's worker roles, as ``up`` starts them), and yield the coordinator
     that drives them."""
+    problem = hosting_problem(cfg, roles or worker_roles(cfg))
+    if problem is not None:
+        raise config.ConfigError(problem)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(config.to_toml(cfg))

@@ -92,3 +92,27 @@ def test_trainer_control_fires_on_a_trainer_that_cannot_learn(tmp_path, override
     # a finished control is read back, not run again
     again = run_control(cfg, tmp_path / "control")
     assert (again.correct[1] == control.correct[1]).all()
+
+
+@pytest.mark.parametrize("command", [["control"], ["study", "--seeds", "1"], ["probe"]])
+def test_a_role_with_its_own_interpreter_is_refused_by_the_in_process_commands(tmp_path, capsys, command):
+    """control, a study's controls and probe run their roles in this process: a
+    generator.python naming another venv (vllm's) cannot be honored there, so the
+    start is one error line before any work, not a crash hours later."""
+    import stat
+
+    from launch import cli
+
+    other = tmp_path / "other-python"
+    other.write_text("#!/bin/sh\nexit 1\n")
+    other.chmod(other.stat().st_mode | stat.S_IXUSR)
+    out = tmp_path / "out"
+    sets = ["--set", f'generator.python="{other}"', "--set", f'run.runs_dir="{tmp_path}/runs"']
+    where = ["--out", str(out)] if command[0] != "probe" else []
+    assert cli.main([*command, "--preset", "smoke", *sets, *where]) == 2
+    printed = capsys.readouterr()
+    err = [line for line in (printed.out + printed.err).splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: ") and "generator.python" in err[0] and "inside its own process" in err[0], err
+    assert not out.exists() and not (tmp_path / "runs").exists()
+    if command[0] == "study":
+        assert "--no-controls" in err[0]
