@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from constellation.protocol import config
 from constellation.runtime.client import InProcessRoleClient
 from constellation.runtime.coordinator import Coordinator
+from constellation.runtime.process import quiet_kernel_lookup
 from constellation.runtime.registry import resolve_role, worker_roles
 from launch.prepare import Progress, prepare
 
@@ -54,6 +55,7 @@ def in_process(cfg: config.Config, run_dir: Path, roles: tuple[str, ...] | None 
     problem = hosting_problem(cfg, roles or worker_roles(cfg))
     if problem is not None:
         raise config.ConfigError(problem)
+    quiet_kernel_lookup()  # as in a role process: the roles below may import bitsandbytes
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(config.to_toml(cfg))

@@ -160,6 +160,13 @@ def serve_coordinator(cfg: config.Config, run_dir: Path, endpoints: dict, life: 
     client.close()
 
 
+def quiet_kernel_lookup() -> None:
+    """Importing bitsandbytes (peft does) looks for an optional CPU kernel on the
+    Hugging Face kernel hub; offline the lookup fails and bitsandbytes runs its
+    own CPU code. The warning is harmless (docs/real-model.md): silence it."""
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("role")
@@ -167,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {args.role}[%(process)d] %(levelname)s %(name)s: %(message)s")
-    # importing bitsandbytes (peft does) looks for an optional CPU kernel on the Hugging Face kernel hub;
-    # offline the lookup fails and bitsandbytes runs its own CPU code: the warning is harmless (docs/real-model.md)
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    quiet_kernel_lookup()
     cfg = config.load_file(args.run_dir / "config.toml")
     endpoints = json.loads((args.run_dir / "endpoints.json").read_text())
     life = Link("push", endpoints["lifecycle"], bind=False, keys=client_keys(args.run_dir, args.role))
