@@ -13,7 +13,8 @@ Built models are cached under ``<cache_dir>/tiny-<hash>``. The hash covers
 every field that changes the result (model shape and warm-start settings, the
 task config, the seed, the labeled set, the DSL tokens and ``CODE_VERSION``).
 A folder is built under a temporary name, gets its ``COMPLETE`` marker last
-and is renamed into place, so a half-written folder is never reused.
+and is renamed into place (models/cache_folder.py), so a half-written folder
+is never reused.
 
 The warm start is budgeted in optimizer steps (``model.warm_start_steps``),
 which makes a build reproducible, or else in wall-clock seconds, so that two
@@ -29,7 +30,6 @@ import logging
 import os
 import random
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import msgspec
 
+from constellation.models.cache_folder import MARKER, is_finished, publish  # MARKER: also read by tests
 from constellation.models.fit import FitArgs, fit
 from constellation.models.gguf_source import ensure_gguf_model, model_source
 from constellation.models.prompting import prompt_ids
@@ -45,7 +46,6 @@ from constellation.protocol.messages import Problem
 
 # Bump when a change here changes what a cached model would contain.
 CODE_VERSION = 1
-MARKER = "COMPLETE"
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
 # Characters beyond printable ASCII that get their own token; anything else
 # becomes <unk> (and is lost on decode: the DSL alphabet is ASCII).
@@ -387,13 +387,10 @@ def ensure_base_model(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: l
     cache = Path(os.path.expanduser(mcfg.cache_dir))
     key = base_model_key(mcfg, tcfg, seed, labeled, tokens)
     final = cache / f"tiny-{key}"
-    if (final / MARKER).exists():
+    if is_finished(final):
         if progress:
             progress(1.0, f"reusing cached base model {final}")
         return final
-    if final.exists():  # unfinished (should not happen thanks to rename, but never trust it)
-        shutil.rmtree(final)
-
     import torch
 
     torch.set_num_threads(max(1, mcfg.threads))
@@ -404,19 +401,13 @@ def ensure_base_model(mcfg: ModelConfig, tcfg: TaskConfig, seed: int, labeled: l
         progress(0.0, f"warm-starting a {n_params / 1e6:.2f}M-parameter model on {len(labeled)} problems")
     report = warm_start(model, tokenizer, labeled, WarmStartArgs.from_model_config(mcfg, seed), progress)
     report["n_params"] = n_params
-    tmp = cache / f"{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "warm_start.json").write_text(json.dumps(report, indent=1))
-    (tmp / MARKER).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
-    try:
-        os.rename(tmp, final)
-    except OSError:  # another process finished the same model first: use theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (final / MARKER).exists():
-            raise
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "warm_start.json").write_text(json.dumps(report, indent=1))
+
+    publish(final, write)
     if progress:
         progress(1.0, f"base model ready: {final} (loss {report['loss_first']:.3f} -> {report['loss_last']:.3f})")
     return final

